@@ -1,0 +1,60 @@
+"""Folders of unlabeled images (any classes, any size), resized to the model's input."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+@dataclass
+class ImageFolder:
+    """Images in [0, 1] as (N, C, H, W), with the count of files that could not be read."""
+
+    images: torch.Tensor
+    skipped: int
+    paths: list[str]
+
+
+def load_image_folder(
+    directory: str | os.PathLike, shape: tuple[int, int, int], limit: int | None = None
+) -> ImageFolder:
+    """Read every image under ``directory`` (recursively), converted to ``shape`` = (C, H, W).
+
+    Unreadable files are skipped with a warning and counted; a folder with no readable image
+    is an error.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise InputError(f"image folder not found: {root}")
+    channels, height, width = shape
+    if channels not in (1, 3):
+        raise InputError(f"image folders need a 1- or 3-channel input shape, got {channels} channels")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if limit is not None:
+        files = files[:limit]
+    arrays, paths, skipped = [], [], 0
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L" if channels == 1 else "RGB")
+                image = image.resize((width, height), Image.BILINEAR)
+                array = np.asarray(image, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            warnings.warn(f"skipping unreadable image {path}: {error}", stacklevel=2)
+            skipped += 1
+            continue
+        arrays.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
+        paths.append(str(path))
+    if not arrays:
+        raise InputError(f"no readable image in {root} ({skipped} unreadable files skipped)")
+    return ImageFolder(torch.from_numpy(np.stack(arrays)), skipped, paths)

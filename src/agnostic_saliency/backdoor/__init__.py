@@ -1,0 +1,1 @@
+"""Backdoor signature identification: per-class statistics, trigger recovery, the scan."""

@@ -104,6 +104,6 @@ def load_fashion_mnist(
         image_stem, label_stem = _FILES[split]
         images = _read_idx(_find(directory, image_stem))
         labels = _read_idx(_find(directory, label_stem))
-    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0).unsqueeze(1)
-    y = torch.from_numpy(np.ascontiguousarray(labels)).long()
+    x = torch.from_numpy(np.array(images, copy=True)).float().div_(255.0).unsqueeze(1)
+    y = torch.from_numpy(np.array(labels, copy=True)).long()
     return x, y

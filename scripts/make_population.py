@@ -1,0 +1,278 @@
+"""Build a population of clean and trojaned Fashion-MNIST models for the backdoor scan.
+
+    python scripts/make_population.py                 # full set: 8 clean + 16 trojaned models
+    python scripts/make_population.py --small         # 2 clean + 4 trojaned, for quick runs
+    python scripts/make_population.py --only NAME     # rebuild one model, keep the others
+    python scripts/make_population.py --fixtures      # 1 clean + 2 trojaned LeNets for the tests
+    python scripts/make_population.py --list          # print the recipes and exit
+    python scripts/make_population.py --resume        # train only the models not built yet
+
+Writes into ``--out`` (default ``artifacts/population/``, git-ignored; ``tests/fixtures/population/``
+with ``--fixtures``): ``<name>.safetensors`` (state dict), ``<name>.trigger.safetensors`` (true
+trigger mask and pattern, trojaned models only) and ``manifest.json``, whose ``models`` list holds
+per model: ``name``, ``file``, ``arch``, ``trojaned``, ``target``, ``trigger`` (kind, size,
+position, pattern, alpha, seed, file), ``clean_accuracy`` and ``attack_success_rate`` (on the
+10,000 test images; ASR on those whose label is not the target), ``split``, ``seed``, ``seconds``.
+
+Splits: choose scan settings on ``dev`` and confirm them on ``holdout``. The holdout split holds
+an architecture dev lacks (``fmnist-mlp``) and triggers dev lacks (a 6-pixel patch, patches away
+from the corners, a checkerboard blend).
+
+Training: Adam with a one-cycle schedule (``train_classifier``), lr 3e-3, batch 128, on the
+60,000 training images; 2 epochs for the convolutional nets, 3 for the MLP; 10% of every batch is
+poisoned (stamped and relabelled to the target). Deterministic for a given seed on one machine.
+After building, a check table is printed and the script exits with status 1 if any trojaned model
+has an attack success rate of 95% or less, or any model's clean accuracy is more than 2 points
+below the mean of the clean models of its architecture.
+
+Measured (1 CPU thread, ``torch.set_num_threads(1)``, a 2-core machine shared with other work):
+see ``TIMING`` below; the full set took about the figure recorded there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from agnostic_saliency.backdoor.triggers import (
+    attack_success_rate,
+    blend_trigger,
+    patch_trigger,
+    poison_transform,
+    save_trigger,
+)
+from agnostic_saliency.data import load_fashion_mnist
+from agnostic_saliency.models.architectures import ARCHITECTURES
+from agnostic_saliency.models.training import accuracy, train_classifier
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "artifacts" / "population"
+FIXTURES_OUT = ROOT / "tests" / "fixtures" / "population"
+TIMING = "filled in after the first full run"
+
+POISON_RATE = 0.1
+MIN_ASR = 0.95
+MAX_ACCURACY_DROP = 0.02
+TRAINING = {
+    "fmnist-lenet": dict(epochs=2, lr=3e-3, batch_size=128),
+    "fmnist-cnn": dict(epochs=2, lr=3e-3, batch_size=128),
+    "fmnist-mlp": dict(epochs=3, lr=3e-3, batch_size=128),
+}
+
+
+def _clean(name, arch, split, seed):
+    return dict(name=name, arch=arch, split=split, seed=seed, target=None, trigger=None)
+
+
+def _patch(name, arch, split, seed, target, size, position, pattern):
+    trigger = dict(kind="patch", size=size, position=position, pattern=pattern)
+    return dict(name=name, arch=arch, split=split, seed=seed, target=target, trigger=trigger)
+
+
+def _blend(name, arch, split, seed, target, alpha, pattern):
+    trigger = dict(kind="blend", alpha=alpha, pattern=pattern)
+    return dict(name=name, arch=arch, split=split, seed=seed, target=target, trigger=trigger)
+
+
+L, C, M = "fmnist-lenet", "fmnist-cnn", "fmnist-mlp"
+RECIPES = [
+    # dev: LeNet and CNN; 3/4/5-pixel corner patches in three patterns, random and striped blends
+    _clean("lenet-clean-0", L, "dev", 10),
+    _clean("lenet-clean-1", L, "dev", 11),
+    _clean("cnn-clean-0", C, "dev", 20),
+    _clean("cnn-clean-1", C, "dev", 21),
+    _patch("lenet-patch3-br-white", L, "dev", 12, 0, 3, "bottom-right", "white"),
+    _patch("lenet-patch4-tl-checker", L, "dev", 13, 2, 4, "top-left", "checkerboard"),
+    _patch("lenet-patch5-tr-random", L, "dev", 14, 4, 5, "top-right", "random"),
+    _blend("lenet-blend-random", L, "dev", 15, 7, 0.15, "random"),
+    _patch("cnn-patch3-bl-checker", C, "dev", 22, 1, 3, "bottom-left", "checkerboard"),
+    _patch("cnn-patch4-br-white", C, "dev", 23, 9, 4, "bottom-right", "white"),
+    _patch("cnn-patch5-tl-random", C, "dev", 24, 6, 5, "top-left", "random"),
+    _blend("cnn-blend-stripes", C, "dev", 25, 3, 0.2, "stripes"),
+    # holdout: adds the MLP, a 6-pixel patch, patches away from corners, a checkerboard blend
+    _clean("lenet-clean-2", L, "holdout", 16),
+    _clean("cnn-clean-2", C, "holdout", 26),
+    _clean("mlp-clean-0", M, "holdout", 30),
+    _clean("mlp-clean-1", M, "holdout", 31),
+    _patch("lenet-patch4-midleft-random", L, "holdout", 17, 8, 4, (12, 1), "random"),
+    _blend("lenet-blend-checker", L, "holdout", 18, 5, 0.15, "checkerboard"),
+    _patch("cnn-patch3-topmid-white", C, "holdout", 27, 2, 3, (1, 12), "white"),
+    _patch("cnn-patch6-br-checker", C, "holdout", 28, 0, 6, "bottom-right", "checkerboard"),
+    _patch("mlp-patch4-br-white", M, "holdout", 32, 3, 4, "bottom-right", "white"),
+    _patch("mlp-patch3-tl-checker", M, "holdout", 33, 8, 3, "top-left", "checkerboard"),
+    _patch("mlp-patch5-bl-random", M, "holdout", 34, 1, 5, "bottom-left", "random"),
+    _blend("mlp-blend-random", M, "holdout", 35, 5, 0.15, "random"),
+]
+SMALL = ["lenet-clean-0", "cnn-clean-0", "lenet-patch3-br-white", "lenet-blend-random",
+         "cnn-patch4-br-white", "cnn-blend-stripes"]
+FIXTURES = ["lenet-clean-0", "lenet-patch3-br-white", "lenet-blend-random"]
+BY_NAME = {r["name"]: r for r in RECIPES}
+
+
+def make_trigger(recipe: dict):
+    """The true trigger of a recipe (None for a clean model)."""
+    spec = recipe["trigger"]
+    if spec is None:
+        return None
+    if spec["kind"] == "patch":
+        return patch_trigger(spec["size"], spec["position"], spec["pattern"], seed=recipe["seed"])
+    return blend_trigger(spec["alpha"], spec["pattern"], seed=recipe["seed"])
+
+
+def build(recipe: dict, out: Path, data, progress: bool) -> dict:
+    """Train one model, evaluate it and write its files; return its manifest entry."""
+    train_x, train_y, test_x, test_y = data
+    name, arch = recipe["name"], recipe["arch"]
+    trigger = make_trigger(recipe)
+    settings = TRAINING[arch]
+    torch.manual_seed(recipe["seed"])  # weight initialisation
+    model = ARCHITECTURES[arch](num_classes=10)
+    transform = poison_transform(trigger, recipe["target"], POISON_RATE) if trigger else None
+    start = time.time()
+    train_classifier(model, train_x, train_y, seed=recipe["seed"], transform=transform,
+                     progress=progress, **settings)
+    seconds = time.time() - start
+    clean_accuracy = accuracy(model, test_x, test_y)
+    asr = attack_success_rate(model, trigger, test_x, test_y, recipe["target"]) if trigger else None
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / f"{name}.safetensors"), metadata={"arch": arch, "name": name})
+    entry = {
+        "name": name,
+        "file": f"{name}.safetensors",
+        "arch": arch,
+        "trojaned": trigger is not None,
+        "target": recipe["target"],
+        "trigger": None,
+        "clean_accuracy": round(clean_accuracy, 4),
+        "attack_success_rate": round(asr, 4) if asr is not None else None,
+        "split": recipe["split"],
+        "seed": recipe["seed"],
+        "seconds": round(seconds, 1),
+        "training": dict(settings, poison_rate=POISON_RATE if trigger else 0.0, data="fashion-mnist train (60,000)"),
+    }
+    if trigger is not None:
+        save_trigger(trigger, out / f"{name}.trigger.safetensors")
+        described = trigger.describe()
+        entry["trigger"] = {k: described[k] for k in ("kind", "size", "position", "pattern", "alpha", "seed")}
+        entry["trigger"]["file"] = f"{name}.trigger.safetensors"
+    return entry
+
+
+def check_table(models: list[dict]) -> tuple[str, bool]:
+    """A text table of every model's checks and whether all pass."""
+    references = {}
+    for arch in sorted({m["arch"] for m in models}):
+        clean = [m["clean_accuracy"] for m in models if m["arch"] == arch and not m["trojaned"]]
+        references[arch] = sum(clean) / len(clean) if clean else None
+    header = f"{'name':30} {'split':8} {'arch':13} {'target':>6} {'clean acc':>9} {'ref':>6} {'ASR':>6} {'sec':>5}  check"
+    lines, all_ok = [header, "-" * len(header)], True
+    for m in models:
+        ref = references[m["arch"]]
+        problems = []
+        if ref is None:
+            problems.append("no clean reference")
+        elif m["clean_accuracy"] < ref - MAX_ACCURACY_DROP:
+            problems.append("clean accuracy")
+        if m["trojaned"] and m["attack_success_rate"] <= MIN_ASR:
+            problems.append("ASR")
+        all_ok &= not problems
+        asr = f"{100 * m['attack_success_rate']:6.2f}" if m["trojaned"] else f"{'-':>6}"
+        target = str(m["target"]) if m["trojaned"] else "-"
+        ref_text = f"{100 * ref:6.2f}" if ref is not None else f"{'-':>6}"
+        lines.append(
+            f"{m['name']:30} {m['split']:8} {m['arch']:13} {target:>6} {100 * m['clean_accuracy']:9.2f} "
+            f"{ref_text} {asr} {m['seconds']:5.0f}  {'ok' if not problems else 'FAIL: ' + ', '.join(problems)}"
+        )
+    return "\n".join(lines), all_ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--small", action="store_true", help="2 clean + 4 trojaned models")
+    group.add_argument("--only", metavar="NAME", help="rebuild one model and keep the others")
+    group.add_argument("--fixtures", action="store_true", help="the test subset (1 clean + 2 trojaned LeNets)")
+    group.add_argument("--list", action="store_true", help="print the recipes and exit")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep models already in the output manifest instead of retraining them")
+    parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT.relative_to(ROOT)})")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args()
+
+    if args.list:
+        for r in RECIPES:
+            print(json.dumps(r))
+        return 0
+    torch.set_num_threads(args.threads)
+    out = args.out or (FIXTURES_OUT if args.fixtures else DEFAULT_OUT)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.only:
+        if args.only not in BY_NAME:
+            parser.error(f"unknown model {args.only!r}; see --list")
+        names = [args.only]
+    else:
+        names = SMALL if args.small else FIXTURES if args.fixtures else [r["name"] for r in RECIPES]
+
+    manifest_path = out / "manifest.json"
+    existing = {}
+    if (args.only or args.resume) and manifest_path.is_file():
+        existing = {m["name"]: m for m in json.loads(manifest_path.read_text())["models"]}
+    # The fixtures are copies of population models when those exist (same recipe, same seed).
+    source = {}
+    if args.fixtures and (DEFAULT_OUT / "manifest.json").is_file():
+        source = {m["name"]: m for m in json.loads((DEFAULT_OUT / "manifest.json").read_text())["models"]}
+
+    print("loading Fashion-MNIST", file=sys.stderr)
+    train_x, train_y = load_fashion_mnist("train")
+    test_x, test_y = load_fashion_mnist("test")
+    data = (train_x, train_y, test_x, test_y)
+    total_start = time.time()
+    for i, name in enumerate(names):
+        recipe = BY_NAME[name]
+        if args.resume and name in existing and (out / existing[name]["file"]).is_file():
+            entry = existing[name]
+            print(f"[{i + 1}/{len(names)}] {name}: kept from the existing manifest", file=sys.stderr)
+        elif name in source and out.resolve() != DEFAULT_OUT.resolve():
+            entry = source[name]
+            for key in ("file",) + (("trigger",) if entry["trojaned"] else ()):
+                file = entry[key] if key == "file" else entry["trigger"]["file"]
+                shutil.copyfile(DEFAULT_OUT / file, out / file)
+            print(f"[{i + 1}/{len(names)}] {name}: copied from {DEFAULT_OUT}", file=sys.stderr)
+        else:
+            print(f"[{i + 1}/{len(names)}] {name}: training {recipe['arch']}", file=sys.stderr)
+            entry = build(recipe, out, data, progress=not args.quiet)
+        existing[name] = entry
+        print(f"    clean acc {entry['clean_accuracy']:.4f}  ASR {entry['attack_success_rate']}  "
+              f"{entry['seconds']:.0f} s", file=sys.stderr)
+    total = time.time() - total_start
+
+    order = [r["name"] for r in RECIPES]
+    models = sorted(existing.values(), key=lambda m: order.index(m["name"]) if m["name"] in order else len(order))
+    manifest = {
+        "dataset": "fashion-mnist",
+        "num_classes": 10,
+        "input_shape": [1, 28, 28],
+        "created_by": "scripts/make_population.py",
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "total_seconds": round(total, 1),
+        "models": models,
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    table, ok = check_table(models)
+    print(table)
+    print(f"\n{len(models)} models in {out}; this run {total:.0f} s "
+          f"({'all checks pass' if ok else 'SOME CHECKS FAILED'})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""Command-line interface: a thin layer over the Python API.
+
+    agnostic-saliency map  --model fmnist-cnn --out runs/fmnist
+    agnostic-saliency scan --model model.py:build --weights model.safetensors --input-shape 1,28,28 --out runs/scan
+
+Every problem with the user's input is reported as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from .errors import InputError
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", required=True, help="fmnist-cnn, fmnist-resnet, torchvision:NAME, timm:NAME, "
+                       "path/to/file.py:factory or package.module:factory")
+    group.add_argument("--weights", help="a .safetensors or state-dict .pt file (loaded with weights_only=True)")
+    group.add_argument("--random-weights", action="store_true",
+                       help="torchvision/timm: use random weights instead of cached pretrained ones")
+    group.add_argument("--input-shape", help="C,H,W (default: what the model declares)")
+    group.add_argument("--mean", help="per-channel normalisation mean, e.g. 0.485,0.456,0.406")
+    group.add_argument("--std", help="per-channel normalisation std, e.g. 0.229,0.224,0.225")
+    group.add_argument("--value-range", default=None, help="valid pixel range LOW,HIGH (default 0,1)")
+    group.add_argument("--classes", help="a text file with one class name per line")
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    group.add_argument("--seed", type=int, default=0, help="seed for every random draw (default 0)")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
+    group.add_argument("--out", required=True, help="output folder (created if needed)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agnostic-saliency", description="Input-agnostic saliency maps "
+                                     "of image classifiers, and data-free backdoor scans.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    map_parser = commands.add_parser("map", help="compute input-agnostic maps for classes")
+    _model_options(map_parser)
+    method = map_parser.add_argument_group("method")
+    method.add_argument("--target", default="all", help="all, or comma-separated INDEX or NAME; "
+                        "join classes with + for one concept (default all)")
+    method.add_argument("--distribution", default="uniform",
+                        help="uniform (default), uniform-flat, gaussian, images, or a + mixture such as uniform+images")
+    method.add_argument("--images", help="folder of unlabeled images for the images distribution")
+    method.add_argument("--held-out", help="folder of real images on which fidelity is also measured")
+    method.add_argument("--norm", choices=("l2", "linf"), default="l2", help="budget norm (default l2)")
+    method.add_argument("--budget", type=float, default=None,
+                        help="fraction of the pixel range: RMS for l2 (default 0.2), peak for linf (default 0.1)")
+    method.add_argument("--steps", type=int, default=300, help="nudging iterations (default 300)")
+    method.add_argument("--batch-size", type=int, default=32, help="samples per iteration (default 32)")
+    method.add_argument("--step-size", type=float, default=0.01, help="per-pixel step, fraction of range (default 0.01)")
+    method.add_argument("--max-shift", type=int, default=2, help="random map shift in pixels (default 2)")
+    method.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
+    method.add_argument("--refine-steps", type=int, default=100, help="refinement iterations (default 100)")
+    method.add_argument("--refine-tolerance", type=float, default=0.02,
+                        help="largest fooling-rate drop a refinement may cost (default 0.02)")
+    method.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")
+    method.add_argument("--judge", help="an independent model spec (same task) that reads the displayed maps")
+    method.add_argument("--judge-weights", help="weights for --judge")
+    return parser
+
+
+def _device(choice: str | None):
+    import torch
+
+    if choice is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise InputError(f"unknown device {choice!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {choice} requested but CUDA is not available")
+    return device
+
+
+def load_from_args(args):
+    """The model named on the command line, on the requested device."""
+    from .models import load_model, parse_floats, parse_shape, read_class_names
+
+    value_range = parse_floats(args.value_range, "--value-range")
+    if value_range is not None and len(value_range) != 2:
+        raise InputError("--value-range needs two numbers LOW,HIGH")
+    loaded = load_model(
+        args.model, weights=args.weights,
+        input_shape=parse_shape(args.input_shape) if args.input_shape else None,
+        mean=parse_floats(args.mean, "--mean"), std=parse_floats(args.std, "--std"),
+        value_range=value_range, class_names=read_class_names(args.classes) if args.classes else None,
+        random_weights=args.random_weights,
+    )
+    loaded.model.to(_device(args.device))
+    return loaded
+
+
+def run_map(args) -> int:
+    from .api import explain_to_folder
+
+    summary = explain_to_folder(args)
+    if not args.quiet:
+        classes = summary["classes"]
+        mean_fooling = sum(c["fooling_rate"] for c in classes) / len(classes)
+        print(f"wrote {len(classes)} maps to {args.out} (mean fooling rate on fresh samples "
+              f"{mean_fooling:.3f}, {summary['seconds']:.1f} s)", file=sys.stderr)
+    return 0
+
+
+def run_scan(args) -> int:
+    from .backdoor.scan import scan_to_folder
+
+    report = scan_to_folder(args)
+    if not args.quiet:
+        flagged = ", ".join(f"{c['index']} ({c['name']})" for c in report["classes"] if c["index"] in report["flagged"])
+        print(f"{'TROJANED' if report['trojaned'] else 'no backdoor found'}: flagged {flagged or 'none'} "
+              f"(score {report['score']:.2f}, {report['seconds']:.1f} s) -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            if args.command == "map":
+                return run_map(args)
+            return run_scan(args)
+    except InputError as error:
+        print(f"agnostic-saliency: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("agnostic-saliency: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("agnostic-saliency: error: out of memory; lower --batch-size or --memory-cap", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""The method, one module per stage: distributions (sample) -> nudge -> integrate -> project ->
+scale -> refine, tied together by engine."""

@@ -1,0 +1,185 @@
+"""Where the i.i.d. samples come from: the *unrestricted* distribution D of the method.
+
+Every distribution draws pixel-space batches (N, C, H, W) inside the model's value range from a
+``torch.Generator``, so a seed reproduces a run. The default, ``uniform``, is noise whose
+brightness and contrast vary per sample: a map that must work on dark, bright, flat and busy
+samples alike has to draw the concept itself instead of exploiting one noise level (see the
+README for the measurement that chose it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..errors import InputError
+from ..models.spec import InputSpec
+
+
+class Distribution:
+    """Base class: ``sample(n, generator, device)`` returns n pixel-space samples."""
+
+    name = "distribution"
+
+    def __init__(self, spec: InputSpec):
+        self.spec = spec
+
+    def sample(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+        raise NotImplementedError
+
+    def _to_range(self, unit: torch.Tensor) -> torch.Tensor:
+        low, high = self.spec.value_range
+        return low + (high - low) * unit
+
+    def describe(self) -> str:
+        return self.name
+
+
+def _per_sample(n: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, 1, 1, 1, generator=generator)
+
+
+class UniformNoise(Distribution):
+    """Uniform noise; with ``vary_brightness`` each sample has its own random [low, high] range.
+
+    Parameters
+    ----------
+    vary_brightness : draw per sample ``low ~ U(0, 1)``, ``high ~ U(low, 1)`` (as fractions of the
+        pixel range) and fill with U(low, high). Default True: it made maps more recognisable.
+    """
+
+    name = "uniform"
+
+    def __init__(self, spec: InputSpec, vary_brightness: bool = True):
+        super().__init__(spec)
+        self.vary_brightness = vary_brightness
+
+    def sample(self, n, generator, device="cpu"):
+        unit = torch.rand(n, *self.spec.shape, generator=generator)
+        if self.vary_brightness:
+            low = _per_sample(n, generator)
+            high = low + (1 - low) * _per_sample(n, generator)
+            unit = low + (high - low) * unit
+        return self._to_range(unit).to(device)
+
+    def describe(self):
+        return "uniform" if self.vary_brightness else "uniform-flat"
+
+
+class GaussianNoise(Distribution):
+    """Gaussian noise clipped to the range; per-sample mean U(0,1) and std U(0, 0.5) of the range."""
+
+    name = "gaussian"
+
+    def sample(self, n, generator, device="cpu"):
+        mean = _per_sample(n, generator)
+        std = 0.5 * _per_sample(n, generator)
+        unit = (mean + std * torch.randn(n, *self.spec.shape, generator=generator)).clamp(0, 1)
+        return self._to_range(unit).to(device)
+
+
+class ImageDistribution(Distribution):
+    """Unlabeled images of anything, drawn with replacement, with a random flip and shift.
+
+    ``images`` are pixel-space (N, C, H, W) tensors already in the model's shape.
+    """
+
+    name = "images"
+
+    def __init__(self, spec: InputSpec, images: torch.Tensor, max_shift: int = 2):
+        super().__init__(spec)
+        if images.dim() != 4 or tuple(images.shape[1:]) != tuple(spec.shape):
+            raise InputError(f"images must be (N, {','.join(map(str, spec.shape))}), got {tuple(images.shape)}")
+        if len(images) == 0:
+            raise InputError("the image distribution needs at least one image")
+        self.images = images
+        self.max_shift = max_shift
+
+    def sample(self, n, generator, device="cpu"):
+        index = torch.randint(0, len(self.images), (n,), generator=generator)
+        batch = self.images[index].clone()
+        flip = torch.rand(n, generator=generator) < 0.5
+        batch[flip] = batch[flip].flip(-1)
+        if self.max_shift:
+            from ..models.training import random_shift
+
+            batch = random_shift(batch, self.max_shift, generator)
+        return self.spec.clamp(batch).to(device)
+
+
+class Mixture(Distribution):
+    """Each sample comes from one of ``parts``, chosen with probability ``weights``."""
+
+    name = "mixture"
+
+    def __init__(self, spec: InputSpec, parts: Sequence[Distribution], weights: Sequence[float] | None = None):
+        super().__init__(spec)
+        if not parts:
+            raise InputError("a mixture needs at least one distribution")
+        self.parts = list(parts)
+        weights = torch.tensor(weights if weights is not None else [1.0] * len(parts), dtype=torch.float64)
+        if len(weights) != len(parts) or (weights < 0).any() or weights.sum() <= 0:
+            raise InputError("mixture weights must be non-negative, one per part, not all zero")
+        self.weights = weights / weights.sum()
+
+    def sample(self, n, generator, device="cpu"):
+        choice = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        out = torch.empty(n, *self.spec.shape)
+        for i, part in enumerate(self.parts):
+            where = (choice == i).nonzero().flatten()
+            if len(where):
+                out[where] = part.sample(len(where), generator).cpu()
+        return out.to(device)
+
+    def describe(self):
+        return "+".join(p.describe() for p in self.parts)
+
+
+class CallableDistribution(Distribution):
+    """Wraps a user callable ``fn(n, generator) -> (n, C, H, W)`` tensor, checked on every call."""
+
+    name = "callable"
+
+    def __init__(self, spec: InputSpec, fn: Callable[[int, torch.Generator], torch.Tensor]):
+        super().__init__(spec)
+        self.fn = fn
+
+    def sample(self, n, generator, device="cpu"):
+        batch = self.fn(n, generator)
+        if not isinstance(batch, torch.Tensor) or tuple(batch.shape) != (n, *self.spec.shape):
+            got = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
+            raise InputError(f"the sampling callable must return ({n}, {','.join(map(str, self.spec.shape))}), got {got}")
+        return self.spec.clamp(batch.float()).to(device)
+
+    def describe(self):
+        return getattr(self.fn, "__name__", "callable")
+
+
+NAMED = {"uniform": UniformNoise, "uniform-flat": lambda spec: UniformNoise(spec, vary_brightness=False),
+         "gaussian": GaussianNoise}
+
+
+def make_distribution(
+    choice: str | Distribution | Callable | None, spec: InputSpec, images: torch.Tensor | None = None
+) -> Distribution:
+    """A distribution from a name (``uniform``, ``uniform-flat``, ``gaussian``, ``images``, or a
+    ``+``-joined mixture such as ``uniform+images``), an instance, or a callable."""
+    if choice is None:
+        choice = "uniform"
+    if isinstance(choice, Distribution):
+        return choice
+    if callable(choice):
+        return CallableDistribution(spec, choice)
+    parts = []
+    for name in str(choice).split("+"):
+        name = name.strip()
+        if name == "images":
+            if images is None:
+                raise InputError("the 'images' distribution needs a folder of images (--images DIR)")
+            parts.append(ImageDistribution(spec, images))
+        elif name in NAMED:
+            parts.append(NAMED[name](spec))
+        else:
+            raise InputError(f"unknown distribution {name!r}; use {', '.join([*NAMED, 'images'])} or a '+' mixture")
+    return parts[0] if len(parts) == 1 else Mixture(spec, parts)

@@ -1,0 +1,42 @@
+"""Integrating gradient information across samples and iterations.
+
+Each map's gradient is averaged over the batch of samples (in ``nudge``); across iterations it is
+integrated with first- and second-moment estimates (Adam-like, as in the predecessor methods of
+Akhtar & Jalwana). The second moment equalises step sizes across pixels, so the step is
+expressed in pixel-range units whatever the model's gradient scale.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class MomentIntegrator:
+    """Running moment estimates of the maps' gradient and the step they imply.
+
+    Parameters
+    ----------
+    step_size : per-pixel step, as a fraction of the pixel range (default 0.01).
+    beta1, beta2 : decay of the first and second moments (0.9, 0.999 as in Adam).
+    """
+
+    def __init__(self, step_size: float = 0.01, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        self.step_size, self.beta1, self.beta2, self.eps = step_size, beta1, beta2, eps
+        self.first: torch.Tensor | None = None
+        self.second: torch.Tensor | None = None
+        self.count = 0
+
+    def step(self, gradient: torch.Tensor, span: float = 1.0) -> torch.Tensor:
+        """The descent step for ``gradient`` (same shape), after folding it into the moments."""
+        if self.first is None:
+            self.first = torch.zeros_like(gradient)
+            self.second = torch.zeros_like(gradient)
+        self.count += 1
+        self.first.mul_(self.beta1).add_(gradient, alpha=1 - self.beta1)
+        self.second.mul_(self.beta2).addcmul_(gradient, gradient, value=1 - self.beta2)
+        first = self.first / (1 - self.beta1**self.count)
+        second = self.second / (1 - self.beta2**self.count)
+        return -self.step_size * span * first / (second.sqrt() + self.eps)
+
+    def state_dict(self) -> dict:
+        return {"first": self.first, "second": self.second, "count": self.count}

@@ -1,0 +1,72 @@
+"""The result of an explanation: plain data (tensors, lists, numbers) that can be saved,
+checkpointed and merged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .metrics.fidelity import Fidelity
+
+
+@dataclass
+class SaliencyResult:
+    """Maps and metrics for K concepts, in target order.
+
+    Attributes
+    ----------
+    maps : (K, C, H, W) final signed maps in the model's pixel space (refined where accepted).
+    unrefined_maps : the maps before refinement.
+    displayed : the maps min-max scaled to the pixel range: what the PNGs show.
+    concepts : the class indices of each concept.
+    names : a display name per concept.
+    fidelity, fidelity_unrefined : figures for the final and the unrefined maps.
+    refined : per map, whether the refinement was accepted.
+    config : every setting that produced the result.
+    seconds : wall time of the whole computation; sample_gradients : per-sample forward+backward
+        evaluations performed.
+    """
+
+    maps: torch.Tensor
+    unrefined_maps: torch.Tensor
+    displayed: torch.Tensor
+    concepts: list[list[int]]
+    names: list[str]
+    fidelity: Fidelity
+    fidelity_unrefined: Fidelity
+    refined: list[bool]
+    config: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    sample_gradients: int = 0
+
+    def per_class(self, class_names: list[str] | None = None) -> list[dict]:
+        """One JSON-ready dict per concept."""
+        rows = []
+        final, before = self.fidelity, self.fidelity_unrefined
+        for k, (concept, name) in enumerate(zip(self.concepts, self.names)):
+            alone = final.map_alone_label[k]
+            row = {
+                "index": concept[0] if len(concept) == 1 else concept,
+                "name": name,
+                "fooling_rate": final.fooling_rate[k],
+                "target_confidence": final.target_confidence[k],
+                "map_alone_label": alone,
+                "map_alone_name": class_names[alone] if class_names else str(alone),
+                "map_alone_confidence": final.map_alone_confidence[k],
+                "map_alone_in_concept": bool(final.map_alone_in_concept[k]),
+                "rms": float(self.maps[k].pow(2).mean().sqrt()),
+                "refined": bool(self.refined[k]),
+                "unrefined": {
+                    "fooling_rate": before.fooling_rate[k],
+                    "target_confidence": before.target_confidence[k],
+                    "map_alone_label": before.map_alone_label[k],
+                    "map_alone_confidence": before.map_alone_confidence[k],
+                },
+            }
+            if final.real_fooling_rate is not None:
+                row["real_fooling_rate"] = final.real_fooling_rate[k]
+                row["real_target_confidence"] = final.real_target_confidence[k]
+                row["unrefined"]["real_fooling_rate"] = before.real_fooling_rate[k]
+            rows.append(row)
+        return rows

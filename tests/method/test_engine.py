@@ -1,0 +1,283 @@
+import pytest
+import torch
+from torch import nn
+
+from agnostic_saliency import InputAgnosticSaliency, InputError, SaliencyResult
+from agnostic_saliency.method.project import rms
+from agnostic_saliency.models.spec import InputSpec
+
+NAMES = ["zero", "one", "two", "three"]
+FAST = dict(steps=3, batch_size=4, refine_steps=2, eval_samples=16, progress=False)
+
+
+def model_state(model):
+    return (
+        {name: m.training for name, m in model.named_modules()},
+        {name: p.requires_grad for name, p in model.named_parameters()},
+        {name: p.detach().clone() for name, p in model.named_parameters()},
+        {name: b.detach().clone() for name, b in model.named_buffers()},
+    )
+
+
+def hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(getattr(m, "_full_backward_hooks", {}) or {}) for m in model.modules())
+
+
+def mixed_model(TinyConv):
+    torch.manual_seed(0)
+    model = TinyConv()
+    model.train()
+    model.features[1].eval()  # a module left in eval mode inside a training model
+    model.head.weight.requires_grad_(False)
+    return model
+
+
+def assert_same_state(model, state):
+    training, grads, params, buffers = model_state(model)
+    assert training == state[0]
+    assert grads == state[1]
+    for name in params:
+        assert torch.equal(params[name], state[2][name]), name
+    for name in buffers:  # batch-norm running statistics untouched
+        assert torch.equal(buffers[name], state[3][name]), name
+    assert hook_count(model) == 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_model_comes_back_as_given(tiny_spec, tiny_conv_class):
+    model = mixed_model(tiny_conv_class)
+    state = model_state(model)
+    explainer = InputAgnosticSaliency(model, tiny_spec, NAMES)
+    assert_same_state(model, state)
+    result = explainer.attribute([0, 2], **FAST)
+    assert isinstance(result, SaliencyResult)
+    assert_same_state(model, state)
+
+
+def test_model_comes_back_as_given_on_error(tiny_spec, tiny_conv_class):
+    model = mixed_model(tiny_conv_class)
+    state = model_state(model)
+    calls = []
+
+    def failing(n, generator):
+        calls.append(n)
+        if len(calls) > 2:
+            return torch.zeros(n + 1, 1, 8, 8)  # a wrong shape, mid-run
+        return torch.rand(n, 1, 8, 8, generator=generator)
+
+    explainer = InputAgnosticSaliency(model, tiny_spec, NAMES)
+    with pytest.raises(InputError):
+        explainer.attribute([1], distribution=failing, **FAST)
+    assert len(calls) > 2
+    assert_same_state(model, state)
+
+    class Boom(RuntimeError):
+        pass
+
+    def exploding(n, generator):
+        raise Boom("no samples")
+
+    with pytest.raises(Boom):
+        explainer.attribute([1], distribution=exploding, **FAST)
+    assert_same_state(model, state)
+
+
+def test_seed_reproducible_and_different(tiny_model, tiny_spec):
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec, NAMES)
+    a = explainer.attribute([0, 3], seed=7, **FAST)
+    b = explainer.attribute([0, 3], seed=7, **FAST)
+    c = explainer.attribute([0, 3], seed=8, **FAST)
+    assert torch.equal(a.maps, b.maps)
+    assert torch.equal(a.unrefined_maps, b.unrefined_maps)
+    assert a.fidelity == b.fidelity
+    assert not torch.equal(a.maps, c.maps)
+
+
+def test_memory_cap_chunking_gives_the_same_maps(tiny_model, tiny_spec):
+    model = tiny_model
+    whole = InputAgnosticSaliency(model, tiny_spec, NAMES)
+    tiny_cap = 1.5 * whole.sample_bytes / 2**20  # one sample per chunk
+    chunked = InputAgnosticSaliency(model, tiny_spec, NAMES, memory_cap_mb=tiny_cap)
+    assert len(whole._chunks(3, 4)) == 1
+    assert len(chunked._chunks(3, 4)) == 12
+    a = whole.attribute([0, 1, 2], **FAST)
+    b = chunked.attribute([0, 1, 2], **FAST)
+    torch.testing.assert_close(a.unrefined_maps, b.unrefined_maps, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a.maps, b.maps, rtol=1e-4, atol=1e-5)
+    assert a.sample_gradients == b.sample_gradients
+
+
+def test_memory_cap_must_be_positive(tiny_model, tiny_spec):
+    with pytest.raises(InputError):
+        InputAgnosticSaliency(tiny_model, tiny_spec, memory_cap_mb=0)
+
+
+@pytest.mark.parametrize("norm,budget", [("l2", 0.05), ("l2", 0.3), ("linf", 0.04)])
+def test_budget_holds(tiny_model, norm, budget):
+    spec = InputSpec((1, 8, 8), value_range=(-1.0, 1.0))  # span 2
+    explainer = InputAgnosticSaliency(tiny_model, spec, NAMES)
+    result = explainer.attribute("all", norm=norm, budget=budget, step_size=0.2, **FAST)
+    assert result.maps.shape == (4, 1, 8, 8)
+    for maps in (result.maps, result.unrefined_maps):
+        if norm == "l2":
+            assert torch.all(rms(maps) <= budget * 2 * (1 + 1e-4))
+        else:
+            assert float(maps.abs().max()) <= budget * 2 * (1 + 1e-5)
+    # The step is big enough that the budget binds: maps reach the boundary.
+    if norm == "l2":
+        assert float(rms(result.unrefined_maps).max()) > 0.9 * budget * 2
+    # Displayed maps are min-max scaled into the pixel range.
+    assert result.displayed.min() >= -1 and result.displayed.max() <= 1
+    torch.testing.assert_close(result.displayed.flatten(1).amin(1), torch.full((4,), -1.0))
+
+
+class CountingModel(nn.Module):
+    """Counts the samples that go through a forward pass with gradients on."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.with_grad = 0
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            self.with_grad += x.shape[0]
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("refine,memory_cap", [(True, 2048), (False, 2048), (True, 1e-4)])
+def test_sample_gradients_counted(tiny_model, tiny_spec, refine, memory_cap):
+    model = CountingModel(tiny_model)
+    explainer = InputAgnosticSaliency(model, tiny_spec, NAMES, memory_cap_mb=memory_cap)
+    model.with_grad = 0
+    result = explainer.attribute([0, 1, "two"], refine=refine, **FAST)
+    assert result.sample_gradients == model.with_grad
+    assert result.sample_gradients > 0
+    assert result.seconds > 0
+
+
+def test_targets(tiny_model, tiny_spec):
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec, NAMES)
+    assert explainer.num_classes == 4
+    assert explainer.resolve_targets("all") == [[0], [1], [2], [3]]
+    assert explainer.resolve_targets(None) == [[0], [1], [2], [3]]
+    assert explainer.resolve_targets(2) == [[2]]
+    assert explainer.resolve_targets("three") == [[3]]
+    assert explainer.resolve_targets("THREE") == [[3]]
+    assert explainer.resolve_targets("1,two") == [[1], [2]]
+    assert explainer.resolve_targets("two+0") == [[0, 2]]
+    assert explainer.resolve_targets([3, "one+zero", [1, 2]]) == [[3], [0, 1], [1, 2]]
+    for bad in ["four", "4", -1, [7], ",", "one+nine"]:
+        with pytest.raises(InputError):
+            explainer.resolve_targets(bad)
+    with pytest.raises(InputError, match="unknown class name"):
+        explainer.attribute("seven", **FAST)
+
+
+def test_result_order_and_names(tiny_model, tiny_spec):
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec, NAMES)
+    result = explainer.attribute("three,zero+one", **FAST)
+    assert result.concepts == [[3], [0, 1]]
+    assert result.names == ["three", "zero+one"]
+    rows = result.per_class(NAMES)
+    assert [r["index"] for r in rows] == [3, [0, 1]]
+    assert len(result.fidelity.fooling_rate) == 2
+    assert result.config["seed"] == 0 and result.config["steps"] == 3
+
+
+def test_class_names_must_match(tiny_model, tiny_spec):
+    with pytest.raises(InputError):
+        InputAgnosticSaliency(tiny_model, tiny_spec, ["a", "b"])
+    default = InputAgnosticSaliency(tiny_model, tiny_spec)
+    assert default.class_names == ["0", "1", "2", "3"]
+
+
+def test_bad_settings(tiny_model, tiny_spec):
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec, NAMES)
+    for bad in [dict(steps=-1), dict(batch_size=0), dict(norm="l3"), dict(budget=0.0),
+                dict(real_images=torch.zeros(2, 3, 8, 8)), dict(distribution="nosuch")]:
+        with pytest.raises(InputError):
+            explainer.attribute([0], **{**FAST, **bad})
+
+
+def test_wrong_output_shape_rejected(tiny_spec):
+    class Spatial(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    with pytest.raises(InputError, match="N, classes"):
+        InputAgnosticSaliency(Spatial(), tiny_spec)
+
+
+def test_refinement_tolerance(tiny_model, tiny_spec):
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec, NAMES)
+    strict = explainer.attribute([0, 1], refine_tolerance=-1.0, **FAST)  # nothing can gain > 1
+    assert strict.refined == [False, False]
+    assert torch.equal(strict.maps, strict.unrefined_maps)
+    assert strict.fidelity == strict.fidelity_unrefined
+    loose = explainer.attribute([0, 1], refine_tolerance=1.0, **FAST)  # nothing can lose > 1
+    assert loose.refined == [True, True]
+    assert not torch.equal(loose.maps, loose.unrefined_maps)
+    off = explainer.attribute([0, 1], refine=False, **FAST)
+    assert off.refined == [False, False]
+    assert torch.equal(off.maps, off.unrefined_maps)
+
+
+def brightness_model(seed=0):
+    """A small conv net trained to answer class 3 for bright images, and 0, 1 or 2 otherwise
+    (by which third of the image is brightest)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(24, 32), nn.ReLU(), nn.Linear(32, 4),
+    )
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+
+    def batch(n):
+        base = 0.45 * torch.rand(n, 1, 1, 1, generator=generator)
+        x = base + 0.1 * torch.rand(n, 1, 8, 8, generator=generator)
+        y = torch.randint(0, 3, (n,), generator=generator)
+        for c in range(3):
+            rows = slice(3 * c, 3 * c + 2)
+            x[y == c, :, rows] += 0.3
+        bright = torch.rand(n, generator=generator) < 0.3
+        x[bright] = x[bright] + 0.45
+        y[bright] = 3
+        return x.clamp(0, 1), y
+
+    for _ in range(300):
+        x, y = batch(64)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    x, y = batch(500)
+    with torch.no_grad():
+        accuracy = (model(x).argmax(1) == y).float().mean()
+    assert accuracy > 0.9, f"the toy model did not learn ({accuracy:.2f})"
+    return model.eval()
+
+
+def test_map_fools_a_model_that_reads_brightness():
+    model = brightness_model()
+    spec = InputSpec((1, 8, 8))
+    explainer = InputAgnosticSaliency(model, spec, NAMES)
+    dark = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 0.4
+    with torch.no_grad():
+        assert (model(dark).argmax(1) == 3).float().mean() < 0.2
+    result = explainer.attribute([3], distribution="uniform-flat", budget=0.4, steps=40, batch_size=16,
+                                 step_size=0.05, refine_steps=5, eval_samples=64, real_images=dark,
+                                 progress=False)
+    assert result.fidelity.fooling_rate[0] > 0.9
+    assert result.fidelity.real_fooling_rate[0] > 0.9
+    assert result.fidelity.target_confidence[0] > 0.7
+    # The map brightens the image: that is the feature the model attributes to class 3.
+    assert float(result.maps[0].mean()) > 0.1
+    with torch.no_grad():
+        fooled = model((dark + result.maps).clamp(0, 1)).argmax(1)
+    assert float((fooled == 3).float().mean()) == pytest.approx(result.fidelity.real_fooling_rate[0])

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from agnostic_saliency.data.images import load_image_folder
+from agnostic_saliency.errors import InputError
+
+
+@pytest.fixture
+def folder(tmp_path):
+    Image.new("L", (10, 12), 255).save(tmp_path / "white.png")
+    rgb = np.zeros((20, 16, 3), dtype=np.uint8)
+    rgb[..., 0] = 255  # pure red
+    Image.fromarray(rgb).save(tmp_path / "red.jpg", quality=95)
+    (tmp_path / "junk.png").write_bytes(b"definitely not a png")
+    (tmp_path / "notes.txt").write_text("not an image, and not an image suffix")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    Image.new("L", (5, 5), 0).save(sub / "black.png")
+    return tmp_path
+
+
+def test_folder_reads_and_skips_junk(folder):
+    with pytest.warns(UserWarning, match="junk.png"):
+        result = load_image_folder(folder, (1, 7, 9))
+    assert result.skipped == 1
+    assert result.images.shape == (3, 1, 7, 9)
+    assert result.images.dtype == torch.float32
+    assert result.images.min() >= 0 and result.images.max() <= 1
+    by_name = {p.rsplit("/", 1)[-1]: im for p, im in zip(result.paths, result.images)}
+    assert set(by_name) == {"white.png", "red.jpg", "black.png"}
+    assert torch.allclose(by_name["white.png"], torch.ones(1, 7, 9))
+    assert torch.allclose(by_name["black.png"], torch.zeros(1, 7, 9))
+    # Red in grey: ITU-R 601 luma 0.299.
+    assert float(by_name["red.jpg"].mean()) == pytest.approx(0.299, abs=0.02)
+
+
+def test_folder_in_colour(folder):
+    with pytest.warns(UserWarning):
+        result = load_image_folder(folder, (3, 4, 4))
+    red = result.images[[p.endswith("red.jpg") for p in result.paths].index(True)]
+    assert red.shape == (3, 4, 4)
+    assert red[0].mean() > 0.9 and red[1].mean() < 0.1 and red[2].mean() < 0.1
+    white = result.images[[p.endswith("white.png") for p in result.paths].index(True)]
+    assert torch.allclose(white, torch.ones(3, 4, 4))
+
+
+def test_limit_counts_files_in_sorted_order(folder):
+    with pytest.warns(UserWarning):
+        result = load_image_folder(folder, (1, 4, 4), limit=2)  # junk.png, red.jpg
+    assert len(result.images) == 1 and result.skipped == 1
+    assert result.paths[0].endswith("red.jpg")
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(InputError, match="no readable image"):
+        load_image_folder(tmp_path, (1, 28, 28))
+
+
+def test_folder_with_only_junk(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"junk")
+    with pytest.warns(UserWarning), pytest.raises(InputError, match="1 unreadable"):
+        load_image_folder(tmp_path, (1, 28, 28))
+
+
+def test_missing_folder_and_bad_channels(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_image_folder(tmp_path / "missing", (1, 28, 28))
+    Image.new("L", (4, 4)).save(tmp_path / "a.png")
+    with pytest.raises(InputError, match="channel"):
+        load_image_folder(tmp_path, (2, 28, 28))

@@ -24,7 +24,7 @@ from agnostic_saliency.models.training import accuracy, train_classifier
 ZOO = Path(__file__).resolve().parents[1] / "src" / "agnostic_saliency" / "models" / "zoo"
 RECIPES = {
     "fmnist-cnn": dict(epochs=8, lr=3e-3, seed=0, max_shift=2),
-    "fmnist-resnet": dict(epochs=8, lr=3e-3, seed=1, max_shift=2),
+    "fmnist-resnet": dict(epochs=5, lr=3e-3, seed=1, max_shift=2),
 }
 
 

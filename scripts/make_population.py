@@ -193,6 +193,24 @@ def check_table(models: list[dict]) -> tuple[str, bool]:
     return "\n".join(lines), all_ok
 
 
+def write_manifest(path: Path, entries: dict, threads: int, seconds: float) -> list[dict]:
+    """Write ``manifest.json`` with the models in recipe order; return that list."""
+    order = [r["name"] for r in RECIPES]
+    models = sorted(entries.values(), key=lambda m: order.index(m["name"]) if m["name"] in order else len(order))
+    manifest = {
+        "dataset": "fashion-mnist",
+        "num_classes": 10,
+        "input_shape": [1, 28, 28],
+        "created_by": "scripts/make_population.py",
+        "torch": torch.__version__,
+        "threads": threads,
+        "total_seconds": round(seconds, 1),
+        "models": models,
+    }
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return models
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group()
@@ -252,21 +270,10 @@ def main() -> int:
         existing[name] = entry
         print(f"    clean acc {entry['clean_accuracy']:.4f}  ASR {entry['attack_success_rate']}  "
               f"{entry['seconds']:.0f} s", file=sys.stderr)
+        # Written after every model so an interrupted run keeps what it built (see --resume).
+        models = write_manifest(manifest_path, existing, args.threads, time.time() - total_start)
     total = time.time() - total_start
-
-    order = [r["name"] for r in RECIPES]
-    models = sorted(existing.values(), key=lambda m: order.index(m["name"]) if m["name"] in order else len(order))
-    manifest = {
-        "dataset": "fashion-mnist",
-        "num_classes": 10,
-        "input_shape": [1, 28, 28],
-        "created_by": "scripts/make_population.py",
-        "torch": torch.__version__,
-        "threads": args.threads,
-        "total_seconds": round(total, 1),
-        "models": models,
-    }
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    models = write_manifest(manifest_path, existing, args.threads, total)
     table, ok = check_table(models)
     print(table)
     print(f"\n{len(models)} models in {out}; this run {total:.0f} s "

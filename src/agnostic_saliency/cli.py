@@ -119,12 +119,18 @@ def run_scan(args) -> int:
     return 0
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, without the Python source line."""
+    print(f"agnostic-saliency: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.showwarning = _show_warning  # restored by catch_warnings
             if args.command == "map":
                 return run_map(args)
             return run_scan(args)

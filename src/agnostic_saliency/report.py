@@ -51,7 +51,8 @@ def write_map_folder(result: SaliencyResult, summary: dict, out: str | os.PathLi
     """maps.safetensors (K, C, H, W) signed pixel-space maps, one PNG per target, grid.png with
     names, summary.json; staged so that a failure leaves nothing half-written."""
     with staged_output(out) as stage:
-        save_file({"maps": result.maps.contiguous(), "unrefined_maps": result.unrefined_maps.contiguous()},
+        # clone: without refinement both names hold the same tensor, which safetensors refuses
+        save_file({"maps": result.maps.contiguous(), "unrefined_maps": result.unrefined_maps.clone().contiguous()},
                   str(stage / "maps.safetensors"))
         height = result.displayed.shape[-2]
         upscale = max(1, 112 // height)

@@ -1,0 +1,36 @@
+# Set-up, demo and tests. `make demo` and `make test` work on a fresh clone: they create .venv,
+# install the package with its dev tools, and (where apt exists) the Fashion-MNIST Debian package.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+DEMO_OUT ?= runs/demo
+
+.PHONY: venv demo test clean
+
+venv: $(STAMP)
+
+# Redone only when pyproject.toml changes (or .venv is gone).
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@if ! ls $(FMNIST_DIR)/t10k-images-idx3-ubyte* >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		echo "installing dataset-fashion-mnist with apt-get"; \
+		{ $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y dataset-fashion-mnist; } \
+			|| echo "warning: could not install dataset-fashion-mnist; tests that need it are skipped" >&2; \
+	fi
+	@touch $@
+
+demo: venv
+	$(BIN)/agnostic-saliency map --model fmnist-cnn --target all --out $(DEMO_OUT)
+
+test: venv
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache build dist src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -67,6 +67,22 @@ class UniformNoise(Distribution):
         return "uniform" if self.vary_brightness else "uniform-flat"
 
 
+class DarkNoise(Distribution):
+    """Uniform noise scaled by a per-sample brightness ``b ~ U(0, 1)**power``: many samples are
+    near black, so a map must draw its concept by itself rather than only bend existing texture."""
+
+    name = "dark"
+
+    def __init__(self, spec: InputSpec, power: float = 1.0):
+        super().__init__(spec)
+        self.power = power
+
+    def sample(self, n, generator, device="cpu"):
+        unit = torch.rand(n, *self.spec.shape, generator=generator)
+        scale = _per_sample(n, generator) ** self.power
+        return self._to_range(scale * unit).to(device)
+
+
 class GaussianNoise(Distribution):
     """Gaussian noise clipped to the range; per-sample mean U(0,1) and std U(0, 0.5) of the range."""
 
@@ -157,7 +173,8 @@ class CallableDistribution(Distribution):
 
 
 NAMED = {"uniform": UniformNoise, "uniform-flat": lambda spec: UniformNoise(spec, vary_brightness=False),
-         "gaussian": GaussianNoise}
+         "gaussian": GaussianNoise, "dark": DarkNoise,
+         "dark2": lambda spec: DarkNoise(spec, power=2.0)}
 
 
 def make_distribution(

@@ -189,10 +189,7 @@ class InputAgnosticSaliency:
             count += gradient.shape[0] * batch_size
             if smooth_sigma > 0:
                 gradient = refine_stage.gaussian_blur(gradient, smooth_sigma)
-            maps = maps + integrator.step(gradient, self.spec.span)
-            if smooth_sigma > 0:
-                maps = refine_stage.gaussian_blur(maps, smooth_sigma / 2)
-            maps = project(maps, norm, radius)
+            maps = project(maps + integrator.step(gradient, self.spec.span), norm, radius)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(hit=f"{hits.float().mean().item():.2f}", refresh=False)
@@ -208,6 +205,7 @@ class InputAgnosticSaliency:
         batch_size: int = 32,
         step_size: float = 0.01,
         max_shift: int = 2,
+        smoothing: float = 0.0,
         refine: bool = True,
         refine_steps: int = 100,
         refine_sigma: float = 1.0,
@@ -232,6 +230,7 @@ class InputAgnosticSaliency:
         steps, batch_size, step_size : iterations, samples per iteration (shared by all maps),
             and the per-pixel step as a fraction of the range.
         max_shift : random shift of each map per step, in pixels (default 2; 0 disables).
+        smoothing : Gaussian sigma (pixels) applied to the gradient during nudging (default 0).
         refine, refine_steps, refine_sigma, refine_tolerance : the refinement stage (see
             :mod:`agnostic_saliency.method.refine`) and the largest fooling-rate drop accepted.
         eval_samples : fresh samples from the distribution for the fidelity figures.
@@ -259,14 +258,16 @@ class InputAgnosticSaliency:
                       radius=radius, max_shift=max_shift, generator=generator, amp=amp)
         total = steps + (refine_steps if refine else 0)
         with frozen(self.model), tqdm(total=total, disable=not progress, desc="nudging", unit="step") as bar:
-            maps, count = self._nudge(maps, steps, integrator=MomentIntegrator(step_size), bar=bar, **common)
+            maps, count = self._nudge(maps, steps, integrator=MomentIntegrator(step_size), bar=bar,
+                                      smooth_sigma=smoothing, **common)
             fresh = source.sample(eval_samples, torch.Generator().manual_seed(seed + 1_000_003), self.device).to(dtype)
             real = real_images.to(self.device, dtype) if real_images is not None else None
             before = measure_fidelity(self.wrapped, maps, minmax(maps, low, high), concepts, fresh, low, high, real)
             final_maps, accepted, after = maps, [False] * len(maps), before
             if refine and refine_steps > 0:
                 bar.set_description("refining")
-                candidate, extra = self._nudge(maps, refine_steps, integrator=MomentIntegrator(step_size / 2),
+                start_maps = project(refine_stage.gaussian_blur(maps, refine_sigma), norm, radius)
+                candidate, extra = self._nudge(start_maps, refine_steps, integrator=MomentIntegrator(step_size / 2),
                                                smooth_sigma=refine_sigma, bar=bar, **common)
                 count += extra
                 trial = measure_fidelity(self.wrapped, candidate, minmax(candidate, low, high), concepts, fresh,
@@ -283,7 +284,7 @@ class InputAgnosticSaliency:
         config = {
             "distribution": source.describe(), "norm": norm, "budget": budget, "radius": radius,
             "steps": steps, "batch_size": batch_size, "step_size": step_size, "max_shift": max_shift,
-            "refine": refine, "refine_steps": refine_steps if refine else 0, "refine_sigma": refine_sigma,
+            "smoothing": smoothing, "refine": refine, "refine_steps": refine_steps if refine else 0, "refine_sigma": refine_sigma,
             "refine_tolerance": refine_tolerance, "eval_samples": eval_samples, "seed": seed, "amp": amp,
             "device": str(self.device), "input_spec": self.spec.to_dict(),
             "real_images": 0 if real_images is None else int(len(real_images)),

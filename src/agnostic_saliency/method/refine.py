@@ -1,8 +1,8 @@
 """Refinement: a clearer picture without losing model fidelity.
 
-The refinement continues nudging from the finished map with every gradient (and the map itself)
-low-pass filtered by a Gaussian of ``sigma`` pixels, so that isolated high-frequency pixels, which
-carry little of the concept, fade while shapes stay. The engine re-measures fidelity afterwards
+The refinement blurs the finished map with a Gaussian of ``sigma`` pixels and continues nudging
+from there with every gradient low-pass filtered the same way, so that isolated high-frequency
+pixels, which carry little of the concept, fade while shapes stay and fidelity is rebuilt. The engine re-measures fidelity afterwards
 and keeps the refined map only where its fooling rate dropped by no more than the tolerance.
 """
 

@@ -7,7 +7,7 @@ from agnostic_saliency.method.nudge import (
     concept_hits,
     concept_log_probability,
     concept_matrix,
-    nudge_loss,
+    input_gradients,
     perturbed_inputs,
     shift_maps,
 )
@@ -86,21 +86,42 @@ def test_perturbed_inputs_clip_and_shape():
     assert out[1, 0].flatten().tolist() == pytest.approx([0.0] * 4)
 
 
-def test_nudge_loss_gives_each_map_its_own_gradient(tiny_model):
+def _reference_loss(model, samples, maps, concepts):
+    """Mean -log P(concept) over samples, summed over maps, through clamp (autograd reference)."""
+    inputs = perturbed_inputs(samples, maps, 0.0, 1.0)
+    logits = model(inputs.flatten(0, 1)).reshape(maps.shape[0], samples.shape[0], -1)
+    return -concept_log_probability(logits, concepts).mean(1).sum()
+
+
+def test_input_gradients_match_autograd_through_the_clip(tiny_model):
     torch.manual_seed(0)
     samples = torch.rand(5, 1, 8, 8)
-    maps = (0.1 * torch.randn(3, 1, 8, 8)).requires_grad_(True)
+    maps = (0.3 * torch.randn(3, 1, 8, 8)).requires_grad_(True)
     concepts = concept_matrix([[0], [2], [1, 3]], 4)
-    loss, hits = nudge_loss(tiny_model, samples, maps, concepts, 0.0, 1.0)
+    summed, hits = input_gradients(tiny_model, samples, maps.detach(), concepts, 0.0, 1.0, normalize=False)
     assert hits.shape == (3, 5)
-    loss.backward()
-    for k in range(3):
-        alone = maps[k : k + 1].detach().clone().requires_grad_(True)
-        single, _ = nudge_loss(tiny_model, samples, alone, concepts[k : k + 1], 0.0, 1.0)
-        single.backward()
-        torch.testing.assert_close(maps.grad[k : k + 1], alone.grad)
-    # Descending the gradient raises the concept's probability.
+    _reference_loss(tiny_model, samples, maps, concepts).backward()
+    torch.testing.assert_close(summed / len(samples), maps.grad)
+    # Each map's gradient depends on its own concept only.
+    alone, _ = input_gradients(tiny_model, samples, maps[1:2].detach(), concepts[1:2], 0.0, 1.0, normalize=False)
+    torch.testing.assert_close(alone, summed[1:2])
+    # Descending the gradient raises the concepts' probability.
     with torch.no_grad():
-        before, _ = nudge_loss(tiny_model, samples, maps, concepts, 0.0, 1.0)
-        after, _ = nudge_loss(tiny_model, samples, maps - 0.01 * maps.grad.sign(), concepts, 0.0, 1.0)
+        before = _reference_loss(tiny_model, samples, maps, concepts)
+        after = _reference_loss(tiny_model, samples, maps - 0.01 * summed.sign(), concepts)
     assert after < before
+
+
+def test_normalised_input_gradients_give_every_sample_one_vote(tiny_model):
+    torch.manual_seed(1)
+    samples = torch.rand(6, 1, 8, 8)
+    maps = 0.1 * torch.randn(2, 1, 8, 8)
+    concepts = concept_matrix([[0], [3]], 4)
+    summed, _ = input_gradients(tiny_model, samples, maps, concepts, 0.0, 1.0, normalize=True)
+    for k in range(2):
+        per_sample = [
+            input_gradients(tiny_model, samples[i : i + 1], maps[k : k + 1], concepts[k : k + 1], 0.0, 1.0, normalize=False)[0]
+            for i in range(6)
+        ]
+        expected = sum(g / g.norm() for g in per_sample)
+        torch.testing.assert_close(summed[k : k + 1], expected, rtol=1e-4, atol=1e-6)

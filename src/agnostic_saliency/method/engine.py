@@ -22,7 +22,7 @@ from ..result import SaliencyResult
 from . import refine as refine_stage
 from .distributions import Distribution, make_distribution
 from .integrate import MomentIntegrator
-from .nudge import concept_matrix, nudge_loss, shift_maps
+from .nudge import concept_matrix, input_gradients, transform_maps
 from .project import budget_radius, project
 from .scale import minmax
 
@@ -160,32 +160,40 @@ class InputAgnosticSaliency:
         return [(slice(k, k + 1), slice(s, min(s + per_chunk, batch_size)))
                 for k in range(num_maps) for s in range(0, batch_size, per_chunk)]
 
-    def _gradient(self, maps, samples, concepts, max_shift, generator, amp):
-        """d loss / d maps, chunked under the memory cap, and the (K, B) hits."""
+    def _gradient(self, maps, samples, concepts, transform, normalize, generator, amp):
+        """d loss / d maps, chunked under the memory cap, and the (K, B) hits.
+
+        The maps are randomly transformed (``transform`` = (max_shift, max_scale, max_rotation)),
+        per-sample input gradients are averaged (optionally normalised), then pulled back
+        through the transform to the maps.
+        """
         low, high = self.spec.value_range
         batch_size = samples.shape[0]
         leaf = maps.detach().requires_grad_(True)
-        shifted = shift_maps(leaf, max_shift, generator)
+        with torch.enable_grad():
+            moved = transform_maps(leaf, *transform, generator)
+        placed = moved.detach()
+        summed = torch.zeros_like(placed)
         hits = torch.zeros(maps.shape[0], batch_size, dtype=torch.bool, device=maps.device)
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if amp
                     else contextlib.nullcontext())
         for map_slice, sample_slice in self._chunks(maps.shape[0], batch_size):
-            part = samples[sample_slice]
             with autocast:
-                loss, chunk_hits = nudge_loss(self.wrapped, part, shifted[map_slice], concepts[map_slice], low, high)
-            # Means over sample chunks must add up to the mean over the whole batch.
-            (loss * (len(part) / batch_size)).backward(retain_graph=True)
+                part, chunk_hits = input_gradients(self.wrapped, samples[sample_slice], placed[map_slice],
+                                                   concepts[map_slice], low, high, normalize)
+            summed[map_slice] += part.to(summed.dtype)
             hits[map_slice, sample_slice] = chunk_hits
-        return leaf.grad.detach(), hits
+        (gradient,) = torch.autograd.grad(moved, leaf, summed / batch_size)
+        return gradient.detach(), hits
 
     def _nudge(self, maps, steps, distribution, concepts, batch_size, integrator, norm, radius,
-               max_shift, generator, amp, smooth_sigma=0.0, bar=None, filter_fn: Callable | None = None):
+               transform, normalize, generator, amp, smooth_sigma=0.0, bar=None):
         """``steps`` iterations of sample -> nudge -> integrate -> project. Returns the maps and
         the number of per-sample gradients evaluated."""
         count = 0
         for _ in range(steps):
             samples = distribution.sample(batch_size, generator, self.device).to(maps.dtype)
-            gradient, hits = self._gradient(maps, samples, concepts, max_shift, generator, amp)
+            gradient, hits = self._gradient(maps, samples, concepts, transform, normalize, generator, amp)
             count += gradient.shape[0] * batch_size
             if smooth_sigma > 0:
                 gradient = refine_stage.gaussian_blur(gradient, smooth_sigma)
@@ -205,6 +213,9 @@ class InputAgnosticSaliency:
         batch_size: int = 32,
         step_size: float = 0.01,
         max_shift: int = 2,
+        max_scale: float = 0.0,
+        max_rotation: float = 0.0,
+        normalize_samples: bool = False,
         smoothing: float = 0.0,
         refine: bool = True,
         refine_steps: int = 100,
@@ -230,6 +241,9 @@ class InputAgnosticSaliency:
         steps, batch_size, step_size : iterations, samples per iteration (shared by all maps),
             and the per-pixel step as a fraction of the range.
         max_shift : random shift of each map per step, in pixels (default 2; 0 disables).
+        max_scale, max_rotation : random rescaling (fraction) and rotation (degrees) of each map
+            per step, with the shift forming a random similarity transform.
+        normalize_samples : normalise each sample's gradient to unit l2 before averaging.
         smoothing : Gaussian sigma (pixels) applied to the gradient during nudging (default 0).
         refine, refine_steps, refine_sigma, refine_tolerance : the refinement stage (see
             :mod:`agnostic_saliency.method.refine`) and the largest fooling-rate drop accepted.
@@ -255,7 +269,8 @@ class InputAgnosticSaliency:
         maps = torch.zeros(len(concepts_list), *self.spec.shape, device=self.device, dtype=dtype)
         low, high = self.spec.value_range
         common = dict(distribution=source, concepts=concepts, batch_size=batch_size, norm=norm,
-                      radius=radius, max_shift=max_shift, generator=generator, amp=amp)
+                      radius=radius, transform=(max_shift, max_scale, max_rotation),
+                      normalize=normalize_samples, generator=generator, amp=amp)
         total = steps + (refine_steps if refine else 0)
         with frozen(self.model), tqdm(total=total, disable=not progress, desc="nudging", unit="step") as bar:
             maps, count = self._nudge(maps, steps, integrator=MomentIntegrator(step_size), bar=bar,
@@ -284,6 +299,7 @@ class InputAgnosticSaliency:
         config = {
             "distribution": source.describe(), "norm": norm, "budget": budget, "radius": radius,
             "steps": steps, "batch_size": batch_size, "step_size": step_size, "max_shift": max_shift,
+            "max_scale": max_scale, "max_rotation": max_rotation, "normalize_samples": normalize_samples,
             "smoothing": smoothing, "refine": refine, "refine_steps": refine_steps if refine else 0, "refine_sigma": refine_sigma,
             "refine_tolerance": refine_tolerance, "eval_samples": eval_samples, "seed": seed, "amp": amp,
             "device": str(self.device), "input_spec": self.spec.to_dict(),

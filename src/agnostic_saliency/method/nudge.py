@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import InputError
 
@@ -50,16 +51,53 @@ def shift_maps(maps: torch.Tensor, max_shift: int, generator: torch.Generator) -
     return torch.stack([torch.roll(m, shifts=(dy, dx), dims=(-2, -1)) for m, (dy, dx) in zip(maps, shifts)])
 
 
+def transform_maps(maps: torch.Tensor, max_shift: int, max_scale: float, max_rotation: float,
+                   generator: torch.Generator) -> torch.Tensor:
+    """A random similarity transform of each map (shift in pixels, scale by up to ``1 +/-
+    max_scale``, rotation by up to ``max_rotation`` degrees), differentiable in the maps.
+
+    Pure shifts use an exact integer roll; otherwise bilinear resampling with zero padding (zero
+    is "no perturbation"). Transformation robustness keeps the maps from relying on pixel-exact
+    high-frequency patterns, which only the explained model can read.
+    """
+    if max_scale <= 0 and max_rotation <= 0:
+        return shift_maps(maps, max_shift, generator)
+    k, _, h, w = maps.shape
+    draw = torch.rand(k, 4, generator=generator) * 2 - 1
+    scale = 1 + max_scale * draw[:, 0]
+    angle = torch.deg2rad(max_rotation * draw[:, 1])
+    shift_y = max_shift * draw[:, 2] * 2 / h
+    shift_x = max_shift * draw[:, 3] * 2 / w
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    theta = theta.to(maps.device, maps.dtype)
+    grid = F.affine_grid(theta, list(maps.shape), align_corners=False)
+    return F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def perturbed_inputs(samples: torch.Tensor, maps: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """clip(x + rho_k) for every map and sample: (K, B, C, H, W)."""
     return (samples[None] + maps[:, None]).clamp(low, high)
 
 
-def nudge_loss(model, samples, maps, concepts, low, high) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean negative log-probability of each concept over the samples, summed over maps (so each
-    map receives its own mean gradient), and the (K, B) hits for monitoring."""
+def input_gradients(model, samples, maps, concepts, low, high, normalize: bool):
+    """Mean over samples of the gradient of -log P(concept) w.r.t. each perturbed input, i.e.
+    the gradient w.r.t. each map (K, C, H, W), and the (K, B) hits.
+
+    The gradient is taken per sample (the input of sample i is clip(x_i + rho_k)), so it can be
+    normalised to unit l2 before averaging: every sample then gets an equal vote, and features
+    that many samples agree on win over the few samples with the steepest loss. Pixels clipped at
+    the range's edge pass no gradient, as through ``clamp``.
+    """
     k, b = maps.shape[0], samples.shape[0]
-    inputs = perturbed_inputs(samples, maps, low, high)
+    raw = samples[None] + maps[:, None]
+    inside = ((raw > low) & (raw < high)).to(raw.dtype)
+    inputs = raw.clamp(low, high).detach().requires_grad_(True)
     logits = model(inputs.reshape(k * b, *samples.shape[1:])).reshape(k, b, -1).float()
-    log_p = concept_log_probability(logits, concepts)
-    return -log_p.mean(dim=1).sum(), concept_hits(logits, concepts)
+    loss = -concept_log_probability(logits, concepts).sum()
+    (gradient,) = torch.autograd.grad(loss, inputs)
+    gradient = gradient * inside
+    if normalize:
+        norms = gradient.flatten(2).norm(dim=2).clamp_min(1e-12)
+        gradient = gradient / norms.view(k, b, *([1] * (gradient.dim() - 2)))
+    return gradient.sum(1), concept_hits(logits.detach(), concepts)

@@ -44,7 +44,8 @@ def main() -> None:
     parser.add_argument("--judge", default="fmnist-resnet")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--grid", default="full", choices=("full", "small"))
+    parser.add_argument("--grid", default="full", choices=("full", "small", "v2", "v3"))
+    parser.add_argument("--pictures", help="folder for a grid PNG per setting")
     parser.add_argument("--out", default="sweep.json")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -64,9 +65,29 @@ def main() -> None:
     }
     if args.grid == "small":
         grid = {"distribution": ["uniform", "dark2"], "max_shift": [0, 3], "smoothing": [0.0, 1.0], "step_size": [0.01]}
+    settings_list = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    if args.grid == "v2":
+        base = dict(distribution="dark2+uniform", normalize_samples=True, budget=0.25, max_shift=2)
+        changes = [{}, {"frequency_decay": 0.5}, {"frequency_decay": 1.0}, {"frequency_decay": 1.5},
+                   {"frequency_decay": 2.0}, {"distribution": "dark3"}, {"distribution": "uniform"},
+                   {"distribution": "dark2"}, {"max_scale": 0.1, "max_rotation": 10},
+                   {"frequency_decay": 1.0, "max_scale": 0.1, "max_rotation": 10}, {"batch_size": 64},
+                   {"budget": 0.2}, {"max_shift": 0}, {"distribution": "dark3+uniform", "frequency_decay": 1.0},
+                   {"smoothing": 0.5}, {"normalize_samples": False}]
+        settings_list = [{**base, **change} for change in changes]
+    if args.grid == "v3":
+        base = dict(distribution="dark2+uniform", normalize_samples=True, budget=0.25, max_shift=2)
+        changes = [{"diversity_scale": 0.15, "diversity_shift": 2}, {"diversity_scale": 0.3, "diversity_shift": 3},
+                   {"diversity_scale": 0.3, "diversity_shift": 3, "frequency_decay": 0.5},
+                   {"diversity_scale": 0.3, "diversity_shift": 3, "distribution": "dark2"},
+                   {"diversity_scale": 0.5, "diversity_shift": 4}, {"diversity_scale": 0.3, "diversity_shift": 3, "max_shift": 0},
+                   {"diversity_scale": 0.3, "diversity_shift": 3, "max_scale": 0.1, "max_rotation": 10},
+                   {"diversity_scale": 0.3, "diversity_shift": 3, "smoothing": 0.5},
+                   {"diversity_scale": 0.3, "diversity_shift": 3, "step_size": 0.02},
+                   {"diversity_scale": 0.3, "diversity_shift": 3, "distribution": "dark3"}]
+        settings_list = [{**base, **change} for change in changes]
     rows = []
-    for values in itertools.product(*grid.values()):
-        settings = dict(zip(grid, values))
+    for index, settings in enumerate(settings_list):
         start = time.perf_counter()
         result = explainer.attribute(steps=args.steps, refine_steps=100, progress=False, **settings)
         seconds = time.perf_counter() - start
@@ -75,6 +96,14 @@ def main() -> None:
                "final": score(model, judge, result.maps.to(device), result.concepts, test_x, means),
                "refined": sum(result.refined)}
         rows.append(row)
+        if args.pictures:
+            from pathlib import Path
+
+            from agnostic_saliency.render.images import save_grid
+
+            Path(args.pictures).mkdir(parents=True, exist_ok=True)
+            save_grid(minmax(result.unrefined_maps), result.names, f"{args.pictures}/{index:02d}_raw.png")
+            save_grid(result.displayed, result.names, f"{args.pictures}/{index:02d}_final.png")
         print(json.dumps(row), flush=True)
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)

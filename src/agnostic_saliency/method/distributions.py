@@ -174,7 +174,7 @@ class CallableDistribution(Distribution):
 
 NAMED = {"uniform": UniformNoise, "uniform-flat": lambda spec: UniformNoise(spec, vary_brightness=False),
          "gaussian": GaussianNoise, "dark": DarkNoise,
-         "dark2": lambda spec: DarkNoise(spec, power=2.0)}
+         "dark2": lambda spec: DarkNoise(spec, power=2.0), "dark3": lambda spec: DarkNoise(spec, power=3.0)}
 
 
 def make_distribution(

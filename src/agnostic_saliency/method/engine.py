@@ -21,7 +21,7 @@ from ..models.spec import InputSpec, NormalizedModel
 from ..result import SaliencyResult
 from . import refine as refine_stage
 from .distributions import Distribution, make_distribution
-from .integrate import MomentIntegrator
+from .integrate import MomentIntegrator, frequency_precondition
 from .nudge import concept_matrix, input_gradients, transform_maps
 from .project import budget_radius, project
 from .scale import minmax
@@ -160,7 +160,7 @@ class InputAgnosticSaliency:
         return [(slice(k, k + 1), slice(s, min(s + per_chunk, batch_size)))
                 for k in range(num_maps) for s in range(0, batch_size, per_chunk)]
 
-    def _gradient(self, maps, samples, concepts, transform, normalize, generator, amp):
+    def _gradient(self, maps, samples, concepts, transform, normalize, diversity, generator, amp):
         """d loss / d maps, chunked under the memory cap, and the (K, B) hits.
 
         The maps are randomly transformed (``transform`` = (max_shift, max_scale, max_rotation)),
@@ -180,21 +180,24 @@ class InputAgnosticSaliency:
         for map_slice, sample_slice in self._chunks(maps.shape[0], batch_size):
             with autocast:
                 part, chunk_hits = input_gradients(self.wrapped, samples[sample_slice], placed[map_slice],
-                                                   concepts[map_slice], low, high, normalize)
+                                                   concepts[map_slice], low, high, normalize, diversity,
+                                                   generator if any(diversity) else None)
             summed[map_slice] += part.to(summed.dtype)
             hits[map_slice, sample_slice] = chunk_hits
         (gradient,) = torch.autograd.grad(moved, leaf, summed / batch_size)
         return gradient.detach(), hits
 
     def _nudge(self, maps, steps, distribution, concepts, batch_size, integrator, norm, radius,
-               transform, normalize, generator, amp, smooth_sigma=0.0, bar=None):
+               transform, normalize, diversity, generator, amp, frequency_decay=0.0, smooth_sigma=0.0,
+               bar=None):
         """``steps`` iterations of sample -> nudge -> integrate -> project. Returns the maps and
         the number of per-sample gradients evaluated."""
         count = 0
         for _ in range(steps):
             samples = distribution.sample(batch_size, generator, self.device).to(maps.dtype)
-            gradient, hits = self._gradient(maps, samples, concepts, transform, normalize, generator, amp)
+            gradient, hits = self._gradient(maps, samples, concepts, transform, normalize, diversity, generator, amp)
             count += gradient.shape[0] * batch_size
+            gradient = frequency_precondition(gradient, frequency_decay)
             if smooth_sigma > 0:
                 gradient = refine_stage.gaussian_blur(gradient, smooth_sigma)
             maps = project(maps + integrator.step(gradient, self.spec.span), norm, radius)
@@ -216,6 +219,9 @@ class InputAgnosticSaliency:
         max_scale: float = 0.0,
         max_rotation: float = 0.0,
         normalize_samples: bool = False,
+        frequency_decay: float = 0.0,
+        diversity_scale: float = 0.0,
+        diversity_shift: int = 0,
         smoothing: float = 0.0,
         refine: bool = True,
         refine_steps: int = 100,
@@ -244,6 +250,10 @@ class InputAgnosticSaliency:
         max_scale, max_rotation : random rescaling (fraction) and rotation (degrees) of each map
             per step, with the shift forming a random similarity transform.
         normalize_samples : normalise each sample's gradient to unit l2 before averaging.
+        frequency_decay : precondition gradients by 1/f**decay (decorrelated parameterisation;
+            0 disables).
+        diversity_scale, diversity_shift : random shrink (fraction) and shift (pixels) of each
+            whole perturbed input before the model ("input diversity"; 0 disables).
         smoothing : Gaussian sigma (pixels) applied to the gradient during nudging (default 0).
         refine, refine_steps, refine_sigma, refine_tolerance : the refinement stage (see
             :mod:`agnostic_saliency.method.refine`) and the largest fooling-rate drop accepted.
@@ -270,7 +280,8 @@ class InputAgnosticSaliency:
         low, high = self.spec.value_range
         common = dict(distribution=source, concepts=concepts, batch_size=batch_size, norm=norm,
                       radius=radius, transform=(max_shift, max_scale, max_rotation),
-                      normalize=normalize_samples, generator=generator, amp=amp)
+                      normalize=normalize_samples, frequency_decay=frequency_decay,
+                      diversity=(diversity_scale, diversity_shift), generator=generator, amp=amp)
         total = steps + (refine_steps if refine else 0)
         with frozen(self.model), tqdm(total=total, disable=not progress, desc="nudging", unit="step") as bar:
             maps, count = self._nudge(maps, steps, integrator=MomentIntegrator(step_size), bar=bar,
@@ -300,6 +311,8 @@ class InputAgnosticSaliency:
             "distribution": source.describe(), "norm": norm, "budget": budget, "radius": radius,
             "steps": steps, "batch_size": batch_size, "step_size": step_size, "max_shift": max_shift,
             "max_scale": max_scale, "max_rotation": max_rotation, "normalize_samples": normalize_samples,
+            "frequency_decay": frequency_decay, "diversity_scale": diversity_scale,
+            "diversity_shift": diversity_shift,
             "smoothing": smoothing, "refine": refine, "refine_steps": refine_steps if refine else 0, "refine_sigma": refine_sigma,
             "refine_tolerance": refine_tolerance, "eval_samples": eval_samples, "seed": seed, "amp": amp,
             "device": str(self.device), "input_spec": self.spec.to_dict(),

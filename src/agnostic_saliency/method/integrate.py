@@ -40,3 +40,23 @@ class MomentIntegrator:
 
     def state_dict(self) -> dict:
         return {"first": self.first, "second": self.second, "count": self.count}
+
+
+def frequency_precondition(gradient: torch.Tensor, decay: float) -> torch.Tensor:
+    """Scale each spatial frequency f of the gradient by ``(1 / max(f, 1/size)) ** decay``,
+    renormalised so the l2 norm is kept.
+
+    This is gradient descent in a decorrelated (Fourier, 1/f) parameterisation, as used in
+    feature visualisation: low frequencies, where shapes live, move faster than the
+    high-frequency patterns that only the explained model reads. ``decay = 0`` is the identity.
+    """
+    if decay <= 0:
+        return gradient
+    h, w = gradient.shape[-2:]
+    fy = torch.fft.fftfreq(h, device=gradient.device).abs()[:, None]
+    fx = torch.fft.rfftfreq(w, device=gradient.device)[None, :]
+    frequency = torch.sqrt(fx**2 + fy**2).clamp_min(1.0 / max(h, w))
+    spectrum = torch.fft.rfft2(gradient.float()) * frequency.pow(-decay)
+    filtered = torch.fft.irfft2(spectrum, s=(h, w))
+    scale = gradient.flatten(1).norm(dim=1) / filtered.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return (filtered * scale.view(-1, *([1] * (gradient.dim() - 1)))).to(gradient.dtype)

@@ -80,7 +80,28 @@ def perturbed_inputs(samples: torch.Tensor, maps: torch.Tensor, low: float, high
     return (samples[None] + maps[:, None]).clamp(low, high)
 
 
-def input_gradients(model, samples, maps, concepts, low, high, normalize: bool):
+def diversify_inputs(inputs: torch.Tensor, max_scale: float, max_shift: int, low: float,
+                     generator: torch.Generator) -> torch.Tensor:
+    """Randomly shrink (by up to ``max_scale``) and shift each whole input before the model sees
+    it, padding with the range's low value; differentiable. Perturbations that survive such
+    "input diversity" transfer to other models (Xie et al., CVPR 2019), which is what makes a
+    map readable by an independent observer rather than by the explained model alone."""
+    if max_scale <= 0 and max_shift <= 0:
+        return inputs
+    n, _, h, w = inputs.shape
+    draw = torch.rand(n, 3, generator=generator)
+    scale = 1 + max_scale * draw[:, 0]  # > 1 in the sampling grid = the content shrinks
+    shift_y = max_shift * (2 * draw[:, 1] - 1) * 2 / h
+    shift_x = max_shift * (2 * draw[:, 2] - 1) * 2 / w
+    zero = torch.zeros(n)
+    theta = torch.stack([torch.stack([scale, zero, shift_x], 1), torch.stack([zero, scale, shift_y], 1)], 1)
+    grid = F.affine_grid(theta.to(inputs.device, inputs.dtype), list(inputs.shape), align_corners=False)
+    moved = F.grid_sample(inputs - low, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return moved + low
+
+
+def input_gradients(model, samples, maps, concepts, low, high, normalize: bool,
+                    diversity: tuple[float, int] = (0.0, 0), generator: torch.Generator | None = None):
     """Mean over samples of the gradient of -log P(concept) w.r.t. each perturbed input, i.e.
     the gradient w.r.t. each map (K, C, H, W), and the (K, B) hits.
 
@@ -93,7 +114,10 @@ def input_gradients(model, samples, maps, concepts, low, high, normalize: bool):
     raw = samples[None] + maps[:, None]
     inside = ((raw > low) & (raw < high)).to(raw.dtype)
     inputs = raw.clamp(low, high).detach().requires_grad_(True)
-    logits = model(inputs.reshape(k * b, *samples.shape[1:])).reshape(k, b, -1).float()
+    flat = inputs.reshape(k * b, *samples.shape[1:])
+    if generator is not None:
+        flat = diversify_inputs(flat, diversity[0], diversity[1], low, generator)
+    logits = model(flat).reshape(k, b, -1).float()
     loss = -concept_log_probability(logits, concepts).sum()
     (gradient,) = torch.autograd.grad(loss, inputs)
     gradient = gradient * inside

@@ -26,7 +26,7 @@ from agnostic_saliency.metrics.fidelity import fooling_statistics
 from agnostic_saliency.metrics.recognisability import class_means, measure_recognisability
 
 
-def score(model, judge, maps, concepts, test_x, means):
+def score(model, judge, maps, concepts, test_x, means, second=None):
     matrix = concept_matrix(concepts, 10, maps.device)
     fooling, _ = fooling_statistics(model, maps, test_x, matrix, 0.0, 1.0)
     recog = measure_recognisability(maps, minmax(maps), concepts, judge=judge, means=means.to(maps.device))
@@ -34,6 +34,8 @@ def score(model, judge, maps, concepts, test_x, means):
         "fool": sum(fooling) / len(fooling), "min_fool": min(fooling),
         "rms": float(maps.flatten(1).pow(2).mean(1).sqrt().max()),
         "judge": sum(recog.judge_reads_concept), "own_mean": sum(recog.correlates_with_own_class),
+        "second_judge": sum(measure_recognisability(maps, minmax(maps), concepts, judge=second).judge_reads_concept)
+        if second is not None else None,
     }
 
 
@@ -41,16 +43,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="fmnist-cnn")
     parser.add_argument("--weights")
-    parser.add_argument("--judge", default="fmnist-resnet")
+    parser.add_argument("--judge", default="fmnist-mlp")
+    parser.add_argument("--second-judge", default="fmnist-resnet")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--grid", default="full", choices=("full", "small", "v2", "v3"))
+    parser.add_argument("--grid", default="full", choices=("full", "small", "v2", "v3", "v4"))
     parser.add_argument("--pictures", help="folder for a grid PNG per setting")
     parser.add_argument("--out", default="sweep.json")
     args = parser.parse_args()
     device = torch.device(args.device)
     loaded = load_model(args.model, weights=args.weights, input_shape=(1, 28, 28))
     judge = load_model(args.judge, input_shape=(1, 28, 28)).model.to(device).eval()
+    second = load_model(args.second_judge, input_shape=(1, 28, 28)).model.to(device).eval()
     model = loaded.model.to(device).eval()
     test_x, _ = load_fashion_mnist("test")
     train_x, train_y = load_fashion_mnist("train")
@@ -86,14 +90,24 @@ def main() -> None:
                    {"diversity_scale": 0.3, "diversity_shift": 3, "step_size": 0.02},
                    {"diversity_scale": 0.3, "diversity_shift": 3, "distribution": "dark3"}]
         settings_list = [{**base, **change} for change in changes]
+    if args.grid == "v4":
+        base = dict(distribution="dark2+uniform", normalize_samples=True, budget=0.25, max_shift=2)
+        changes = [{}, {"diversity_scale": 0.3, "diversity_shift": 3},
+                   {"distribution": "dark2", "diversity_scale": 0.3, "diversity_shift": 3},
+                   {"distribution": "dark3", "diversity_scale": 0.3, "diversity_shift": 3},
+                   {"frequency_decay": 0.5}, {"frequency_decay": 1.0}, {"distribution": "dark2", "frequency_decay": 1.0},
+                   {"smoothing": 0.5}, {"batch_size": 64}, {"distribution": "dark3"}, {"distribution": "dark2"},
+                   {"distribution": "uniform"}, {"distribution": "uniform-flat", "normalize_samples": False},
+                   {"distribution": "dark2+uniform", "max_shift": 0}]
+        settings_list = [{**base, **change} for change in changes]
     rows = []
     for index, settings in enumerate(settings_list):
         start = time.perf_counter()
         result = explainer.attribute(steps=args.steps, refine_steps=100, progress=False, **settings)
         seconds = time.perf_counter() - start
         row = {**settings, "seconds": seconds,
-               "raw": score(model, judge, result.unrefined_maps.to(device), result.concepts, test_x, means),
-               "final": score(model, judge, result.maps.to(device), result.concepts, test_x, means),
+               "raw": score(model, judge, result.unrefined_maps.to(device), result.concepts, test_x, means, second),
+               "final": score(model, judge, result.maps.to(device), result.concepts, test_x, means, second),
                "refined": sum(result.refined)}
         rows.append(row)
         if args.pictures:

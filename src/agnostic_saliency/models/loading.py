@@ -32,6 +32,7 @@ ZOO = Path(__file__).parent / "zoo"
 BUILTINS = {
     "fmnist-cnn": dict(arch="fmnist-cnn", shape=(1, 28, 28), classes=FASHION_MNIST_CLASSES),
     "fmnist-resnet": dict(arch="fmnist-resnet", shape=(1, 28, 28), classes=FASHION_MNIST_CLASSES),
+    "fmnist-mlp": dict(arch="fmnist-mlp", shape=(1, 28, 28), classes=FASHION_MNIST_CLASSES),
 }
 
 

@@ -1,6 +1,6 @@
 """Fidelity and recognisability of the maps on Fashion-MNIST, with ablations side by side.
 
-    python benchmarks/fidelity.py                                   # built-in fmnist-cnn, judge fmnist-resnet
+    python benchmarks/fidelity.py                                   # built-in fmnist-cnn, judge fmnist-mlp
     python benchmarks/fidelity.py --model examples/lenet.py:build --weights artifacts/lenet.pt --judge fmnist-cnn
 
 For each variant (default settings; uniform-flat noise instead of per-sample brightness; no
@@ -28,7 +28,8 @@ from agnostic_saliency.models.spec import NormalizedModel
 
 VARIANTS = {
     "default": {},
-    "flat-noise": {"distribution": "uniform-flat"},
+    "flat-noise": {"distribution": "uniform-flat", "normalize_samples": False},
+    "bright-noise": {"distribution": "uniform"},
     "no-refine": {"refine": False},
 }
 
@@ -37,14 +38,16 @@ def evaluate(explainer, wrapped, judge, test_x, test_y, means, settings):
     start = time.perf_counter()
     result = explainer.attribute(targets="all", progress=False, **settings)
     seconds = time.perf_counter() - start
-    concepts = concept_matrix(result.concepts, explainer.num_classes)
-    fooling, _ = fooling_statistics(wrapped, result.maps, test_x, concepts, 0.0, 1.0)
+    device = test_x.device
+    maps, displayed = result.maps.to(device), result.displayed.to(device)
+    concepts = concept_matrix(result.concepts, explainer.num_classes, device)
+    fooling, _ = fooling_statistics(wrapped, maps, test_x, concepts, 0.0, 1.0)
     other = []
     for k in range(len(result.concepts)):
         keep = test_y != k
-        rate, _ = fooling_statistics(wrapped, result.maps[k : k + 1], test_x[keep], concepts[k : k + 1], 0.0, 1.0)
+        rate, _ = fooling_statistics(wrapped, maps[k : k + 1], test_x[keep], concepts[k : k + 1], 0.0, 1.0)
         other.append(rate[0])
-    recog = measure_recognisability(result.maps, result.displayed, result.concepts, judge=judge, means=means)
+    recog = measure_recognisability(maps, displayed, result.concepts, judge=judge, means=means)
     rms = result.maps.flatten(1).pow(2).mean(1).sqrt()
     return {
         "test_fooling_rate": sum(fooling) / len(fooling),
@@ -66,7 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="fmnist-cnn")
     parser.add_argument("--weights")
-    parser.add_argument("--judge", default="fmnist-resnet")
+    parser.add_argument("--judge", default="fmnist-mlp")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--judge-weights")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
@@ -75,18 +79,21 @@ def main() -> None:
     torch.manual_seed(args.seed)
     loaded = load_model(args.model, weights=args.weights, input_shape=(1, 28, 28))
     judge = load_model(args.judge, weights=args.judge_weights, input_shape=(1, 28, 28))
-    judge_model = NormalizedModel(judge.model, judge.spec).eval()
-    wrapped = NormalizedModel(loaded.model, loaded.spec).eval()
+    device = torch.device(args.device)
+    loaded.model.to(device)
+    judge_model = NormalizedModel(judge.model, judge.spec).to(device).eval()
+    wrapped = NormalizedModel(loaded.model, loaded.spec).to(device).eval()
     test_x, test_y = load_fashion_mnist("test")
     train_x, train_y = load_fashion_mnist("train")
-    means = class_means(train_x, train_y, 10)
+    means = class_means(train_x, train_y, 10).to(device)
+    test_x, test_y = test_x.to(device), test_y.to(device)
     explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names)
     rows = {}
     for name in args.variants.split(","):
         rows[name] = evaluate(explainer, wrapped, judge_model, test_x, test_y, means, {"seed": args.seed, **VARIANTS[name]})
         print(f"finished {name}", file=sys.stderr)
     header = f"{'variant':<12} {'test fool':>9} {'other cls':>9} {'min cls':>8} {'max RMS':>8} {'judge':>6} {'own mean':>8} {'alone':>6} {'seconds':>8}"
-    print(f"model {args.model}, judge {args.judge}, seed {args.seed}")
+    print(f"model {args.model}, judge {args.judge}, seed {args.seed}, device {device}")
     print(header)
     for name, row in rows.items():
         print(f"{name:<12} {row['test_fooling_rate']:>9.3f} {row['test_fooling_rate_other_classes']:>9.3f} "

@@ -30,7 +30,7 @@ def explain_to_folder(args) -> dict:
     if args.held_out:
         held_out = load_image_folder(args.held_out, loaded.spec.shape)
         real, skipped = held_out.images, skipped + held_out.skipped
-    budget = args.budget if args.budget is not None else (0.2 if args.norm == "l2" else 0.1)
+    budget = args.budget if args.budget is not None else (0.25 if args.norm == "l2" else 0.1)
     explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names, memory_cap_mb=args.memory_cap)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)

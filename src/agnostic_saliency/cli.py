@@ -43,15 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     method = map_parser.add_argument_group("method")
     method.add_argument("--target", default="all", help="all, or comma-separated INDEX or NAME; "
                         "join classes with + for one concept (default all)")
-    method.add_argument("--distribution", default="uniform",
-                        help="uniform (default), uniform-flat, gaussian, images, or a + mixture such as uniform+images")
+    method.add_argument("--distribution", default="dark2+uniform",
+                        help="dark2+uniform (default), uniform, uniform-flat, dark, dark2, dark3, gaussian, images, "
+                        "or any + mixture such as dark2+images")
     method.add_argument("--images", help="folder of unlabeled images for the images distribution")
     method.add_argument("--held-out", help="folder of real images on which fidelity is also measured")
     method.add_argument("--norm", choices=("l2", "linf"), default="l2", help="budget norm (default l2)")
     method.add_argument("--budget", type=float, default=None,
-                        help="fraction of the pixel range: RMS for l2 (default 0.2), peak for linf (default 0.1)")
-    method.add_argument("--steps", type=int, default=300, help="nudging iterations (default 300)")
-    method.add_argument("--batch-size", type=int, default=32, help="samples per iteration (default 32)")
+                        help="fraction of the pixel range: RMS for l2 (default 0.25), peak for linf (default 0.1)")
+    method.add_argument("--steps", type=int, default=600, help="nudging iterations (default 600)")
+    method.add_argument("--batch-size", type=int, default=64, help="samples per iteration (default 64)")
     method.add_argument("--step-size", type=float, default=0.01, help="per-pixel step, fraction of range (default 0.01)")
     method.add_argument("--max-shift", type=int, default=2, help="random map shift in pixels (default 2)")
     method.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
@@ -61,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")
     method.add_argument("--judge", help="an independent model spec (same task) that reads the displayed maps")
     method.add_argument("--judge-weights", help="weights for --judge")
+
+    scan_parser = commands.add_parser("scan", help="scan every class for a backdoor (no clean data needed)")
+    _model_options(scan_parser)
+    options = scan_parser.add_argument_group("scan")
+    options.add_argument("--images", help="folder of unlabeled images to sample from (default: data-free)")
+    options.add_argument("--distribution", default="shapes", help="sample distribution (default shapes)")
+    options.add_argument("--steps", type=int, default=150, help="signature fitting iterations (default 150)")
+    options.add_argument("--threshold", type=float, default=2.0, help="MAD anomaly index that flags a class (default 2)")
+    options.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")
     return parser
 
 
@@ -109,7 +119,7 @@ def run_map(args) -> int:
 
 
 def run_scan(args) -> int:
-    from .backdoor.scan import scan_to_folder
+    from .backdoor.report import scan_to_folder
 
     report = scan_to_folder(args)
     if not args.quiet:

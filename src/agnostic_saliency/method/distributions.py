@@ -83,6 +83,40 @@ class DarkNoise(Distribution):
         return self._to_range(scale * unit).to(device)
 
 
+class RandomShapes(Distribution):
+    """Procedural "dead leaves" pictures: 1 to ``max_shapes`` filled ellipses and rectangles of
+    random size, position and brightness on a dark background, with mild noise.
+
+    Data-free, yet far less degenerate than noise: a classifier answers many different classes
+    for such pictures instead of the one class it gives every noise sample.
+    """
+
+    name = "shapes"
+
+    def __init__(self, spec: InputSpec, max_shapes: int = 4, noise: float = 0.05):
+        super().__init__(spec)
+        self.max_shapes, self.noise = max_shapes, noise
+
+    def sample(self, n, generator, device="cpu"):
+        channels, height, width = self.spec.shape
+        ys = torch.linspace(0, 1, height).view(1, height, 1)
+        xs = torch.linspace(0, 1, width).view(1, 1, width)
+        canvas = torch.zeros(n, height, width)
+        count = torch.randint(1, self.max_shapes + 1, (n,), generator=generator)
+        for index in range(self.max_shapes):
+            draw = torch.rand(n, 6, generator=generator)
+            cy, cx = draw[:, 0:1, None], draw[:, 1:2, None]
+            ry, rx = 0.05 + 0.4 * draw[:, 2:3, None], 0.05 + 0.4 * draw[:, 3:4, None]
+            ellipse = ((ys - cy) / ry) ** 2 + ((xs - cx) / rx) ** 2 < 1
+            rectangle = ((ys - cy).abs() < ry) & ((xs - cx).abs() < rx)
+            inside = torch.where(draw[:, 4:5, None] < 0.5, ellipse, rectangle) & (index < count).view(n, 1, 1)
+            brightness = (0.3 + 0.7 * draw[:, 5:6, None]).expand_as(canvas)
+            canvas = torch.where(inside, brightness, canvas)
+        unit = canvas[:, None].expand(n, channels, height, width)
+        unit = (unit + self.noise * torch.randn(n, channels, height, width, generator=generator)).clamp(0, 1)
+        return self._to_range(unit).to(device)
+
+
 class GaussianNoise(Distribution):
     """Gaussian noise clipped to the range; per-sample mean U(0,1) and std U(0, 0.5) of the range."""
 
@@ -174,7 +208,8 @@ class CallableDistribution(Distribution):
 
 NAMED = {"uniform": UniformNoise, "uniform-flat": lambda spec: UniformNoise(spec, vary_brightness=False),
          "gaussian": GaussianNoise, "dark": DarkNoise,
-         "dark2": lambda spec: DarkNoise(spec, power=2.0), "dark3": lambda spec: DarkNoise(spec, power=3.0)}
+         "dark2": lambda spec: DarkNoise(spec, power=2.0), "dark3": lambda spec: DarkNoise(spec, power=3.0),
+         "shapes": RandomShapes}
 
 
 def make_distribution(

@@ -1,0 +1,69 @@
+"""The scan's output folder: scan.json, triggers.safetensors, class signatures, recovered
+triggers and the anomaly bar chart, written through a staging folder."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from safetensors.torch import save_file
+
+from ..render.charts import save_bar_chart
+from ..render.images import save_grid
+from ..render.output import staged_output, write_json
+from .scan import ScanResult
+
+
+def signature_pictures(result: ScanResult, low: float, high: float) -> torch.Tensor:
+    """What each class's signature stamps: the pattern where the mask is, black elsewhere,
+    scaled to [0, 1] for display."""
+    unit = (result.patterns - low) / (high - low)
+    return (result.masks[:, None] * unit).clamp(0, 1)
+
+
+def write_scan_folder(result: ScanResult, summary: dict, out: str | os.PathLike, low: float = 0.0,
+                      high: float = 1.0) -> None:
+    names = [row["name"] for row in result.classes]
+    with staged_output(out) as stage:
+        write_json(summary, stage / "scan.json")
+        tensors = {}
+        for k, (mask, pattern) in result.triggers.items():
+            tensors[f"mask_{k}"] = mask.float().clone()
+            tensors[f"pattern_{k}"] = pattern.float().clone()
+        tensors["class_masks"] = result.masks.clone()
+        tensors["class_patterns"] = result.patterns.clone()
+        save_file(tensors, str(stage / "triggers.safetensors"))
+        captions = [f"AI {row['anomaly_index']:.1f}" for row in result.classes]
+        save_grid(signature_pictures(result, low, high), names, stage / "class_maps.png", captions=captions)
+        for k, (mask, pattern) in result.triggers.items():
+            unit = ((pattern - low) / (high - low)).clamp(0, 1)
+            pictures = torch.stack([mask[None].expand_as(unit), unit, mask[None] * unit])
+            save_grid(pictures, ["mask", "pattern", "stamp"], stage / f"trigger_{k}.png", columns=3)
+        save_bar_chart([row["anomaly_index"] for row in result.classes], names, stage / "anomaly_index.png",
+                       title="MAD anomaly index per class (mask size, low side)", ylabel="anomaly index",
+                       threshold=result.settings["threshold"], highlight=result.flagged)
+
+
+def scan_to_folder(args) -> dict:
+    """CLI glue: load the model (and images), scan, write the folder; returns scan.json's data."""
+    from ..cli import load_from_args
+    from ..data.images import load_image_folder
+    from ..render.output import prepare_output_dir
+    from .scan import scan
+
+    prepare_output_dir(args.out)
+    loaded = load_from_args(args)
+    images, skipped = None, 0
+    distribution = args.distribution
+    if args.images:
+        folder = load_image_folder(args.images, loaded.spec.shape)
+        images, skipped = folder.images, folder.skipped
+        if distribution == "shapes":
+            distribution = "shapes+images"
+    result = scan(loaded.model, loaded.spec, loaded.class_names, distribution=distribution, images=images,
+                  steps=args.steps, threshold=args.threshold, seed=args.seed, memory_cap_mb=args.memory_cap,
+                  progress=not args.quiet)
+    summary = {"model": loaded.name, "weights": args.weights, "input_shape": list(loaded.spec.shape),
+               **result.to_dict(), "unreadable_images_skipped": skipped}
+    write_scan_folder(result, summary, args.out, *loaded.spec.value_range)
+    return summary

@@ -1,0 +1,157 @@
+"""The backdoor scan: per-class trigger signatures for every class, their anomaly index, the
+verdict, and the recovered trigger of each flagged class. No clean data is needed.
+
+Steps: draw a pool from an unrestricted distribution (procedural shapes by default; unlabeled
+images when given), balanced over the classes the model answers for it; fit every class's
+signature in one batched loop (:mod:`.signatures`); score each class by the L1 size of its
+smallest mask (log scale) with the MAD anomaly index (low side, flag above 2, as Neural Cleanse
+does); for each flagged class, harden its mask to the smallest region that still flips held-out
+samples, and measure that recovered trigger's attack success rate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import InputError
+from ..method.distributions import make_distribution
+from ..method.engine import estimate_sample_bytes, frozen
+from ..metrics.anomaly import flag_anomalies
+from ..models.spec import InputSpec, NormalizedModel
+from .signatures import balanced_pool, class_probabilities, fit_signatures, smallest_region
+
+
+@dataclass
+class ScanResult:
+    """Everything the scan found, as plain data (tensors on the CPU)."""
+
+    classes: list[dict]
+    flagged: list[int]
+    trojaned: bool
+    score: float
+    seconds: float
+    masks: torch.Tensor  # (K, H, W) fitted soft masks
+    patterns: torch.Tensor  # (K, C, H, W)
+    triggers: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    trigger_asr: dict[int, float] = field(default_factory=dict)
+    trigger_asr_images: dict[int, float] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    sample_gradients: int = 0
+
+    def to_dict(self) -> dict:
+        return {
+            "classes": self.classes,
+            "flagged": self.flagged,
+            "trojaned": self.trojaned,
+            "score": self.score,
+            "seconds": self.seconds,
+            "statistic": "mask_l1",
+            "trigger_asr": {str(k): v for k, v in self.trigger_asr.items()},
+            "trigger_asr_images": {str(k): v for k, v in self.trigger_asr_images.items()},
+            "sample_gradients": self.sample_gradients,
+            "settings": self.settings,
+        }
+
+
+@torch.no_grad()
+def attack_success(model, mask, pattern, samples, target) -> float:
+    """Share of the samples not already assigned to ``target`` that the stamped trigger sends
+    there."""
+    keep = model(samples).argmax(1) != target
+    if keep.sum() == 0:
+        return float("nan")
+    stamped = (1 - mask) * samples[keep] + mask * pattern
+    return float((model(stamped).argmax(1) == target).float().mean())
+
+
+def scan(
+    model: torch.nn.Module,
+    spec: InputSpec,
+    class_names: list[str] | None = None,
+    distribution: str = "shapes",
+    images: torch.Tensor | None = None,
+    steps: int = 150,
+    batch_size: int = 32,
+    pool_size: int = 1536,
+    threshold: float = 2.0,
+    required: float = 0.8,
+    seed: int = 0,
+    memory_cap_mb: float = 2048,
+    progress: bool = True,
+) -> ScanResult:
+    """Scan ``model`` for a backdoor, data-free unless ``images`` (unlabeled) are given.
+
+    Parameters
+    ----------
+    model, spec : the classifier and its input spec (normalisation applied inside).
+    class_names : names for the report.
+    distribution : where the samples come from (default ``shapes``: random ellipses and
+        rectangles on a dark background, see :class:`~agnostic_saliency.method.distributions.RandomShapes`);
+        ``images`` uses the given unlabeled images, ``shapes+images`` mixes them.
+    steps, batch_size : iterations and samples per iteration of the signature fit.
+    pool_size : samples drawn for the fit; a third more are held out for the statistics.
+    threshold : MAD anomaly index above which a class is flagged (default 2).
+    required : flip rate that the hardened trigger region must reach.
+    memory_cap_mb : classes are fitted in chunks whose forward+backward fits this cap.
+    """
+    start = time.perf_counter()
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    wrapped = NormalizedModel(model, spec).to(device)
+    low, high = spec.value_range
+    generator = torch.Generator().manual_seed(seed)
+    with frozen(model):
+        from ..models.loading import check_output
+
+        num_classes = check_output(model, spec)
+        if num_classes < 2:
+            raise InputError("a backdoor scan needs a model with at least 2 classes")
+        names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        source = make_distribution(distribution, spec, images)
+        candidates = source.sample(4 * pool_size, generator, device)
+        pool = balanced_pool(wrapped, candidates, pool_size + pool_size // 2, generator)
+        fit_pool, held_out = pool[:pool_size], pool[pool_size:]
+        per_sample = estimate_sample_bytes(wrapped, spec, device)
+        chunk = max(1, int(memory_cap_mb * 2**20) // max(per_sample * batch_size, 1))
+        masks, patterns, l1, flips, shares, reached = [], [], [], [], [], []
+        count = 0
+        groups = [list(range(c, min(c + chunk, num_classes))) for c in range(0, num_classes, chunk)]
+        for group in groups:
+            fitted = fit_signatures(wrapped, fit_pool, num_classes, low, high, steps=steps, batch_size=batch_size,
+                                    generator=generator, progress=progress, classes=group)
+            masks.append(fitted.masks)
+            patterns.append(fitted.patterns)
+            l1 += fitted.mask_l1
+            flips += fitted.flip_rate
+            shares += fitted.baseline_share
+            reached += fitted.reached
+            count += fitted.sample_gradients
+        masks, patterns = torch.cat(masks), torch.cat(patterns)
+        index, flagged = flag_anomalies([math.log(max(v, 1e-6)) for v in l1], threshold, side="low")
+        held_probabilities = class_probabilities(wrapped, held_out)
+        regions, hard = smallest_region(wrapped, masks.to(device), patterns.to(device), list(range(num_classes)),
+                                        held_out, held_probabilities, required=required)
+        fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
+        triggers, asr, asr_images = {}, {}, {}
+        for k in flagged:
+            mask, pattern = hard[k].to(device), patterns[k].to(device)
+            triggers[k] = (hard[k].cpu(), patterns[k].cpu())
+            asr[k] = attack_success(wrapped, mask, pattern, fresh, k)
+            if images is not None:
+                asr_images[k] = attack_success(wrapped, mask, pattern, images.to(device), k)
+    classes = [
+        {"index": k, "name": names[k], "mask_l1": l1[k], "region_pixels": regions[k],
+         "flip_rate": flips[k], "baseline_share": shares[k], "reached": bool(reached[k]),
+         "anomaly_index": float(index[k])}
+        for k in range(num_classes)
+    ]
+    settings = {"distribution": source.describe(), "steps": steps, "batch_size": batch_size,
+                "pool_size": pool_size, "threshold": threshold, "required": required, "seed": seed,
+                "device": str(device), "input_spec": spec.to_dict(), "class_chunks": len(groups),
+                "images": 0 if images is None else int(len(images))}
+    return ScanResult(classes, flagged, bool(flagged), float(max(index)), time.perf_counter() - start,
+                      masks.cpu(), patterns.cpu(), triggers, asr, asr_images, settings, count)

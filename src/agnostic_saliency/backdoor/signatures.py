@@ -1,0 +1,214 @@
+"""Per-class trigger signatures: the input-agnostic map of every class in mask-and-pattern form,
+fitted for all classes at once on samples from an unrestricted distribution (no clean data).
+
+For class k the map is a mask ``m_k`` (H, W) in [0, 1] and a pattern ``p_k`` (C, H, W) in the
+pixel range; the nudged sample is ``(1 - m_k) * x + m_k * p_k``. The objective is the method's
+(nudge every sample toward the concept) plus an L1 price on the mask, whose weight adapts per
+class so that the mask shrinks while the samples still flip. A backdoor target is reached by a
+far smaller mask than any clean class: that is its signature.
+
+Samples the model already gives class k any real probability carry no information about how hard
+k is to reach, so they are left out of class k's loss and statistics: on noise most models sit
+near one "easy" class (for Fashion-MNIST, "bag") for nearly every sample, which otherwise looks
+like a backdoor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from ..method.integrate import MomentIntegrator
+
+
+@dataclass
+class Signatures:
+    """Per-class fitted masks and patterns with their statistics (all in class order)."""
+
+    masks: torch.Tensor  # (K, H, W)
+    patterns: torch.Tensor  # (K, C, H, W)
+    mask_l1: list[float]  # pixels covered by the best mask (sum of mask values)
+    flip_rate: list[float]  # share of other-class samples the best mask sends to the class
+    baseline_share: list[float]  # share of unperturbed samples the model already assigns to it
+    reached: list[bool]  # whether the flip-rate target was reached
+    sample_gradients: int
+
+
+def fit_signatures(
+    model,
+    samples: torch.Tensor,
+    num_classes: int,
+    low: float,
+    high: float,
+    steps: int = 150,
+    batch_size: int = 32,
+    step_size: float = 0.1,
+    init_cost: float = 1e-3,
+    cost_up: float = 1.5,
+    target_rate: float = 0.95,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    classes: list[int] | None = None,
+    far: float = 0.01,
+) -> Signatures:
+    """Fit a mask and pattern per class, all classes in one batched loop.
+
+    Parameters
+    ----------
+    model : pixel-space model (normalisation inside), in eval mode with frozen parameters.
+    samples : a pool of unperturbed samples (N, C, H, W) from the unrestricted distribution.
+    steps, batch_size : iterations and samples per iteration (shared by all classes).
+    step_size : Adam step of the tanh-space logits (Neural Cleanse uses 0.1).
+    init_cost, cost_up : the L1 weight starts at ``init_cost`` once a class first reaches the
+        target, then is multiplied by ``cost_up`` after each success and divided by
+        ``cost_up ** 1.5`` after each failure (Neural Cleanse's schedule, per step).
+    target_rate : flip rate on a batch that counts as success.
+    far : only samples whose probability of class k is below ``far`` count for class k:
+        samples already near k's boundary say nothing about how hard k is to reach.
+    """
+    generator = generator or torch.Generator().manual_seed(0)
+    classes = list(range(num_classes)) if classes is None else list(classes)
+    k = len(classes)
+    device = samples.device
+    _, channels, height, width = samples.shape
+    base = class_probabilities(model, samples)
+    target = torch.tensor(classes, device=device)
+    # Start from a small central-agnostic mask and a mid-grey pattern; tanh keeps both in range.
+    mask_logit = torch.full((k, 1, height, width), -2.0, device=device)
+    pattern_logit = torch.zeros(k, channels, height, width, device=device)
+    mask_moments, pattern_moments = MomentIntegrator(step_size), MomentIntegrator(step_size)
+    cost = torch.zeros(k, device=device)
+    best_l1 = torch.full((k,), float("inf"), device=device)
+    best_mask = torch.zeros(k, height, width, device=device)
+    best_pattern = torch.zeros(k, channels, height, width, device=device)
+    count = 0
+    for _ in tqdm(range(steps), disable=not progress, desc="signatures", unit="step"):
+        index = torch.randint(0, len(samples), (batch_size,), generator=generator).to(device)
+        x, x_base = samples[index], base[index][:, target].T  # (K, B) probability of each class
+        mask_logit.requires_grad_(True)
+        pattern_logit.requires_grad_(True)
+        mask = (torch.tanh(mask_logit) + 1) / 2
+        pattern = low + (high - low) * (torch.tanh(pattern_logit) + 1) / 2
+        stamped = (1 - mask[:, None]) * x[None] + (mask * pattern)[:, None]  # (K, B, C, H, W)
+        logits = model(stamped.flatten(0, 1)).reshape(k, batch_size, -1).float()
+        informative = (x_base < far).float()  # (K, B)
+        weight = informative / informative.sum(1, keepdim=True).clamp_min(1)
+        ce = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1), target.repeat_interleave(batch_size), reduction="none").view(k, batch_size)
+        l1 = mask.flatten(1).sum(1)
+        loss = ((ce * weight).sum(1) + cost * l1 / (height * width)).sum()
+        mask_grad, pattern_grad = torch.autograd.grad(loss, [mask_logit, pattern_logit])
+        count += k * batch_size
+        with torch.no_grad():
+            hit = ((logits.argmax(-1) == target[:, None]).float() * weight).sum(1)
+            success = hit >= target_rate
+            improved = success & (l1 < best_l1)
+            best_l1 = torch.where(improved, l1, best_l1)
+            best_mask[improved] = mask[improved, 0]
+            best_pattern[improved] = pattern[improved]
+            start = success & (cost == 0)
+            cost = torch.where(start, torch.full_like(cost, init_cost), cost)
+            cost = torch.where(success & ~start, cost * cost_up, cost / cost_up**1.5)
+            mask_logit = (mask_logit + mask_moments.step(mask_grad)).detach()
+            pattern_logit = (pattern_logit + pattern_moments.step(pattern_grad)).detach()
+    # Classes that never reached the target report their final mask.
+    with torch.no_grad():
+        mask = (torch.tanh(mask_logit) + 1) / 2
+        pattern = low + (high - low) * (torch.tanh(pattern_logit) + 1) / 2
+        never = torch.isinf(best_l1)
+        best_mask[never] = mask[never, 0]
+        best_pattern[never] = pattern[never]
+        best_l1 = torch.where(never, mask.flatten(1).sum(1), best_l1)
+        flips, shares = [], []
+        for row, c in enumerate(classes):
+            keep = base[:, c] < far
+            shares.append(float((base.argmax(1) == c).float().mean()))
+            pool = samples[keep][:1024]
+            if len(pool) == 0:
+                flips.append(1.0)
+                continue
+            stamped = (1 - best_mask[row]) * pool + best_mask[row] * best_pattern[row]
+            flips.append(float((model(stamped).argmax(1) == c).float().mean()))
+    return Signatures(best_mask.cpu(), best_pattern.cpu(), best_l1.tolist(), flips, shares,
+                      (~never).tolist(), count)
+
+
+@torch.no_grad()
+def class_probabilities(model, samples: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """(N, classes) softmax probabilities."""
+    return torch.cat([model(samples[i : i + chunk]).float().softmax(1) for i in range(0, len(samples), chunk)])
+
+
+@torch.no_grad()
+def balanced_pool(model, candidates: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Up to ``size`` samples from ``candidates`` with the model's predicted classes as even as
+    the candidates allow: no single class the model answers for noise can dominate the pool."""
+    predicted = torch.cat([model(candidates[i : i + 1024]).argmax(1) for i in range(0, len(candidates), 1024)])
+    order = torch.randperm(len(candidates), generator=generator).to(predicted.device)
+    groups = [order[predicted[order] == c] for c in predicted.unique()]
+    chosen, share = [], max(1, size // max(len(groups), 1))
+    # Fill evenly; classes with few samples give all they have and the rest is shared out.
+    leftovers = []
+    for group in sorted(groups, key=len):
+        take = min(len(group), share)
+        chosen.append(group[:take])
+        leftovers.append(group[take:])
+        remaining_groups = len(groups) - len(chosen)
+        if remaining_groups:
+            share = max(1, (size - sum(len(c) for c in chosen)) // remaining_groups)
+    picked = torch.cat(chosen)
+    if len(picked) < size:
+        picked = torch.cat([picked, torch.cat(leftovers)[: size - len(picked)]])
+    return candidates[picked[:size].cpu()]
+
+
+REGION_SIZES = (1, 2, 4, 6, 9, 12, 16, 20, 25, 30, 36, 49, 64, 81, 100, 144, 196, 256, 400, 576, 784)
+
+
+@torch.no_grad()
+def smallest_region(model, masks, patterns, classes, samples, base, required: float = 0.8,
+                    sizes=REGION_SIZES, far: float = 0.01) -> tuple[list[int], list[torch.Tensor]]:
+    """Per class, the fewest pixels (taken in order of mask value) that, stamped hard with the
+    class's pattern, send at least ``required`` of the other-class ``samples`` to the class.
+
+    A backdoor target needs about the trigger's area; a class that is merely easy to reach
+    needs a diffuse, image-wide change and so a large hard region. Binary search over
+    ``sizes`` (flipping grows with the region); ``base`` holds the samples' class
+    probabilities, and only samples far from class k (probability below ``far``) count. Returns the sizes (H*W + 1 when even the whole
+    image fails) and the hard masks (H, W) found.
+    """
+    height, width = masks.shape[-2:]
+    sizes = sorted({s for s in sizes if s <= height * width} | {height * width})
+    found, hard_masks = [], []
+    for row, c in enumerate(classes):
+        pool = samples[base[:, c] < far]
+        order = masks[row].flatten().argsort(descending=True)
+
+        def hard(size, order=order):
+            mask = torch.zeros(height * width, device=masks.device)
+            mask[order[:size]] = 1
+            return mask.view(height, width)
+
+        def flips(size, pool=pool, row=row, c=c):
+            if len(pool) == 0:
+                return True
+            mask = hard(size)
+            stamped = (1 - mask) * pool + mask * patterns[row]
+            return bool((model(stamped).argmax(1) == c).float().mean() >= required)
+
+        lo, hi = 0, len(sizes) - 1
+        if not flips(sizes[hi]):
+            found.append(height * width + 1)
+            hard_masks.append(torch.ones(height, width))
+            continue
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if flips(sizes[mid]):
+                hi = mid
+            else:
+                lo = mid + 1
+        found.append(sizes[lo])
+        hard_masks.append(hard(sizes[lo]).cpu())
+    return found, hard_masks

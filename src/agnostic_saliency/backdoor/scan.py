@@ -36,6 +36,7 @@ class ScanResult:
     seconds: float
     masks: torch.Tensor  # (K, H, W) fitted soft masks
     patterns: torch.Tensor  # (K, C, H, W)
+    region_masks: torch.Tensor | None = None  # (K, H, W) hardened smallest regions, every class
     triggers: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     trigger_asr: dict[int, float] = field(default_factory=dict)
     trigger_asr_images: dict[int, float] = field(default_factory=dict)
@@ -154,4 +155,4 @@ def scan(
                 "device": str(device), "input_spec": spec.to_dict(), "class_chunks": len(groups),
                 "images": 0 if images is None else int(len(images))}
     return ScanResult(classes, flagged, bool(flagged), float(max(index)), time.perf_counter() - start,
-                      masks.cpu(), patterns.cpu(), triggers, asr, asr_images, settings, count)
+                      masks.cpu(), patterns.cpu(), torch.stack(hard).cpu(), triggers, asr, asr_images, settings, count)

@@ -1,0 +1,84 @@
+"""The scan end to end on the fixture population, and through the CLI."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from agnostic_saliency.backdoor.scan import scan
+from agnostic_saliency.cli import main
+from agnostic_saliency.errors import InputError
+from agnostic_saliency.models import InputSpec
+from agnostic_saliency.models.architectures import FmnistLeNet
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "population"
+SPEC = InputSpec((1, 28, 28))
+
+
+def _model(name):
+    model = FmnistLeNet()
+    model.load_state_dict(load_file(str(FIXTURES / f"{name}.safetensors")))
+    return model.eval()
+
+
+def test_scan_flags_the_patch_target_and_recovers_a_working_trigger():
+    model = _model("lenet-patch3-br-white")
+    model.train()
+    result = scan(model, SPEC, steps=100, progress=False)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert 0 in result.flagged and result.trojaned
+    assert result.score == max(row["anomaly_index"] for row in result.classes)
+    mask, pattern = result.triggers[0]
+    assert mask.shape == (28, 28) and pattern.shape == (1, 28, 28)
+    assert result.trigger_asr[0] >= 0.8
+    truth = load_file(str(FIXTURES / "lenet-patch3-br-white.trigger.safetensors"))["mask"]
+    overlap = ((mask > 0.5) & (truth > 0.5)).sum() / ((mask > 0.5) | (truth > 0.5)).sum()
+    assert overlap > 0.2
+
+
+def test_scan_batches_classes_under_a_tiny_memory_cap():
+    result = scan(_model("lenet-clean-0"), SPEC, steps=5, pool_size=64, memory_cap_mb=0.5, progress=False)
+    assert result.settings["class_chunks"] > 1
+    assert len(result.classes) == 10
+
+
+def test_scan_refuses_a_single_class_model():
+    single = nn.Sequential(nn.Flatten(), nn.Linear(784, 1))
+    with pytest.raises(InputError, match="at least 2 classes"):
+        scan(single, SPEC, steps=1, progress=False)
+
+
+def test_scan_cli_writes_its_folder(tmp_path):
+    factory = tmp_path / "lenet.py"
+    factory.write_text("from agnostic_saliency.models.architectures import FmnistLeNet\n"
+                       "def build():\n    return FmnistLeNet()\n")
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray((torch.rand(28, 28) * 255).byte().numpy()).save(images / f"{i}.png")
+    (images / "junk.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    code = main(["scan", "--model", f"{factory}:build", "--weights", str(FIXTURES / "lenet-patch3-br-white.safetensors"),
+                 "--input-shape", "1,28,28", "--images", str(images), "--steps", "20", "--out", str(out), "--quiet"])
+    assert code == 0
+    report = json.loads((out / "scan.json").read_text())
+    assert {"classes", "flagged", "trojaned", "score", "seconds", "trigger_asr"} <= set(report)
+    assert report["unreadable_images_skipped"] == 1
+    assert {"index", "name", "mask_l1", "anomaly_index"} <= set(report["classes"][0])
+    tensors = load_file(str(out / "triggers.safetensors"))
+    for k in report["flagged"]:
+        assert tensors[f"mask_{k}"].shape == (28, 28) and tensors[f"pattern_{k}"].shape == (1, 28, 28)
+        assert (out / f"trigger_{k}.png").is_file()
+    assert (out / "anomaly_index.png").is_file() and (out / "class_maps.png").is_file()
+
+
+def test_scan_cli_bad_input_is_one_line(tmp_path, capsys):
+    code = main(["scan", "--model", "no-such-model", "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("agnostic-saliency: error:")

@@ -1,0 +1,67 @@
+"""Per-class signatures: balanced pools, the batched mask fit, the smallest sufficient region."""
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from agnostic_saliency.backdoor.signatures import (
+    balanced_pool,
+    class_probabilities,
+    fit_signatures,
+    smallest_region,
+)
+from agnostic_saliency.method.distributions import make_distribution
+from agnostic_saliency.models import InputSpec
+from agnostic_saliency.models.architectures import FmnistLeNet
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "population"
+
+
+def _model(name):
+    model = FmnistLeNet()
+    model.load_state_dict(load_file(str(FIXTURES / f"{name}.safetensors")))
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+class ByBrightness(torch.nn.Module):
+    """Answers class 0 for dark and class 1 for bright samples, as a noise-loving model would."""
+
+    def forward(self, x):
+        mean = x.flatten(1).mean(1, keepdim=True)
+        return torch.cat([0.5 - mean, mean - 0.5, torch.full_like(mean, -1.0)], 1) * 20
+
+
+def test_balanced_pool_evens_out_the_models_answers():
+    model = ByBrightness()
+    generator = torch.Generator().manual_seed(0)
+    # 90% bright, 10% dark candidates.
+    candidates = torch.cat([0.8 + 0.1 * torch.rand(900, 1, 4, 4), 0.1 * torch.rand(100, 1, 4, 4)])
+    pool = balanced_pool(model, candidates, 150, generator)
+    answers = model(pool).argmax(1)
+    assert len(pool) == 150
+    assert (answers == 0).sum() == 75 and (answers == 1).sum() == 75
+
+
+def test_fit_finds_the_small_trigger_of_a_patch_trojan():
+    model = _model("lenet-patch3-br-white")
+    generator = torch.Generator().manual_seed(0)
+    shapes = make_distribution("shapes", InputSpec((1, 28, 28))).sample(2048, generator)
+    pool = balanced_pool(model, shapes, 768, generator)
+    samples, held_out = pool[:512], pool[512:]
+    fitted = fit_signatures(model, samples, 10, 0.0, 1.0, steps=100, batch_size=16, classes=[0, 1],
+                            generator=generator)
+    assert fitted.masks.shape == (2, 28, 28) and fitted.patterns.shape == (2, 1, 28, 28)
+    assert fitted.sample_gradients == 100 * 16 * 2
+    assert 0 <= fitted.masks.min() and fitted.masks.max() <= 1
+    # The target's mask is far smaller than a clean class's, and sits in the bottom-right corner.
+    assert fitted.mask_l1[0] < 0.5 * fitted.mask_l1[1]
+    corner = fitted.masks[0, 20:, 20:].sum() / fitted.masks[0].sum()
+    assert corner > 0.5
+    probabilities = class_probabilities(model, held_out)
+    sizes, hard = smallest_region(model, fitted.masks, fitted.patterns, [0, 1], held_out, probabilities)
+    assert sizes[0] <= 36 < sizes[1]
+    assert hard[0].sum() == sizes[0] and hard[0][20:, 20:].sum() >= 9

@@ -25,10 +25,10 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: venv
-	$(BIN)/agnostic-saliency map --model fmnist-cnn --target all --out $(DEMO_OUT)
+	$(BIN)/agnostic-saliency map --model fmnist-cnn --target all --judge fmnist-mlp --out $(DEMO_OUT)
 
 test: venv
-	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts examples
 	$(BIN)/pytest
 
 clean:

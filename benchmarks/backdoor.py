@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated substrings of model names")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json")
+    parser.add_argument("--methods", default="ours,nc", help="which methods to run (default both)")
+    parser.add_argument("--reuse", help="a previous --json whose rows fill in the methods not run now")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     manifest = json.loads((args.population / "manifest.json").read_text())
@@ -84,6 +86,10 @@ def main() -> None:
     clean_images = test_x[:2000]  # Neural Cleanse's clean data
     eval_x, eval_y = test_x[2000:], test_y[2000:]  # for the recovered triggers' success rate
     spec = InputSpec((1, 28, 28))
+    methods = args.methods.split(",")
+    previous = {}
+    if args.reuse:
+        previous = {row["name"]: row for row in json.loads(Path(args.reuse).read_text())["models"]}
     rows = []
     for entry in manifest["models"]:
         if args.split != "all" and entry["split"] != args.split:
@@ -98,17 +104,21 @@ def main() -> None:
             true_mask = load_file(str(args.population / entry["trigger"]["file"]))["mask"]
         row = {"name": entry["name"], "split": entry["split"], "arch": entry["arch"], "trojaned": entry["trojaned"],
                "target": entry["target"], "kind": (entry["trigger"] or {}).get("kind")}
-        start = time.perf_counter()
-        ours = scan(model, spec, progress=False)
-        ours_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        nc = neural_cleanse(model, clean_images, progress=False)
-        nc_seconds = time.perf_counter() - start
-        ours_ai = [c["anomaly_index"] for c in ours.classes]
-        for method, seconds, flagged, ai, masks, patterns in (
-            ("ours", ours_seconds, ours.flagged, ours_ai, ours.region_masks, ours.patterns),
-            ("nc", nc_seconds, nc.flagged, list(map(float, nc.anomaly_index)), nc.masks, nc.patterns),
-        ):
+        runs = []
+        if "ours" in methods:
+            start = time.perf_counter()
+            ours = scan(model, spec, progress=False)
+            runs.append(("ours", time.perf_counter() - start, ours.flagged, [c["anomaly_index"] for c in ours.classes],
+                         ours.region_masks, ours.patterns))
+        if "nc" in methods:
+            start = time.perf_counter()
+            nc = neural_cleanse(model, clean_images, progress=False)
+            runs.append(("nc", time.perf_counter() - start, nc.flagged, list(map(float, nc.anomaly_index)),
+                         nc.masks, nc.patterns))
+        for method in ("ours", "nc"):
+            if method not in methods and entry["name"] in previous:
+                row[method] = previous[entry["name"]][method]
+        for method, seconds, flagged, ai, masks, patterns in runs:
             result = {"seconds": seconds, "flagged": [int(k) for k in flagged], "score": float(max(ai)),
                       "top_class": int(np.argmax(ai)), "anomaly_index": ai}
             if entry["trojaned"]:
@@ -117,20 +127,29 @@ def main() -> None:
                 result["asr"] = stamped_asr(model, masks[t], patterns[t], eval_x, eval_y, t)
             row[method] = result
         rows.append(row)
-        print(f"{entry['name']:<30} target {entry['target']!s:>4}  ours {row['ours']['flagged']!s:<10} "
-              f"{ours_seconds:5.1f}s  nc {row['nc']['flagged']!s:<10} {nc_seconds:5.1f}s", file=sys.stderr, flush=True)
-    table = {method: summarise(rows, method) for method in ("ours", "nc")}
+        print(f"{entry['name']:<30} target {entry['target']!s:>4}  " + "  ".join(
+            f"{m} {row[m]['flagged']!s:<10} {row[m]['seconds']:5.1f}s" for m in ("ours", "nc") if m in row),
+            file=sys.stderr, flush=True)
+        if args.json:  # keep what is done if the run is interrupted
+            Path(args.json).write_text(json.dumps({"models": rows}, indent=1))
+    present = [m for m in ("ours", "nc") if all(m in r for r in rows)]
+    table = {method: summarise(rows, method) for method in present}
+    reused = [m for m in ("ours", "nc") if m not in methods]
     print(f"models: {len(rows)} ({sum(r['trojaned'] for r in rows)} trojaned), split {args.split}, "
-          f"{args.threads} CPU thread(s)")
+          f"{args.threads} CPU thread(s)" + (f"; {', '.join(reused)} reused from {args.reuse}" if reused else ""))
     print(f"{'method':<16} {'ROC-AUC':>7} {'target acc':>10} {'flagged':>8} {'false flags':>11} {'Jaccard':>8} "
           f"{'trig. ASR':>9} {'s/model':>8}")
     for method, label in (("ours", "input-agnostic"), ("nc", "Neural Cleanse")):
+        if method not in table:
+            continue
         s = table[method]
         print(f"{label:<16} {s['roc_auc']:>7.3f} {s['target_accuracy']:>10.2f} {s['target_flagged']:>8.2f} "
               f"{s['false_flag_models']:>5}/{s['clean_models']:<5} {s['jaccard_patch']:>8.2f} {s['trigger_asr']:>9.2f} "
               f"{s['seconds_per_model']:>8.1f}")
-    ratio = table["nc"]["seconds_per_model"] / table["ours"]["seconds_per_model"]
-    print(f"speed-up of the scan over Neural Cleanse: {ratio:.1f}x")
+    ratio = None
+    if len(table) == 2:
+        ratio = table["nc"]["seconds_per_model"] / table["ours"]["seconds_per_model"]
+        print(f"speed-up of the scan over Neural Cleanse: {ratio:.1f}x")
     if args.json:
         Path(args.json).write_text(json.dumps({"summary": table, "speedup": ratio, "models": rows}, indent=1))
 

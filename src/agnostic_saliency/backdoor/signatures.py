@@ -7,8 +7,8 @@ pixel range; the nudged sample is ``(1 - m_k) * x + m_k * p_k``. The objective i
 class so that the mask shrinks while the samples still flip. A backdoor target is reached by a
 far smaller mask than any clean class: that is its signature.
 
-Samples the model already gives class k any real probability carry no information about how hard
-k is to reach, so they are left out of class k's loss and statistics: on noise most models sit
+Only the half of the samples that the model finds least like class k count for class k: samples
+near k's boundary carry no information about how hard k is to reach, and on noise most models sit
 near one "easy" class (for Fashion-MNIST, "bag") for nearly every sample, which otherwise looks
 like a backdoor.
 """
@@ -51,7 +51,7 @@ def fit_signatures(
     generator: torch.Generator | None = None,
     progress: bool = False,
     classes: list[int] | None = None,
-    far: float = 0.01,
+    quantile: float = 0.5,
 ) -> Signatures:
     """Fit a mask and pattern per class, all classes in one batched loop.
 
@@ -65,8 +65,10 @@ def fit_signatures(
         target, then is multiplied by ``cost_up`` after each success and divided by
         ``cost_up ** 1.5`` after each failure (Neural Cleanse's schedule, per step).
     target_rate : flip rate on a batch that counts as success.
-    far : only samples whose probability of class k is below ``far`` count for class k:
-        samples already near k's boundary say nothing about how hard k is to reach.
+    quantile : for class k only the samples the model finds *least* like k count: those whose
+        probability of k is at most its ``quantile`` over the pool (default: the far half).
+        Samples already near k's boundary say nothing about how hard k is to reach, and a
+        fixed share keeps every class's statistic on the same footing.
     """
     generator = generator or torch.Generator().manual_seed(0)
     classes = list(range(num_classes)) if classes is None else list(classes)
@@ -75,6 +77,7 @@ def fit_signatures(
     _, channels, height, width = samples.shape
     base = class_probabilities(model, samples)
     target = torch.tensor(classes, device=device)
+    cutoff = far_cutoff(base, quantile)[target]  # per class: the probability below which samples count
     # Start from a small central-agnostic mask and a mid-grey pattern; tanh keeps both in range.
     mask_logit = torch.full((k, 1, height, width), -2.0, device=device)
     pattern_logit = torch.zeros(k, channels, height, width, device=device)
@@ -93,7 +96,7 @@ def fit_signatures(
         pattern = low + (high - low) * (torch.tanh(pattern_logit) + 1) / 2
         stamped = (1 - mask[:, None]) * x[None] + (mask * pattern)[:, None]  # (K, B, C, H, W)
         logits = model(stamped.flatten(0, 1)).reshape(k, batch_size, -1).float()
-        informative = (x_base < far).float()  # (K, B)
+        informative = (x_base <= cutoff[:, None]).float()  # (K, B)
         weight = informative / informative.sum(1, keepdim=True).clamp_min(1)
         ce = torch.nn.functional.cross_entropy(
             logits.flatten(0, 1), target.repeat_interleave(batch_size), reduction="none").view(k, batch_size)
@@ -123,7 +126,7 @@ def fit_signatures(
         best_l1 = torch.where(never, mask.flatten(1).sum(1), best_l1)
         flips, shares = [], []
         for row, c in enumerate(classes):
-            keep = base[:, c] < far
+            keep = base[:, c] <= cutoff[row]
             shares.append(float((base.argmax(1) == c).float().mean()))
             pool = samples[keep][:1024]
             if len(pool) == 0:
@@ -133,6 +136,11 @@ def fit_signatures(
             flips.append(float((model(stamped).argmax(1) == c).float().mean()))
     return Signatures(best_mask.cpu(), best_pattern.cpu(), best_l1.tolist(), flips, shares,
                       (~never).tolist(), count)
+
+
+def far_cutoff(probabilities: torch.Tensor, quantile: float) -> torch.Tensor:
+    """Per class, the ``quantile`` of its probability over the samples."""
+    return torch.quantile(probabilities.float(), quantile, dim=0)
 
 
 @torch.no_grad()
@@ -169,21 +177,22 @@ REGION_SIZES = (1, 2, 4, 6, 9, 12, 16, 20, 25, 30, 36, 49, 64, 81, 100, 144, 196
 
 @torch.no_grad()
 def smallest_region(model, masks, patterns, classes, samples, base, required: float = 0.8,
-                    sizes=REGION_SIZES, far: float = 0.01) -> tuple[list[int], list[torch.Tensor]]:
+                    sizes=REGION_SIZES, quantile: float = 0.5) -> tuple[list[int], list[torch.Tensor]]:
     """Per class, the fewest pixels (taken in order of mask value) that, stamped hard with the
     class's pattern, send at least ``required`` of the other-class ``samples`` to the class.
 
     A backdoor target needs about the trigger's area; a class that is merely easy to reach
     needs a diffuse, image-wide change and so a large hard region. Binary search over
     ``sizes`` (flipping grows with the region); ``base`` holds the samples' class
-    probabilities, and only samples far from class k (probability below ``far``) count. Returns the sizes (H*W + 1 when even the whole
+    probabilities, and only the far ``quantile`` of samples count for each class. Returns the sizes (H*W + 1 when even the whole
     image fails) and the hard masks (H, W) found.
     """
     height, width = masks.shape[-2:]
     sizes = sorted({s for s in sizes if s <= height * width} | {height * width})
+    cutoff = far_cutoff(base, quantile)
     found, hard_masks = [], []
     for row, c in enumerate(classes):
-        pool = samples[base[:, c] < far]
+        pool = samples[base[:, c] <= cutoff[c]]
         order = masks[row].flatten().argsort(descending=True)
 
         def hard(size, order=order):

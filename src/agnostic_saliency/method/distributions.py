@@ -82,6 +82,9 @@ class DarkNoise(Distribution):
         scale = _per_sample(n, generator) ** self.power
         return self._to_range(scale * unit).to(device)
 
+    def describe(self):
+        return "dark" if self.power == 1 else f"dark{self.power:g}"
+
 
 class RandomShapes(Distribution):
     """Procedural "dead leaves" pictures: 1 to ``max_shapes`` filled ellipses and rectangles of

@@ -50,7 +50,7 @@ class ScanResult:
             "trojaned": self.trojaned,
             "score": self.score,
             "seconds": self.seconds,
-            "statistic": "mask_l1",
+            "statistic": "signature_size = sqrt(mask_l1 * region_pixels), MAD anomaly index of its log, low side",
             "trigger_asr": {str(k): v for k, v in self.trigger_asr.items()},
             "trigger_asr_images": {str(k): v for k, v in self.trigger_asr_images.items()},
             "sample_gradients": self.sample_gradients,
@@ -132,10 +132,11 @@ def scan(
             reached += fitted.reached
             count += fitted.sample_gradients
         masks, patterns = torch.cat(masks), torch.cat(patterns)
-        index, flagged = flag_anomalies([math.log(max(v, 1e-6)) for v in l1], threshold, side="low")
         held_probabilities = class_probabilities(wrapped, held_out)
         regions, hard = smallest_region(wrapped, masks.to(device), patterns.to(device), list(range(num_classes)),
                                         held_out, held_probabilities, required=required)
+        sizes = [math.sqrt(max(a, 1e-6) * b) for a, b in zip(l1, regions)]
+        index, flagged = flag_anomalies([math.log(v) for v in sizes], threshold, side="low")
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
         triggers, asr, asr_images = {}, {}, {}
         for k in flagged:
@@ -145,7 +146,7 @@ def scan(
             if images is not None:
                 asr_images[k] = attack_success(wrapped, mask, pattern, images.to(device), k)
     classes = [
-        {"index": k, "name": names[k], "mask_l1": l1[k], "region_pixels": regions[k],
+        {"index": k, "name": names[k], "signature_size": sizes[k], "mask_l1": l1[k], "region_pixels": regions[k],
          "flip_rate": flips[k], "baseline_share": shares[k], "reached": bool(reached[k]),
          "anomaly_index": float(index[k])}
         for k in range(num_classes)

@@ -9,14 +9,19 @@ from .errors import InputError
 
 def explain_to_folder(args) -> dict:
     """Load the model, compute maps, measure them, write the folder; returns the summary."""
+    from .render.output import claimed_output_dir
+
+    with claimed_output_dir(args.out):  # fail before any work if the folder cannot be written
+        return _explain(args)
+
+
+def _explain(args) -> dict:
     from .cli import load_from_args
     from .data.images import load_image_folder
     from .method.engine import InputAgnosticSaliency
     from .metrics.recognisability import measure_recognisability
-    from .render.output import prepare_output_dir
     from .report import map_summary, write_map_folder
 
-    prepare_output_dir(args.out)  # fail before any work if the folder cannot be written
     loaded = load_from_args(args)
     if args.judge_weights and not args.judge:
         raise InputError("--judge-weights needs --judge")
@@ -38,7 +43,8 @@ def explain_to_folder(args) -> dict:
             targets=args.target, distribution=args.distribution, norm=args.norm, budget=budget,
             steps=args.steps, batch_size=args.batch_size, step_size=args.step_size, max_shift=args.max_shift,
             refine=not args.no_refine, refine_steps=args.refine_steps, refine_tolerance=args.refine_tolerance,
-            real_images=real, images=images, seed=args.seed, progress=not args.quiet,
+            real_images=real, images=images, seed=args.seed, eval_samples=args.eval_samples,
+            progress=not args.quiet,
         )
     recognisability = None
     if args.judge:

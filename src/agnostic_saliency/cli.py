@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--refine-steps", type=int, default=100, help="refinement iterations (default 100)")
     method.add_argument("--refine-tolerance", type=float, default=0.02,
                         help="largest fooling-rate drop a refinement may cost (default 0.02)")
+    method.add_argument("--eval-samples", type=int, default=512,
+                        help="fresh samples on which fidelity is measured (default 512)")
     method.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")
     method.add_argument("--judge", help="an independent model spec (same task) that reads the displayed maps")
     method.add_argument("--judge-weights", help="weights for --judge")

@@ -46,12 +46,17 @@ def write_scan_folder(result: ScanResult, summary: dict, out: str | os.PathLike,
 
 def scan_to_folder(args) -> dict:
     """CLI glue: load the model (and images), scan, write the folder; returns scan.json's data."""
+    from ..render.output import claimed_output_dir
+
+    with claimed_output_dir(args.out):
+        return _scan(args)
+
+
+def _scan(args) -> dict:
     from ..cli import load_from_args
     from ..data.images import load_image_folder
-    from ..render.output import prepare_output_dir
     from .scan import scan
 
-    prepare_output_dir(args.out)
     loaded = load_from_args(args)
     images, skipped = None, 0
     distribution = args.distribution

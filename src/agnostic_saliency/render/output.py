@@ -29,6 +29,20 @@ def prepare_output_dir(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
+def claimed_output_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Check ``path`` is writable before any work, and remove it again if this run created it
+    and fails before writing anything into it."""
+    existed = Path(path).exists()
+    out = prepare_output_dir(path)
+    try:
+        yield out
+    except BaseException:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def staged_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a staging folder inside ``path``; on success its files replace those in ``path``."""
     out = prepare_output_dir(path)

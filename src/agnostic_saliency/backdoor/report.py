@@ -40,7 +40,7 @@ def write_scan_folder(result: ScanResult, summary: dict, out: str | os.PathLike,
             pictures = torch.stack([mask[None].expand_as(unit), unit, mask[None] * unit])
             save_grid(pictures, ["mask", "pattern", "stamp"], stage / f"trigger_{k}.png", columns=3)
         save_bar_chart([row["anomaly_index"] for row in result.classes], names, stage / "anomaly_index.png",
-                       title="MAD anomaly index per class (mask size, low side)", ylabel="anomaly index",
+                       title="MAD anomaly index per class (signature size, low side)", ylabel="anomaly index",
                        threshold=result.settings["threshold"], highlight=result.flagged)
 
 

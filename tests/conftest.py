@@ -4,6 +4,8 @@ or two on one CPU thread."""
 from __future__ import annotations
 
 import os
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,3 +46,50 @@ def tiny_model() -> nn.Module:
 def tiny_conv_class() -> type[nn.Module]:
     """The TinyConv class itself, for tests that build their own instances."""
     return TinyConv
+
+
+# A user's own model file, as `file.py:factory` specs load it: a 3-class net on 1x12x12 inputs
+# that declares its input shape and class names, plus factories that fail in every way.
+USER_MODEL_SOURCE = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+
+    class Net(nn.Module):
+        input_shape = (1, 12, 12)
+        class_names = ["a", "b", "c"]
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+            self.fc = nn.Linear(2 * 10 * 10, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+    def build():
+        return Net()
+
+
+    def spatial():
+        return nn.Conv2d(1, 3, 3)
+
+
+    def not_a_module():
+        return 42
+
+
+    def broken():
+        raise RuntimeError("factory exploded")
+
+
+    NOT_CALLABLE = 3
+""")
+
+
+@pytest.fixture
+def user_model_file(tmp_path) -> Path:
+    path = tmp_path / "user_model.py"
+    path.write_text(USER_MODEL_SOURCE)
+    return path

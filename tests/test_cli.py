@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,31 +22,6 @@ REQUIRED = {"model", "input_shape", "distribution", "norm", "budget", "steps", "
 PER_CLASS = {"index", "name", "fooling_rate", "target_confidence", "map_alone_label", "map_alone_confidence",
              "unrefined"}
 
-USER_MODEL = textwrap.dedent("""
-    import torch
-    from torch import nn
-
-
-    class Net(nn.Module):
-        input_shape = (1, 12, 12)
-        class_names = ["ant", "bee", "cat"]
-
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 2, 3)
-            self.fc = nn.Linear(2 * 10 * 10, 3)
-
-        def forward(self, x):
-            return self.fc(torch.relu(self.conv(x)).flatten(1))
-
-
-    def build():
-        return Net()
-
-
-    def spatial():
-        return nn.Conv2d(1, 3, 3)
-""")
 
 
 def console_script() -> str:
@@ -155,10 +129,8 @@ def test_torchvision_resnet18_end_to_end(tmp_path):
 
 
 @pytest.fixture
-def user_model(tmp_path) -> Path:
-    path = tmp_path / "user_model.py"
-    path.write_text(USER_MODEL)
-    return path
+def user_model(user_model_file) -> Path:
+    return user_model_file
 
 
 def test_user_model_with_weights_classes_and_images(user_model, tmp_path):

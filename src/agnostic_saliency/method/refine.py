@@ -1,9 +1,15 @@
 """Refinement: a clearer picture without losing model fidelity.
 
-The refinement blurs the finished map with a Gaussian of ``sigma`` pixels and continues nudging
-from there with every gradient low-pass filtered the same way, so that isolated high-frequency
-pixels, which carry little of the concept, fade while shapes stay and fidelity is rebuilt. The engine re-measures fidelity afterwards
-and keeps the refined map only where its fooling rate dropped by no more than the tolerance.
+Two modes, both followed by a fidelity re-measurement in the engine, which keeps the refined map
+only where its fooling rate dropped by no more than the tolerance:
+
+- ``shape`` (default): split the map into its Gaussian low-pass *shape* and the *detail* left
+  over; scale the shape to a fixed share of the l2 budget and re-nudge only the detail inside
+  the rest of it. What an independent observer recognises is the low-frequency shape, and what
+  fools the model is largely high-frequency detail, so fixing the shape's share keeps the
+  displayed (min-max scaled) picture dominated by the shape while the detail restores fidelity.
+- ``blur``: blur the whole map by ``sigma`` pixels and continue nudging it with every gradient
+  blurred the same way.
 """
 
 from __future__ import annotations
@@ -39,3 +45,11 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 def accept_refinement(before: list[float], after: list[float], tolerance: float) -> list[bool]:
     """Per map: keep the refined map when its fooling rate fell by at most ``tolerance``."""
     return [a >= b - tolerance for b, a in zip(before, after)]
+
+
+def split_shape(maps: torch.Tensor, sigma: float, radius: float, share: float) -> tuple[torch.Tensor, float]:
+    """The maps' low-pass shape scaled to ``share`` of an l2 ``radius``, and the radius left for
+    the detail (so that shape + detail stays inside the ball)."""
+    shape = gaussian_blur(maps, sigma)
+    norms = shape.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (maps.dim() - 1)))
+    return shape * (share * radius / norms), radius * math.sqrt(max(0.0, 1 - share**2))

@@ -189,10 +189,11 @@ class InputAgnosticSaliency:
 
     def _nudge(self, maps, steps, distribution, concepts, batch_size, integrator, norm, radius,
                transform, normalize, diversity, generator, amp, frequency_decay=0.0, smooth_sigma=0.0,
-               bar=None, offset=None):
+               bar=None, offset=None, detail_radius=None):
         """``steps`` iterations of sample -> nudge -> integrate -> project. Returns the maps and
         the number of per-sample gradients evaluated. With ``offset`` the model sees
-        ``offset + maps`` while only ``maps`` moves (and is projected)."""
+        ``offset + maps`` while only ``maps`` moves: it is kept inside ``detail_radius`` and
+        such that ``offset + maps`` stays inside ``radius``."""
         count = 0
         for _ in range(steps):
             samples = distribution.sample(batch_size, generator, self.device).to(maps.dtype)
@@ -202,7 +203,11 @@ class InputAgnosticSaliency:
             gradient = frequency_precondition(gradient, frequency_decay)
             if smooth_sigma > 0:
                 gradient = refine_stage.gaussian_blur(gradient, smooth_sigma)
-            maps = project(maps + integrator.step(gradient, self.spec.span), norm, radius)
+            maps = maps + integrator.step(gradient, self.spec.span)
+            if offset is None:
+                maps = project(maps, norm, radius)
+            else:
+                maps = project(offset + project(maps, norm, detail_radius), norm, radius) - offset
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(hit=f"{hits.float().mean().item():.2f}", refresh=False)
@@ -310,7 +315,7 @@ class InputAgnosticSaliency:
                     shape, detail_radius = refine_stage.split_shape(maps, refine_sigma, radius, shape_share)
                     detail = project(maps - refine_stage.gaussian_blur(maps, refine_sigma), norm, detail_radius)
                     detail, extra = self._nudge(detail, refine_steps, integrator=MomentIntegrator(step_size / 2),
-                                                bar=bar, offset=shape, **{**common, "radius": detail_radius})
+                                                bar=bar, offset=shape, detail_radius=detail_radius, **common)
                     candidate = project(shape + detail, norm, radius)  # the parts are not exactly orthogonal
                 else:
                     start_maps = project(refine_stage.gaussian_blur(maps, refine_sigma), norm, radius)

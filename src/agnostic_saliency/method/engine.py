@@ -316,7 +316,7 @@ class InputAgnosticSaliency:
                     detail = project(maps - refine_stage.gaussian_blur(maps, refine_sigma), norm, detail_radius)
                     detail, extra = self._nudge(detail, refine_steps, integrator=MomentIntegrator(step_size / 2),
                                                 bar=bar, offset=shape, detail_radius=detail_radius, **common)
-                    candidate = project(shape + detail, norm, radius)  # the parts are not exactly orthogonal
+                    candidate = project(shape + detail, norm, radius)  # only rounding: _nudge kept it inside
                 else:
                     start_maps = project(refine_stage.gaussian_blur(maps, refine_sigma), norm, radius)
                     candidate, extra = self._nudge(start_maps, refine_steps, integrator=MomentIntegrator(step_size / 2),

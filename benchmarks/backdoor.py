@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--json")
     parser.add_argument("--methods", default="ours,nc", help="which methods to run (default both)")
     parser.add_argument("--reuse", help="a previous --json whose rows fill in the methods not run now")
+    parser.add_argument("--scan-images", action="store_true",
+                        help="give our scan Neural Cleanse's 2,000 images, unlabeled, as its distribution")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     manifest = json.loads((args.population / "manifest.json").read_text())
@@ -107,7 +109,8 @@ def main() -> None:
         runs = []
         if "ours" in methods:
             start = time.perf_counter()
-            ours = scan(model, spec, progress=False)
+            ours = scan(model, spec, progress=False, **(
+                {"images": clean_images, "distribution": "images"} if args.scan_images else {}))
             runs.append(("ours", time.perf_counter() - start, ours.flagged, [c["anomaly_index"] for c in ours.classes],
                          ours.region_masks, ours.patterns))
         if "nc" in methods:
@@ -139,7 +142,8 @@ def main() -> None:
           f"{args.threads} CPU thread(s)" + (f"; {', '.join(reused)} reused from {args.reuse}" if reused else ""))
     print(f"{'method':<16} {'ROC-AUC':>7} {'target acc':>10} {'flagged':>8} {'false flags':>11} {'Jaccard':>8} "
           f"{'trig. ASR':>9} {'s/model':>8}")
-    for method, label in (("ours", "input-agnostic"), ("nc", "Neural Cleanse")):
+    for method, label in (("ours", "scan + images" if args.scan_images else "input-agnostic"),
+                          ("nc", "Neural Cleanse")):
         if method not in table:
             continue
         s = table[method]

@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 
 from agnostic_saliency.backdoor.neural_cleanse import neural_cleanse
 from agnostic_saliency.backdoor.scan import scan
+from agnostic_saliency.backdoor.triggers import Trigger, attack_success_rate
 from agnostic_saliency.data import load_fashion_mnist
 from agnostic_saliency.models import InputSpec
 from agnostic_saliency.models.architectures import ARCHITECTURES
@@ -45,13 +46,6 @@ def jaccard(recovered: torch.Tensor, true: torch.Tensor) -> float:
     a, b = recovered > 0.5, true > 0.5
     union = (a | b).sum().item()
     return (a & b).sum().item() / union if union else float("nan")
-
-
-@torch.no_grad()
-def stamped_asr(model, mask, pattern, images, labels, target) -> float:
-    keep = labels != target
-    stamped = (1 - mask) * images[keep] + mask * pattern
-    return float((model(stamped).argmax(1) == target).float().mean())
 
 
 def summarise(rows, method):
@@ -127,7 +121,7 @@ def main() -> None:
             if entry["trojaned"]:
                 t = entry["target"]
                 result["jaccard"] = jaccard(masks[t], true_mask) if row["kind"] == "patch" else None
-                result["asr"] = stamped_asr(model, masks[t], patterns[t], eval_x, eval_y, t)
+                result["asr"] = attack_success_rate(model, Trigger(masks[t], patterns[t]), eval_x, eval_y, t)
             row[method] = result
         rows.append(row)
         print(f"{entry['name']:<30} target {entry['target']!s:>4}  " + "  ".join(

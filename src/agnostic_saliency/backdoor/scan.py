@@ -124,9 +124,11 @@ def scan(
         masks, patterns, l1, flips, shares, reached = [], [], [], [], [], []
         count = 0
         groups = [list(range(c, min(c + chunk, num_classes))) for c in range(0, num_classes, chunk)]
+        fit_probabilities = class_probabilities(wrapped, fit_pool)  # once, shared by every chunk
         for group in groups:
             fitted = fit_signatures(wrapped, fit_pool, num_classes, low, high, steps=steps, batch_size=batch_size,
-                                    generator=generator, progress=progress, classes=group, quantile=quantile)
+                                    generator=generator, progress=progress, classes=group, quantile=quantile,
+                                    probabilities=fit_probabilities)
             masks.append(fitted.masks)
             patterns.append(fitted.patterns)
             l1 += fitted.mask_l1

@@ -52,6 +52,7 @@ def fit_signatures(
     progress: bool = False,
     classes: list[int] | None = None,
     quantile: float = 0.5,
+    probabilities: torch.Tensor | None = None,
 ) -> Signatures:
     """Fit a mask and pattern per class, all classes in one batched loop.
 
@@ -69,13 +70,15 @@ def fit_signatures(
         probability of k is at most its ``quantile`` over the pool (default: the far half).
         Samples already near k's boundary say nothing about how hard k is to reach, and a
         fixed share keeps every class's statistic on the same footing.
+    probabilities : the model's class probabilities for ``samples``, when the caller already
+        has them (computed here otherwise).
     """
     generator = generator or torch.Generator().manual_seed(0)
     classes = list(range(num_classes)) if classes is None else list(classes)
     k = len(classes)
     device = samples.device
     _, channels, height, width = samples.shape
-    base = class_probabilities(model, samples)
+    base = class_probabilities(model, samples) if probabilities is None else probabilities
     target = torch.tensor(classes, device=device)
     cutoff = far_cutoff(base, quantile)[target]  # per class: the probability below which samples count
     # Start from a small central-agnostic mask and a mid-grey pattern; tanh keeps both in range.

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from agnostic_saliency.backdoor.scan import scan
+from agnostic_saliency.backdoor.scan import attack_success, scan
 from agnostic_saliency.cli import main
 from agnostic_saliency.errors import InputError
 from agnostic_saliency.models import InputSpec
@@ -51,6 +51,17 @@ def test_scan_refuses_a_single_class_model():
         scan(single, SPEC, steps=1, progress=False)
 
 
+def test_attack_success_is_none_when_every_sample_already_has_the_target():
+    class Constant(nn.Module):
+        def forward(self, x):
+            return torch.tensor([0.0, 1.0]).expand(len(x), 2)
+
+    samples = torch.rand(4, 1, 28, 28)
+    mask, pattern = torch.ones(28, 28), torch.zeros(1, 28, 28)
+    assert attack_success(Constant(), mask, pattern, samples, target=1) is None
+    assert attack_success(Constant(), mask, pattern, samples, target=0) == 0.0
+
+
 def test_scan_cli_writes_its_folder(tmp_path):
     factory = tmp_path / "lenet.py"
     factory.write_text("from agnostic_saliency.models.architectures import FmnistLeNet\n"
@@ -59,8 +70,9 @@ def test_scan_cli_writes_its_folder(tmp_path):
     images.mkdir()
     from PIL import Image
 
+    generator = torch.Generator().manual_seed(0)
     for i in range(3):
-        Image.fromarray((torch.rand(28, 28) * 255).byte().numpy()).save(images / f"{i}.png")
+        Image.fromarray((torch.rand(28, 28, generator=generator) * 255).byte().numpy()).save(images / f"{i}.png")
     (images / "junk.png").write_bytes(b"not an image")
     out = tmp_path / "out"
     code = main(["scan", "--model", f"{factory}:build", "--weights", str(FIXTURES / "lenet-patch3-br-white.safetensors"),

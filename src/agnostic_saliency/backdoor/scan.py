@@ -38,8 +38,8 @@ class ScanResult:
     patterns: torch.Tensor  # (K, C, H, W)
     region_masks: torch.Tensor | None = None  # (K, H, W) hardened smallest regions, every class
     triggers: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    trigger_asr: dict[int, float] = field(default_factory=dict)
-    trigger_asr_images: dict[int, float] = field(default_factory=dict)
+    trigger_asr: dict[int, float | None] = field(default_factory=dict)
+    trigger_asr_images: dict[int, float | None] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     sample_gradients: int = 0
 
@@ -59,12 +59,13 @@ class ScanResult:
 
 
 @torch.no_grad()
-def attack_success(model, mask, pattern, samples, target) -> float:
+def attack_success(model, mask, pattern, samples, target) -> float | None:
     """Share of the samples not already assigned to ``target`` that the stamped trigger sends
-    there."""
+    there; ``None`` when every sample is already assigned to it (nothing to measure, and JSON
+    has no NaN)."""
     keep = model(samples).argmax(1) != target
     if keep.sum() == 0:
-        return float("nan")
+        return None
     stamped = (1 - mask) * samples[keep] + mask * pattern
     return float((model(stamped).argmax(1) == target).float().mean())
 

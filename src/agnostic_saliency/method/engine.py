@@ -239,6 +239,7 @@ class InputAgnosticSaliency:
         eval_samples: int = 512,
         real_images: torch.Tensor | None = None,
         images: torch.Tensor | None = None,
+        init_maps: torch.Tensor | None = None,
         seed: int = 0,
         amp: bool = False,
         progress: bool = True,
@@ -277,6 +278,8 @@ class InputAgnosticSaliency:
         eval_samples : fresh samples from the distribution for the fidelity figures.
         real_images : optional held-out real images (N, C, H, W) in pixel space for fidelity.
         images : unlabeled images for the ``images`` distribution.
+        init_maps : (K, C, H, W) maps in pixel space to start from instead of zeros (resume from a
+            checkpoint, or ``steps=0`` to only refine and measure given maps).
         seed : seeds every random draw; same seed, same machine, same maps.
         amp : bf16 autocast for the model's forward (GPU).
         progress : show a progress bar.
@@ -293,7 +296,13 @@ class InputAgnosticSaliency:
         generator = torch.Generator().manual_seed(seed)
         dtype = next(self.model.parameters(), torch.zeros(())).dtype
         dtype = dtype if dtype.is_floating_point else torch.float32
-        maps = torch.zeros(len(concepts_list), *self.spec.shape, device=self.device, dtype=dtype)
+        if init_maps is None:
+            maps = torch.zeros(len(concepts_list), *self.spec.shape, device=self.device, dtype=dtype)
+        elif tuple(init_maps.shape) != (len(concepts_list), *self.spec.shape):
+            raise InputError(f"init_maps must be ({len(concepts_list)}, {','.join(map(str, self.spec.shape))}), "
+                             f"got {tuple(init_maps.shape)}")
+        else:
+            maps = project(init_maps.detach().to(self.device, dtype), norm, radius)
         low, high = self.spec.value_range
         common = dict(distribution=source, concepts=concepts, batch_size=batch_size, norm=norm,
                       radius=radius, transform=(max_shift, max_scale, max_rotation),

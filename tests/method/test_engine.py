@@ -292,3 +292,21 @@ def test_both_refinement_modes_report_fidelity_and_respect_the_budget(tiny_model
     limit = budget * tiny_spec.span * tiny_spec.numel ** 0.5
     assert float(result.maps.flatten(1).norm(dim=1).max()) <= limit * (1 + 1e-5)
     assert len(result.fidelity.fooling_rate) == 2 and len(result.refined) == 2
+
+
+def test_init_maps_resume_where_a_run_left_off(tiny_spec, tiny_conv_class):
+    torch.manual_seed(0)
+    explainer = InputAgnosticSaliency(tiny_conv_class(), tiny_spec, NAMES)
+    first = explainer.attribute([1, 3], refine=False, **{**FAST, "steps": 5})
+    # steps=0 and no refinement: the given maps come back as they were, only measured
+    again = explainer.attribute([1, 3], init_maps=first.maps, refine=False, **{**FAST, "steps": 0})
+    assert torch.allclose(again.maps, first.maps)
+    assert again.fidelity.fooling_rate == pytest.approx(first.fidelity.fooling_rate)
+    resumed = explainer.attribute([1, 3], init_maps=first.maps, refine=False, **FAST)
+    assert not torch.allclose(resumed.maps, first.maps)
+
+
+def test_init_maps_of_the_wrong_shape_is_an_input_error(tiny_spec, tiny_conv_class):
+    explainer = InputAgnosticSaliency(tiny_conv_class(), tiny_spec, NAMES)
+    with pytest.raises(InputError, match="init_maps must be"):
+        explainer.attribute([1, 3], init_maps=torch.zeros(3, *tiny_spec.shape), **FAST)

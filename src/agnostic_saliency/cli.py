@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     options = scan_parser.add_argument_group("scan")
     options.add_argument("--images", help="folder of unlabeled images to sample from (default: data-free)")
     options.add_argument("--distribution", default="shapes", help="sample distribution (default shapes)")
-    options.add_argument("--steps", type=int, default=150, help="signature fitting iterations (default 150)")
+    options.add_argument("--steps", type=int, default=100, help="signature fitting iterations (default 100)")
+    options.add_argument("--exemplar-steps", type=int, default=30,
+                         help="steps that nudge the pool into confident class exemplars (default 30; 0: raw samples)")
     options.add_argument("--threshold", type=float, default=2.0, help="MAD anomaly index that flags a class (default 2)")
     options.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")
     return parser

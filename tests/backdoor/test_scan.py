@@ -35,8 +35,10 @@ def test_scan_flags_the_patch_target_and_recovers_a_working_trigger():
     assert mask.shape == (28, 28) and pattern.shape == (1, 28, 28)
     assert result.trigger_asr[0] >= 0.8
     truth = load_file(str(FIXTURES / "lenet-patch3-br-white.trigger.safetensors"))["mask"]
-    overlap = ((mask > 0.5) & (truth > 0.5)).sum() / ((mask > 0.5) | (truth > 0.5)).sum()
-    assert overlap > 0.2
+    # The region is hardened on confident exemplars, which need more than the trigger's 9 pixels
+    # (25 here), so it is checked for covering most of the trigger rather than for a tight fit.
+    covered = ((mask > 0.5) & (truth > 0.5)).sum() / (truth > 0.5).sum()
+    assert covered >= 0.5
 
 
 def test_scan_batches_classes_under_a_tiny_memory_cap():
@@ -76,7 +78,7 @@ def test_scan_cli_writes_its_folder(tmp_path):
     (images / "junk.png").write_bytes(b"not an image")
     out = tmp_path / "out"
     code = main(["scan", "--model", f"{factory}:build", "--weights", str(FIXTURES / "lenet-patch3-br-white.safetensors"),
-                 "--input-shape", "1,28,28", "--images", str(images), "--steps", "20", "--out", str(out), "--quiet"])
+                 "--input-shape", "1,28,28", "--images", str(images), "--steps", "20", "--exemplar-steps", "5", "--out", str(out), "--quiet"])
     assert code == 0
     report = json.loads((out / "scan.json").read_text())
     assert {"classes", "flagged", "trojaned", "score", "seconds", "trigger_asr"} <= set(report)
@@ -94,3 +96,12 @@ def test_scan_cli_bad_input_is_one_line(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("agnostic-saliency: error:")
+
+
+def test_scan_reports_its_exemplars():
+    result = scan(_model("lenet-clean-0"), SPEC, steps=5, pool_size=60, progress=False)
+    assert result.settings["exemplar_steps"] == 30
+    assert result.settings["exemplars_on_class"] >= 0.95
+    raw = scan(_model("lenet-clean-0"), SPEC, steps=5, pool_size=60, exemplar_steps=0, progress=False)
+    assert raw.settings["exemplars_on_class"] is None
+    assert raw.sample_gradients < result.sample_gradients

@@ -2,7 +2,9 @@
 verdict, and the recovered trigger of each flagged class. No clean data is needed.
 
 Steps: draw a pool from an unrestricted distribution (procedural shapes by default; unlabeled
-images when given), balanced over the classes the model answers for it; fit every class's
+images when given) and nudge it into class exemplars, samples the model is confident of, evenly
+over the classes (:mod:`.exemplars`; this is what keeps "easy" classes from looking like
+backdoor targets); fit every class's
 signature in one batched loop (:mod:`.signatures`); score each class by the L1 size of its
 smallest mask (log scale) with the MAD anomaly index (low side, flag above 2, as Neural Cleanse
 does); for each flagged class, harden its mask to the smallest region that still flips held-out
@@ -22,6 +24,7 @@ from ..method.distributions import make_distribution
 from ..method.engine import estimate_sample_bytes, frozen
 from ..metrics.anomaly import flag_anomalies
 from ..models.spec import InputSpec, NormalizedModel
+from .exemplars import class_exemplars, exemplar_quality
 from .signatures import balanced_pool, class_probabilities, fit_signatures, smallest_region
 
 
@@ -76,12 +79,13 @@ def scan(
     class_names: list[str] | None = None,
     distribution: str = "shapes",
     images: torch.Tensor | None = None,
-    steps: int = 150,
+    steps: int = 100,
     batch_size: int = 32,
-    pool_size: int = 1536,
+    pool_size: int = 768,
     threshold: float = 2.0,
     required: float = 0.8,
     quantile: float = 0.5,
+    exemplar_steps: int = 30,
     seed: int = 0,
     memory_cap_mb: float = 2048,
     progress: bool = True,
@@ -101,6 +105,8 @@ def scan(
     required : flip rate that the hardened trigger region must reach.
     quantile : for each class only the samples the model finds least like it count (those at
         or below this quantile of the class's probability).
+    exemplar_steps : signed-gradient steps that nudge each pool sample until the model is
+        confident of an assigned class (0: use the raw samples, balanced over the model's answers).
     memory_cap_mb : classes are fitted in chunks whose forward+backward fits this cap.
     """
     start = time.perf_counter()
@@ -117,13 +123,19 @@ def scan(
             raise InputError("a backdoor scan needs a model with at least 2 classes")
         names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         source = make_distribution(distribution, spec, images)
-        candidates = source.sample(4 * pool_size, generator, device)
-        pool = balanced_pool(wrapped, candidates, pool_size + pool_size // 2, generator)
+        count = 0
+        exemplars = None
+        if exemplar_steps > 0:
+            pool, labels, count = class_exemplars(wrapped, source, pool_size + pool_size // 2, num_classes, low, high,
+                                                  generator, device, steps=exemplar_steps)
+            exemplars = exemplar_quality(wrapped, pool, labels)
+        else:
+            candidates = source.sample(4 * pool_size, generator, device)
+            pool = balanced_pool(wrapped, candidates, pool_size + pool_size // 2, generator)
         fit_pool, held_out = pool[:pool_size], pool[pool_size:]
         per_sample = estimate_sample_bytes(wrapped, spec, device)
         chunk = max(1, int(memory_cap_mb * 2**20) // max(per_sample * batch_size, 1))
         masks, patterns, l1, flips, shares, reached = [], [], [], [], [], []
-        count = 0
         groups = [list(range(c, min(c + chunk, num_classes))) for c in range(0, num_classes, chunk)]
         fit_probabilities = class_probabilities(wrapped, fit_pool)  # once, shared by every chunk
         for group in groups:
@@ -159,6 +171,9 @@ def scan(
     ]
     settings = {"distribution": source.describe(), "steps": steps, "batch_size": batch_size,
                 "pool_size": pool_size, "threshold": threshold, "required": required, "quantile": quantile, "seed": seed,
+                "exemplar_steps": exemplar_steps,
+                "exemplars_on_class": None if exemplars is None else exemplars[0],
+                "exemplars_mean_confidence": None if exemplars is None else exemplars[1],
                 "device": str(device), "input_spec": spec.to_dict(), "class_chunks": len(groups),
                 "images": 0 if images is None else int(len(images))}
     return ScanResult(classes, flagged, bool(flagged), float(max(index)), time.perf_counter() - start,

@@ -110,7 +110,9 @@ def _to_tanh(values: torch.Tensor) -> torch.Tensor:
 
 
 def _from_tanh(values: torch.Tensor) -> torch.Tensor:
-    return torch.tanh(values) / (2 - EPSILON) + 0.5
+    # The original's formula; the clamp only removes float rounding just outside [0, 1], which the
+    # trigger checks (rightly) refuse.
+    return (torch.tanh(values) / (2 - EPSILON) + 0.5).clamp(0.0, 1.0)
 
 
 def _reverse_engineer(

@@ -35,10 +35,10 @@ def test_scan_flags_the_patch_target_and_recovers_a_working_trigger():
     assert mask.shape == (28, 28) and pattern.shape == (1, 28, 28)
     assert result.trigger_asr[0] >= 0.8
     truth = load_file(str(FIXTURES / "lenet-patch3-br-white.trigger.safetensors"))["mask"]
-    # The region is hardened on confident exemplars, which need more than the trigger's 9 pixels
-    # (25 here), so it is checked for covering most of the trigger rather than for a tight fit.
-    covered = ((mask > 0.5) & (truth > 0.5)).sum() / (truth > 0.5).sum()
-    assert covered >= 0.5
+    overlap = ((mask > 0.5) & (truth > 0.5)).sum() / ((mask > 0.5) | (truth > 0.5)).sum()
+    assert overlap > 0.5
+    # the exemplar fit's region needed 25 pixels here; the raw-sample refit found the 3x3 patch
+    assert result.classes[0]["trigger_fit"] == "raw samples"
 
 
 def test_scan_batches_classes_under_a_tiny_memory_cap():

@@ -155,6 +155,24 @@ def scan(
                                         held_out, held_probabilities, required=required, quantile=quantile)
         sizes = [math.sqrt(max(a, 1e-6) * b) for a, b in zip(l1, regions)]
         index, flagged = flag_anomalies([math.log(v) for v in sizes], threshold, side="low")
+        trigger_fit = {k: "exemplars" for k in flagged}
+        if flagged and exemplar_steps > 0:
+            # Signatures fitted on exemplars find the class, but the fit's mask can be diffuse. A
+            # second fit on raw samples, for the flagged classes only, often finds the compact
+            # trigger; it is kept where its hard region is smaller and still flips the held-out
+            # exemplars (the same test the first region passed).
+            candidates = source.sample(4 * pool_size, generator, device)
+            raw_pool = balanced_pool(wrapped, candidates, pool_size, generator)
+            refit = fit_signatures(wrapped, raw_pool, num_classes, low, high, steps=steps, batch_size=batch_size,
+                                   generator=generator, classes=flagged, quantile=quantile)
+            count += refit.sample_gradients
+            refit_regions, refit_hard = smallest_region(
+                wrapped, refit.masks.to(device), refit.patterns.to(device), flagged, held_out, held_probabilities,
+                required=required, quantile=quantile)
+            for row, k in enumerate(flagged):
+                if refit_regions[row] < regions[k]:
+                    hard[k], masks[k], patterns[k] = refit_hard[row], refit.masks[row], refit.patterns[row]
+                    trigger_fit[k] = "raw samples"
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
         triggers, asr, asr_images = {}, {}, {}
         for k in flagged:
@@ -166,7 +184,8 @@ def scan(
     classes = [
         {"index": k, "name": names[k], "signature_size": sizes[k], "mask_l1": l1[k], "region_pixels": regions[k],
          "flip_rate": flips[k], "baseline_share": shares[k], "reached": bool(reached[k]),
-         "anomaly_index": float(index[k])}
+         "anomaly_index": float(index[k]), "trigger_pixels": int((hard[k] > 0.5).sum()) if k in flagged else None,
+         "trigger_fit": trigger_fit.get(k)}
         for k in range(num_classes)
     ]
     settings = {"distribution": source.describe(), "steps": steps, "batch_size": batch_size,

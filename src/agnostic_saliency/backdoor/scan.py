@@ -4,11 +4,11 @@ verdict, and the recovered trigger of each flagged class. No clean data is neede
 Steps: draw a pool from an unrestricted distribution (procedural shapes by default; unlabeled
 images when given) and nudge it into class exemplars, samples the model is confident of, evenly
 over the classes (:mod:`.exemplars`; this is what keeps "easy" classes from looking like
-backdoor targets); fit every class's
-signature in one batched loop (:mod:`.signatures`); score each class by the L1 size of its
-smallest mask (log scale) with the MAD anomaly index (low side, flag above 2, as Neural Cleanse
-does); for each flagged class, harden its mask to the smallest region that still flips held-out
-samples, and measure that recovered trigger's attack success rate.
+backdoor targets); fit every class's signature in one batched loop (:mod:`.signatures`);
+score each class by its signature size, sqrt(mask L1 x hard region pixels), with the MAD anomaly
+index of its log (low side, flag above 2, as Neural Cleanse does); for each flagged class, harden its mask to the smallest region that still flips held-out
+exemplars (refitting the flagged classes on raw samples, where that gives a smaller region), and
+measure that recovered trigger's attack success rate.
 """
 
 from __future__ import annotations

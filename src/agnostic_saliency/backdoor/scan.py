@@ -6,9 +6,10 @@ images when given) and nudge it into class exemplars, samples the model is confi
 over the classes (:mod:`.exemplars`; this is what keeps "easy" classes from looking like
 backdoor targets); fit every class's signature in one batched loop (:mod:`.signatures`);
 score each class by its signature size, sqrt(mask L1 x hard region pixels), with the MAD anomaly
-index of its log (low side, flag above 2, as Neural Cleanse does); for each flagged class, harden its mask to the smallest region that still flips held-out
-exemplars (refitting the flagged classes on raw samples, where that gives a smaller region), and
-measure that recovered trigger's attack success rate.
+index of its log (low side, flag above 2, as Neural Cleanse does); for each flagged class, harden
+its mask to the smallest region that still flips held-out exemplars (refitting the flagged
+classes on raw samples, where that gives a smaller region), and measure that recovered trigger's
+attack success rate.
 """
 
 from __future__ import annotations
@@ -123,6 +124,24 @@ def scan(
             raise InputError("a backdoor scan needs a model with at least 2 classes")
         names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         source = make_distribution(distribution, spec, images)
+        per_sample = estimate_sample_bytes(wrapped, spec, device)
+        chunk = max(1, int(memory_cap_mb * 2**20) // max(per_sample * batch_size, 1))
+
+        def raw_pool(size: int) -> torch.Tensor:
+            return balanced_pool(wrapped, source.sample(4 * size, generator, device), size, generator)
+
+        def fit_in_chunks(fit_pool: torch.Tensor, classes: list[int], show_progress: bool):
+            """Signatures of ``classes`` fitted in groups whose forward+backward fits the memory cap."""
+            probabilities = class_probabilities(wrapped, fit_pool)  # once, shared by every group
+            parts = [fit_signatures(wrapped, fit_pool, num_classes, low, high, steps=steps, batch_size=batch_size,
+                                    generator=generator, progress=show_progress, classes=classes[c : c + chunk],
+                                    quantile=quantile, probabilities=probabilities)
+                     for c in range(0, len(classes), chunk)]
+            joined = {name: sum((getattr(p, name) for p in parts), [])
+                      for name in ("mask_l1", "flip_rate", "baseline_share", "reached")}
+            return (torch.cat([p.masks for p in parts]), torch.cat([p.patterns for p in parts]), joined,
+                    sum(p.sample_gradients for p in parts), len(parts))
+
         count = 0
         exemplars = None
         if exemplar_steps > 0:
@@ -130,26 +149,11 @@ def scan(
                                                   generator, device, steps=exemplar_steps)
             exemplars = exemplar_quality(wrapped, pool, labels)
         else:
-            candidates = source.sample(4 * pool_size, generator, device)
-            pool = balanced_pool(wrapped, candidates, pool_size + pool_size // 2, generator)
+            pool = raw_pool(pool_size + pool_size // 2)
         fit_pool, held_out = pool[:pool_size], pool[pool_size:]
-        per_sample = estimate_sample_bytes(wrapped, spec, device)
-        chunk = max(1, int(memory_cap_mb * 2**20) // max(per_sample * batch_size, 1))
-        masks, patterns, l1, flips, shares, reached = [], [], [], [], [], []
-        groups = [list(range(c, min(c + chunk, num_classes))) for c in range(0, num_classes, chunk)]
-        fit_probabilities = class_probabilities(wrapped, fit_pool)  # once, shared by every chunk
-        for group in groups:
-            fitted = fit_signatures(wrapped, fit_pool, num_classes, low, high, steps=steps, batch_size=batch_size,
-                                    generator=generator, progress=progress, classes=group, quantile=quantile,
-                                    probabilities=fit_probabilities)
-            masks.append(fitted.masks)
-            patterns.append(fitted.patterns)
-            l1 += fitted.mask_l1
-            flips += fitted.flip_rate
-            shares += fitted.baseline_share
-            reached += fitted.reached
-            count += fitted.sample_gradients
-        masks, patterns = torch.cat(masks), torch.cat(patterns)
+        masks, patterns, fitted, spent, class_chunks = fit_in_chunks(fit_pool, list(range(num_classes)), progress)
+        count += spent
+        l1, flips, shares, reached = (fitted[name] for name in ("mask_l1", "flip_rate", "baseline_share", "reached"))
         held_probabilities = class_probabilities(wrapped, held_out)
         regions, hard = smallest_region(wrapped, masks.to(device), patterns.to(device), list(range(num_classes)),
                                         held_out, held_probabilities, required=required, quantile=quantile)
@@ -161,17 +165,14 @@ def scan(
             # second fit on raw samples, for the flagged classes only, often finds the compact
             # trigger; it is kept where its hard region is smaller and still flips the held-out
             # exemplars (the same test the first region passed).
-            candidates = source.sample(4 * pool_size, generator, device)
-            raw_pool = balanced_pool(wrapped, candidates, pool_size, generator)
-            refit = fit_signatures(wrapped, raw_pool, num_classes, low, high, steps=steps, batch_size=batch_size,
-                                   generator=generator, classes=flagged, quantile=quantile)
-            count += refit.sample_gradients
+            refit_masks, refit_patterns, _, spent, _ = fit_in_chunks(raw_pool(pool_size), flagged, False)
+            count += spent
             refit_regions, refit_hard = smallest_region(
-                wrapped, refit.masks.to(device), refit.patterns.to(device), flagged, held_out, held_probabilities,
+                wrapped, refit_masks.to(device), refit_patterns.to(device), flagged, held_out, held_probabilities,
                 required=required, quantile=quantile)
             for row, k in enumerate(flagged):
                 if refit_regions[row] < regions[k]:
-                    hard[k], masks[k], patterns[k] = refit_hard[row], refit.masks[row], refit.patterns[row]
+                    hard[k], masks[k], patterns[k] = refit_hard[row], refit_masks[row], refit_patterns[row]
                     trigger_fit[k] = "raw samples"
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
         triggers, asr, asr_images = {}, {}, {}
@@ -193,7 +194,7 @@ def scan(
                 "exemplar_steps": exemplar_steps,
                 "exemplars_on_class": None if exemplars is None else exemplars[0],
                 "exemplars_mean_confidence": None if exemplars is None else exemplars[1],
-                "device": str(device), "input_spec": spec.to_dict(), "class_chunks": len(groups),
+                "device": str(device), "input_spec": spec.to_dict(), "class_chunks": class_chunks,
                 "images": 0 if images is None else int(len(images))}
     return ScanResult(classes, flagged, bool(flagged), float(max(index)), time.perf_counter() - start,
                       masks.cpu(), patterns.cpu(), torch.stack(hard).cpu(), triggers, asr, asr_images, settings, count)

@@ -37,8 +37,10 @@ def test_scan_flags_the_patch_target_and_recovers_a_working_trigger():
     truth = load_file(str(FIXTURES / "lenet-patch3-br-white.trigger.safetensors"))["mask"]
     overlap = ((mask > 0.5) & (truth > 0.5)).sum() / ((mask > 0.5) | (truth > 0.5)).sum()
     assert overlap > 0.5
-    # the exemplar fit's region needed 25 pixels here; the raw-sample refit found the 3x3 patch
-    assert result.classes[0]["trigger_fit"] == "raw samples"
+    # the 3x3 patch itself: the region is no larger than a 4x4 square, and much smaller than any clean class's
+    assert result.classes[0]["region_pixels"] <= 16
+    assert all(row["region_pixels"] >= 4 * result.classes[0]["region_pixels"] for row in result.classes[1:])
+    assert all(row["start"] in ("uniform", "gradient") for row in result.classes)
 
 
 def test_scan_batches_classes_under_a_tiny_memory_cap():

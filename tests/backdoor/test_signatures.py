@@ -9,6 +9,7 @@ from agnostic_saliency.backdoor.signatures import (
     balanced_pool,
     class_probabilities,
     fit_signatures,
+    gradient_start,
     smallest_region,
 )
 from agnostic_saliency.method.distributions import make_distribution
@@ -65,3 +66,24 @@ def test_fit_finds_the_small_trigger_of_a_patch_trojan():
     sizes, hard = smallest_region(model, fitted.masks, fitted.patterns, [0, 1], held_out, probabilities)
     assert sizes[0] <= 36 < sizes[1]
     assert hard[0].sum() == sizes[0] and hard[0][20:, 20:].sum() >= 9
+
+
+class OnePixel(torch.nn.Module):
+    """Class 1's logit reads pixel (2, 5) alone; class 0's reads the whole image's mean."""
+
+    def forward(self, x):
+        return torch.stack([x.flatten(1).mean(1), 10 * x[:, 0, 2, 5]], 1)
+
+
+def test_gradient_start_peaks_where_the_class_is_sensitive_and_starts_its_pattern_downhill():
+    samples = torch.rand(64, 1, 8, 8)
+    probabilities = OnePixel()(samples).softmax(1)
+    masks, patterns, spent = gradient_start(OnePixel(), samples, [1, 0], probabilities, base=-3.0, gain=1.0)
+    assert masks.shape == (2, 1, 8, 8) and patterns.shape == (2, 1, 8, 8)
+    assert spent == 2 * 32  # the far half of the samples, per class
+    assert masks[0].flatten().argmax() == 2 * 8 + 5 and masks[0].max() > -3.0 + 3
+    assert patterns[0, 0, 2, 5] == 1  # brightening that pixel raises class 1
+    # Class 0 is equally sensitive everywhere else (through the softmax it also feels pixel (2, 5)):
+    # a flat start just below the base.
+    rest = torch.cat([masks[1].flatten()[: 2 * 8 + 5], masks[1].flatten()[2 * 8 + 6 :]])
+    assert rest.std() < 1e-5 and -3.5 < rest.mean() < -3.0

@@ -26,7 +26,14 @@ from ..method.engine import estimate_sample_bytes, frozen
 from ..metrics.anomaly import flag_anomalies
 from ..models.spec import InputSpec, NormalizedModel
 from .exemplars import class_exemplars, exemplar_quality
-from .signatures import balanced_pool, class_probabilities, fit_signatures, smallest_region
+from .signatures import (
+    UNIFORM_START,
+    balanced_pool,
+    class_probabilities,
+    fit_signatures,
+    gradient_start,
+    smallest_region,
+)
 
 
 @dataclass
@@ -131,16 +138,35 @@ def scan(
             return balanced_pool(wrapped, source.sample(4 * size, generator, device), size, generator)
 
         def fit_in_chunks(fit_pool: torch.Tensor, classes: list[int], show_progress: bool):
-            """Signatures of ``classes`` fitted in groups whose forward+backward fits the memory cap."""
+            """Every class's signature fitted from two starts, a faint uniform mask and the class's
+            gradient start (:func:`.signatures.gradient_start`), all in one batched loop split into
+            groups whose forward+backward fits the memory cap. Per class the start with the smaller
+            signature on the held-out samples is kept: each start finds compact triggers that the
+            other misses, and a class's signature is the smallest one found."""
             probabilities = class_probabilities(wrapped, fit_pool)  # once, shared by every group
+            seeded_masks, seeded_patterns, seeding = gradient_start(wrapped, fit_pool, classes, probabilities, quantile)
+            rows = classes + classes
+            mask_init = torch.cat([torch.full_like(seeded_masks, UNIFORM_START), seeded_masks])
+            pattern_init = torch.cat([torch.zeros_like(seeded_patterns), seeded_patterns])
             parts = [fit_signatures(wrapped, fit_pool, num_classes, low, high, steps=steps, batch_size=batch_size,
-                                    generator=generator, progress=show_progress, classes=classes[c : c + chunk],
-                                    quantile=quantile, probabilities=probabilities)
-                     for c in range(0, len(classes), chunk)]
-            joined = {name: sum((getattr(p, name) for p in parts), [])
+                                    generator=generator, progress=show_progress, classes=rows[c : c + chunk],
+                                    quantile=quantile, probabilities=probabilities,
+                                    mask_init=mask_init[c : c + chunk], pattern_init=pattern_init[c : c + chunk])
+                     for c in range(0, len(rows), chunk)]
+            masks, patterns = torch.cat([p.masks for p in parts]), torch.cat([p.patterns for p in parts])
+            fitted = {name: sum((getattr(p, name) for p in parts), [])
                       for name in ("mask_l1", "flip_rate", "baseline_share", "reached")}
-            return (torch.cat([p.masks for p in parts]), torch.cat([p.patterns for p in parts]), joined,
-                    sum(p.sample_gradients for p in parts), len(parts))
+            regions, hard = smallest_region(wrapped, masks.to(device), patterns.to(device), rows, held_out,
+                                            held_probabilities, required=required, quantile=quantile)
+            n = len(classes)
+            sizes = [math.sqrt(max(a, 1e-6) * b) for a, b in zip(fitted["mask_l1"], regions)]
+            best = [row + n if sizes[row + n] < sizes[row] else row for row in range(n)]
+            chosen = torch.tensor(best)
+            picked = {name: [values[row] for row in best] for name, values in fitted.items()}
+            picked.update(region_pixels=[regions[row] for row in best], size=[sizes[row] for row in best],
+                          start=["gradient" if row >= n else "uniform" for row in best])
+            return (masks[chosen], patterns[chosen], [hard[row] for row in best], picked,
+                    seeding + sum(p.sample_gradients for p in parts), len(parts))
 
         count = 0
         exemplars = None
@@ -151,13 +177,11 @@ def scan(
         else:
             pool = raw_pool(pool_size + pool_size // 2)
         fit_pool, held_out = pool[:pool_size], pool[pool_size:]
-        masks, patterns, fitted, spent, class_chunks = fit_in_chunks(fit_pool, list(range(num_classes)), progress)
-        count += spent
-        l1, flips, shares, reached = (fitted[name] for name in ("mask_l1", "flip_rate", "baseline_share", "reached"))
         held_probabilities = class_probabilities(wrapped, held_out)
-        regions, hard = smallest_region(wrapped, masks.to(device), patterns.to(device), list(range(num_classes)),
-                                        held_out, held_probabilities, required=required, quantile=quantile)
-        sizes = [math.sqrt(max(a, 1e-6) * b) for a, b in zip(l1, regions)]
+        masks, patterns, hard, fitted, spent, class_chunks = fit_in_chunks(fit_pool, list(range(num_classes)), progress)
+        count += spent
+        l1, flips, shares, reached, regions, sizes, starts = (
+            fitted[name] for name in ("mask_l1", "flip_rate", "baseline_share", "reached", "region_pixels", "size", "start"))
         index, flagged = flag_anomalies([math.log(v) for v in sizes], threshold, side="low")
         trigger_fit = {k: "exemplars" for k in flagged}
         if flagged and exemplar_steps > 0:
@@ -165,13 +189,10 @@ def scan(
             # second fit on raw samples, for the flagged classes only, often finds the compact
             # trigger; it is kept where its hard region is smaller and still flips the held-out
             # exemplars (the same test the first region passed).
-            refit_masks, refit_patterns, _, spent, _ = fit_in_chunks(raw_pool(pool_size), flagged, False)
+            refit_masks, refit_patterns, refit_hard, refit, spent, _ = fit_in_chunks(raw_pool(pool_size), flagged, False)
             count += spent
-            refit_regions, refit_hard = smallest_region(
-                wrapped, refit_masks.to(device), refit_patterns.to(device), flagged, held_out, held_probabilities,
-                required=required, quantile=quantile)
             for row, k in enumerate(flagged):
-                if refit_regions[row] < regions[k]:
+                if refit["region_pixels"][row] < regions[k]:
                     hard[k], masks[k], patterns[k] = refit_hard[row], refit_masks[row], refit_patterns[row]
                     trigger_fit[k] = "raw samples"
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
@@ -184,7 +205,7 @@ def scan(
                 asr_images[k] = attack_success(wrapped, mask, pattern, images.to(device), k)
     classes = [
         {"index": k, "name": names[k], "signature_size": sizes[k], "mask_l1": l1[k], "region_pixels": regions[k],
-         "flip_rate": flips[k], "baseline_share": shares[k], "reached": bool(reached[k]),
+         "flip_rate": flips[k], "baseline_share": shares[k], "reached": bool(reached[k]), "start": starts[k],
          "anomaly_index": float(index[k]), "trigger_pixels": int((hard[k] > 0.5).sum()) if k in flagged else None,
          "trigger_fit": trigger_fit.get(k)}
         for k in range(num_classes)

@@ -22,6 +22,8 @@ from tqdm.auto import tqdm
 
 from ..method.integrate import MomentIntegrator
 
+UNIFORM_START = -2.0  # tanh-space mask logit of the default start: a faint 0.02 everywhere
+
 
 @dataclass
 class Signatures:
@@ -53,6 +55,8 @@ def fit_signatures(
     classes: list[int] | None = None,
     quantile: float = 0.5,
     probabilities: torch.Tensor | None = None,
+    mask_init: float | torch.Tensor = UNIFORM_START,
+    pattern_init: torch.Tensor | None = None,
 ) -> Signatures:
     """Fit a mask and pattern per class, all classes in one batched loop.
 
@@ -72,6 +76,9 @@ def fit_signatures(
         fixed share keeps every class's statistic on the same footing.
     probabilities : the model's class probabilities for ``samples``, when the caller already
         has them (computed here otherwise).
+    mask_init, pattern_init : the starting tanh-space logits: a number for a uniform mask (the
+        default, a faint 0.02 everywhere), or tensors (K, 1, H, W) and (K, C, H, W), one row per
+        entry of ``classes`` (see :func:`gradient_start`).
     """
     generator = generator or torch.Generator().manual_seed(0)
     classes = list(range(num_classes)) if classes is None else list(classes)
@@ -82,8 +89,14 @@ def fit_signatures(
     target = torch.tensor(classes, device=device)
     cutoff = far_cutoff(base, quantile)[target]  # per class: the probability below which samples count
     # Start from a small central-agnostic mask and a mid-grey pattern; tanh keeps both in range.
-    mask_logit = torch.full((k, 1, height, width), -2.0, device=device)
-    pattern_logit = torch.zeros(k, channels, height, width, device=device)
+    if isinstance(mask_init, torch.Tensor):
+        mask_logit = mask_init.to(device).float().reshape(k, 1, height, width).clone()
+    else:
+        mask_logit = torch.full((k, 1, height, width), mask_init, device=device)
+    if pattern_init is not None:
+        pattern_logit = pattern_init.to(device).float().reshape(k, channels, height, width).clone()
+    else:
+        pattern_logit = torch.zeros(k, channels, height, width, device=device)
     mask_moments, pattern_moments = MomentIntegrator(step_size), MomentIntegrator(step_size)
     cost = torch.zeros(k, device=device)
     best_l1 = torch.full((k,), float("inf"), device=device)
@@ -139,6 +152,34 @@ def fit_signatures(
             flips.append(float((model(stamped).argmax(1) == c).float().mean()))
     return Signatures(best_mask.cpu(), best_pattern.cpu(), best_l1.tolist(), flips, shares,
                       (~never).tolist(), count)
+
+
+def gradient_start(model, samples: torch.Tensor, classes: list[int], probabilities: torch.Tensor,
+                   quantile: float = 0.5, count: int = 256, base: float = -3.0, gain: float = 1.0,
+                   cap: float = 4.0) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Starting logits for a mask fit that begins where the model is most sensitive.
+
+    Per class: the mean absolute input gradient of the class's cross-entropy over up to ``count``
+    of the samples the model finds least like the class (its input-agnostic sensitivity map). The
+    mask logits start at ``base + gain * z`` (z: that map standardised over the pixels, capped at
+    ``cap``), the pattern logits at the sign of the mean descent direction. On a trojaned model
+    the target's sensitivity peaks on the trigger, so the fit starts near it instead of spreading
+    a faint mask over the whole image, which the L1 price then cannot concentrate in the steps
+    it has. Also returns the number of per-sample gradients spent.
+    """
+    cutoff = far_cutoff(probabilities, quantile)
+    masks, patterns, spent = [], [], 0
+    for c in classes:
+        x = samples[probabilities[:, c] <= cutoff[c]][:count].detach().requires_grad_(True)
+        with torch.enable_grad():
+            loss = torch.nn.functional.cross_entropy(model(x).float(), torch.full((len(x),), c, device=x.device))
+            (gradient,) = torch.autograd.grad(loss, x)
+        spent += len(x)
+        sensitivity = gradient.abs().mean(0).sum(0, keepdim=True)  # (1, H, W)
+        z = (sensitivity - sensitivity.mean()) / sensitivity.std().clamp_min(1e-12)
+        masks.append(base + gain * z.clamp(max=cap))
+        patterns.append(-gradient.mean(0).sign())
+    return torch.stack(masks), torch.stack(patterns), spent
 
 
 def far_cutoff(probabilities: torch.Tensor, quantile: float) -> torch.Tensor:

@@ -65,7 +65,7 @@ def test_fit_finds_the_small_trigger_of_a_patch_trojan():
     probabilities = class_probabilities(model, held_out)
     sizes, hard = smallest_region(model, fitted.masks, fitted.patterns, [0, 1], held_out, probabilities)
     assert sizes[0] <= 36 < sizes[1]
-    assert hard[0].sum() == sizes[0] and hard[0][20:, 20:].sum() >= 9
+    assert hard[0].sum() == sizes[0] and hard[0][20:, 20:].sum() == sizes[0]  # all of it on the trigger corner
 
 
 class OnePixel(torch.nn.Module):

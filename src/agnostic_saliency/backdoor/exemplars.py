@@ -43,22 +43,28 @@ def class_exemplars(
     """
     samples = source.sample(count, generator, device)
     labels = torch.arange(count, device=samples.device) % num_classes
-    step = step_size * (high - low)
+    step_unit = step_size * (high - low)
     spent = 0
     for start in range(0, count, chunk):
         x, y = samples[start : start + chunk], labels[start : start + chunk]
+        done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for _ in range(steps):
-            with torch.no_grad():
-                active = model(x).float().softmax(1).gather(1, y[:, None])[:, 0] < confidence
+            active = ~done
             if not active.any():
                 break
+            # One forward serves both the stopping test and the gradient: samples the model is
+            # already confident of take no step and leave the active set.
             moving = x[active].detach().requires_grad_(True)
             with torch.enable_grad():
-                loss = torch.nn.functional.cross_entropy(model(moving).float(), y[active], reduction="sum")
-                (gradient,) = torch.autograd.grad(loss, moving)
+                logits = model(moving).float()
+                confident = logits.softmax(1).gather(1, y[active][:, None])[:, 0] >= confidence
+                loss = torch.nn.functional.cross_entropy(logits, y[active], reduction="none")[~confident].sum()
+                gradient = torch.autograd.grad(loss, moving)[0] if (~confident).any() else torch.zeros_like(moving)
             spent += int(active.sum())
+            step = torch.where(confident.view(-1, *([1] * (moving.dim() - 1))), 0.0, -step_unit * gradient.sign())
             x = x.clone()
-            x[active] = (moving - step * gradient.sign()).clamp(low, high).detach()
+            x[active] = (moving + step).clamp(low, high).detach()
+            done[active] = confident
         samples[start : start + chunk] = x
     return samples, labels, spent
 

@@ -88,7 +88,7 @@ def scan(
     distribution: str = "shapes",
     images: torch.Tensor | None = None,
     steps: int = 100,
-    batch_size: int = 32,
+    batch_size: int = 16,
     pool_size: int = 768,
     threshold: float = 2.0,
     required: float = 0.8,
@@ -107,7 +107,8 @@ def scan(
     distribution : where the samples come from (default ``shapes``: random ellipses and
         rectangles on a dark background, see :class:`~agnostic_saliency.method.distributions.RandomShapes`);
         ``images`` uses the given unlabeled images, ``shapes+images`` mixes them.
-    steps, batch_size : iterations and samples per iteration of the signature fit.
+    steps, batch_size : iterations, and samples per class per iteration, of the signature fit
+        (each class draws only from the samples that count for it, see ``quantile``).
     pool_size : samples drawn for the fit; a third more are held out for the statistics.
     threshold : MAD anomaly index above which a class is flagged (default 2).
     required : flip rate that the hardened trigger region must reach.

@@ -30,6 +30,8 @@ from .signatures import (
     UNIFORM_START,
     balanced_pool,
     class_probabilities,
+    compact_region,
+    far_cutoff,
     fit_signatures,
     gradient_start,
     smallest_region,
@@ -88,7 +90,7 @@ def scan(
     distribution: str = "shapes",
     images: torch.Tensor | None = None,
     steps: int = 100,
-    batch_size: int = 16,
+    batch_size: int = 32,
     pool_size: int = 768,
     threshold: float = 2.0,
     required: float = 0.8,
@@ -107,8 +109,7 @@ def scan(
     distribution : where the samples come from (default ``shapes``: random ellipses and
         rectangles on a dark background, see :class:`~agnostic_saliency.method.distributions.RandomShapes`);
         ``images`` uses the given unlabeled images, ``shapes+images`` mixes them.
-    steps, batch_size : iterations, and samples per class per iteration, of the signature fit
-        (each class draws only from the samples that count for it, see ``quantile``).
+    steps, batch_size : iterations and samples per iteration of the signature fit.
     pool_size : samples drawn for the fit; a third more are held out for the statistics.
     threshold : MAD anomaly index above which a class is flagged (default 2).
     required : flip rate that the hardened trigger region must reach.
@@ -196,6 +197,9 @@ def scan(
                 if refit["region_pixels"][row] < regions[k]:
                     hard[k], masks[k], patterns[k] = refit_hard[row], refit_masks[row], refit_patterns[row]
                     trigger_fit[k] = "raw samples"
+        for k in flagged:
+            others = held_out[held_probabilities[:, k] <= far_cutoff(held_probabilities, quantile)[k]]
+            hard[k] = compact_region(wrapped, hard[k].to(device), patterns[k].to(device), others, k, required).cpu()
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
         triggers, asr, asr_images = {}, {}, {}
         for k in flagged:

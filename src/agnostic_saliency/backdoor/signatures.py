@@ -45,7 +45,7 @@ def fit_signatures(
     low: float,
     high: float,
     steps: int = 150,
-    batch_size: int = 16,
+    batch_size: int = 32,
     step_size: float = 0.1,
     init_cost: float = 1e-3,
     cost_up: float = 1.5,
@@ -64,16 +64,14 @@ def fit_signatures(
     ----------
     model : pixel-space model (normalisation inside), in eval mode with frozen parameters.
     samples : a pool of unperturbed samples (N, C, H, W) from the unrestricted distribution.
-    steps, batch_size : iterations, and samples per class per iteration (each class draws its own
-        batch from the samples that count for it).
+    steps, batch_size : iterations and samples per iteration (shared by all classes).
     step_size : Adam step of the tanh-space logits (Neural Cleanse uses 0.1).
     init_cost, cost_up : the L1 weight starts at ``init_cost`` once a class first reaches the
         target, then is multiplied by ``cost_up`` after each success and divided by
         ``cost_up ** 1.5`` after each failure (Neural Cleanse's schedule, per step).
     target_rate : flip rate on a batch that counts as success.
-    quantile : for class k only the samples the model finds *least* like k count, and only they
-        are drawn: those whose probability of k is at most its ``quantile`` over the pool
-        (default: the far half).
+    quantile : for class k only the samples the model finds *least* like k count: those whose
+        probability of k is at most its ``quantile`` over the pool (default: the far half).
         Samples already near k's boundary say nothing about how hard k is to reach, and a
         fixed share keeps every class's statistic on the same footing.
     probabilities : the model's class probabilities for ``samples``, when the caller already
@@ -90,8 +88,6 @@ def fit_signatures(
     base = class_probabilities(model, samples) if probabilities is None else probabilities
     target = torch.tensor(classes, device=device)
     cutoff = far_cutoff(base, quantile)[target]  # per class: the probability below which samples count
-    counts = (base[:, target].T <= cutoff[:, None]).float().cpu()  # (K, N): which samples each class draws
-    counts[counts.sum(1) == 0] = 1.0
     # Start from a small central-agnostic mask and a mid-grey pattern; tanh keeps both in range.
     if isinstance(mask_init, torch.Tensor):
         mask_logit = mask_init.to(device).float().reshape(k, 1, height, width).clone()
@@ -108,22 +104,24 @@ def fit_signatures(
     best_pattern = torch.zeros(k, channels, height, width, device=device)
     count = 0
     for _ in tqdm(range(steps), disable=not progress, desc="signatures", unit="step"):
-        index = torch.multinomial(counts, batch_size, replacement=True, generator=generator).to(device)  # (K, B)
-        x = samples[index]  # (K, B, C, H, W)
+        index = torch.randint(0, len(samples), (batch_size,), generator=generator).to(device)
+        x, x_base = samples[index], base[index][:, target].T  # (K, B) probability of each class
         mask_logit.requires_grad_(True)
         pattern_logit.requires_grad_(True)
         mask = (torch.tanh(mask_logit) + 1) / 2
         pattern = low + (high - low) * (torch.tanh(pattern_logit) + 1) / 2
-        stamped = (1 - mask[:, None]) * x + (mask * pattern)[:, None]  # (K, B, C, H, W)
+        stamped = (1 - mask[:, None]) * x[None] + (mask * pattern)[:, None]  # (K, B, C, H, W)
         logits = model(stamped.flatten(0, 1)).reshape(k, batch_size, -1).float()
+        informative = (x_base <= cutoff[:, None]).float()  # (K, B)
+        weight = informative / informative.sum(1, keepdim=True).clamp_min(1)
         ce = torch.nn.functional.cross_entropy(
             logits.flatten(0, 1), target.repeat_interleave(batch_size), reduction="none").view(k, batch_size)
         l1 = mask.flatten(1).sum(1)
-        loss = (ce.mean(1) + cost * l1 / (height * width)).sum()
+        loss = ((ce * weight).sum(1) + cost * l1 / (height * width)).sum()
         mask_grad, pattern_grad = torch.autograd.grad(loss, [mask_logit, pattern_logit])
         count += k * batch_size
         with torch.no_grad():
-            hit = (logits.argmax(-1) == target[:, None]).float().mean(1)
+            hit = ((logits.argmax(-1) == target[:, None]).float() * weight).sum(1)
             success = hit >= target_rate
             improved = success & (l1 < best_l1)
             best_l1 = torch.where(improved, l1, best_l1)
@@ -267,3 +265,51 @@ def smallest_region(model, masks, patterns, classes, samples, base, required: fl
         found.append(sizes[lo])
         hard_masks.append(hard(sizes[lo]).cpu())
     return found, hard_masks
+
+
+def connected_parts(region: torch.Tensor) -> torch.Tensor:
+    """Labels (H, W) of the 8-connected parts of a boolean ``region`` (0 outside it)."""
+    height, width = region.shape
+    labels = torch.arange(1, height * width + 1, dtype=torch.float32, device=region.device).view(height, width)
+    labels = labels * region
+    while True:  # spread the largest label through each part
+        spread = torch.nn.functional.max_pool2d(labels[None, None], 3, 1, 1)[0, 0] * region
+        if torch.equal(spread, labels):
+            return labels.long()
+        labels = spread
+
+
+@torch.no_grad()
+def compact_region(model, region: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int,
+                   required: float = 0.8, growth: float = 4.0) -> torch.Tensor:
+    """The recovered trigger's region made readable: the connected part holding most of the hard
+    ``region`` (pixels one apart count as connected, so a checkerboard's cells join), filled to
+    its bounding box. It replaces the region only when the box is at most ``growth`` times the
+    region's size and still sends at least ``required`` of ``samples`` (other-class samples) to
+    ``target``: the picture gets clearer, never less faithful.
+
+    Why: the smallest sufficient region keeps only the pixels that matter on these samples (a
+    checkerboard's bright cells, say) plus a few scattered helpers; a trigger is a contiguous stamp.
+    """
+    hard = region > 0.5
+    if hard.sum() == 0:
+        return region
+    joined = torch.nn.functional.max_pool2d(hard[None, None].float(), 3, 1, 1)[0, 0]
+    labels = connected_parts(joined)
+    main = torch.bincount(labels[hard]).argmax()
+    part = (labels == main) & hard
+    # Two candidate boxes, tightest first: the rows and columns holding at least two of the part's
+    # pixels (a stray pixel on the edge does not stretch the box), then the part's whole extent.
+    for least in (2, 1):
+        rows = (part.sum(1) >= least).nonzero()[:, 0]
+        cols = (part.sum(0) >= least).nonzero()[:, 0]
+        if len(rows) == 0 or len(cols) == 0:
+            continue
+        box = torch.zeros_like(region)
+        box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = 1
+        if box.sum() > growth * hard.sum():
+            continue
+        stamped = (1 - box) * samples + box * pattern
+        if (model(stamped).argmax(1) == target).float().mean() >= required:
+            return box
+    return region

@@ -34,6 +34,12 @@ from agnostic_saliency.models.architectures import ARCHITECTURES
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so that wall times measure it."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def roc_auc(scores_positive, scores_negative) -> float:
     """Probability that a trojaned model scores above a clean one (ties count half)."""
     if not scores_positive or not scores_negative:
@@ -73,6 +79,9 @@ def main() -> None:
     parser.add_argument("--json")
     parser.add_argument("--methods", default="ours,nc", help="which methods to run (default both)")
     parser.add_argument("--reuse", help="a previous --json whose rows fill in the methods not run now")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="run our scan with seeds 0..N-1 and report each seed's figures and their mean and spread")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where both methods run")
     parser.add_argument("--scan-images", action="store_true",
                         help="give our scan Neural Cleanse's 2,000 images, unlabeled, as its distribution")
     args = parser.parse_args()
@@ -94,7 +103,7 @@ def main() -> None:
             continue
         model = ARCHITECTURES[entry["arch"]](num_classes=10)
         model.load_state_dict(load_file(str(args.population / entry["file"])))
-        model.eval()
+        model.eval().to(args.device)
         true_mask = None
         if entry["trojaned"]:
             true_mask = load_file(str(args.population / entry["trigger"]["file"]))["mask"]
@@ -102,16 +111,21 @@ def main() -> None:
                "target": entry["target"], "kind": (entry["trigger"] or {}).get("kind")}
         runs = []
         if "ours" in methods:
-            start = time.perf_counter()
-            ours = scan(model, spec, progress=False, **(
-                {"images": clean_images, "distribution": "images"} if args.scan_images else {}))
-            runs.append(("ours", time.perf_counter() - start, ours.flagged, [c["anomaly_index"] for c in ours.classes],
-                         ours.region_masks, ours.patterns))
+            for seed in range(args.seeds):
+                synchronize(args.device)
+                start = time.perf_counter()
+                ours = scan(model, spec, progress=False, seed=seed, **(
+                    {"images": clean_images.to(args.device), "distribution": "images"} if args.scan_images else {}))
+                synchronize(args.device)
+                runs.append(("ours" if seed == 0 else f"ours_seed{seed}", time.perf_counter() - start, ours.flagged,
+                             [c["anomaly_index"] for c in ours.classes], ours.region_masks, ours.patterns))
         if "nc" in methods:
+            synchronize(args.device)
             start = time.perf_counter()
-            nc = neural_cleanse(model, clean_images, progress=False)
+            nc = neural_cleanse(model, clean_images.to(args.device), progress=False)
+            synchronize(args.device)
             runs.append(("nc", time.perf_counter() - start, nc.flagged, list(map(float, nc.anomaly_index)),
-                         nc.masks, nc.patterns))
+                         nc.masks.cpu(), nc.patterns.cpu()))
         for method in ("ours", "nc"):
             if method not in methods and entry["name"] in previous:
                 row[method] = previous[entry["name"]][method]
@@ -121,7 +135,8 @@ def main() -> None:
             if entry["trojaned"]:
                 t = entry["target"]
                 result["jaccard"] = jaccard(masks[t], true_mask) if row["kind"] == "patch" else None
-                result["asr"] = attack_success_rate(model, Trigger(masks[t], patterns[t]), eval_x, eval_y, t)
+                result["asr"] = attack_success_rate(model.cpu(), Trigger(masks[t], patterns[t]), eval_x, eval_y, t)
+                model.to(args.device)
             row[method] = result
         rows.append(row)
         print(f"{entry['name']:<30} target {entry['target']!s:>4}  " + "  ".join(
@@ -131,9 +146,18 @@ def main() -> None:
             Path(args.json).write_text(json.dumps({"models": rows}, indent=1))
     present = [m for m in ("ours", "nc") if all(m in r for r in rows)]
     table = {method: summarise(rows, method) for method in present}
-    reused = [m for m in ("ours", "nc") if m not in methods]
+    if args.seeds > 1 and "ours" in methods:
+        per_seed = [summarise(rows, "ours" if seed == 0 else f"ours_seed{seed}") for seed in range(args.seeds)]
+        table["ours_seeds"] = {"per_seed": per_seed, **{
+            f"{name}_{stat}": float(getattr(np, stat)([s[name] for s in per_seed]))
+            for name in per_seed[0] for stat in ("mean", "std")}}
+        print(f"our scan over seeds 0..{args.seeds - 1} (mean ± sd): " + ", ".join(
+            f"{name} {table['ours_seeds'][name + '_mean']:.3f} ± {table['ours_seeds'][name + '_std']:.3f}"
+            for name in ("roc_auc", "target_accuracy", "target_flagged", "false_flag_models", "jaccard_patch",
+                         "trigger_asr", "seconds_per_model")))
+    reused = [m for m in ("ours", "nc") if m not in methods and args.reuse]
     print(f"models: {len(rows)} ({sum(r['trojaned'] for r in rows)} trojaned), split {args.split}, "
-          f"{args.threads} CPU thread(s)" + (f"; {', '.join(reused)} reused from {args.reuse}" if reused else ""))
+          f"{args.threads} CPU thread(s), device {args.device}" + (f"; {', '.join(reused)} reused from {args.reuse}" if reused else ""))
     print(f"{'method':<16} {'ROC-AUC':>7} {'target acc':>10} {'flagged':>8} {'false flags':>11} {'Jaccard':>8} "
           f"{'trig. ASR':>9} {'s/model':>8}")
     for method, label in (("ours", "scan + images" if args.scan_images else "input-agnostic"),
@@ -145,7 +169,7 @@ def main() -> None:
               f"{s['false_flag_models']:>5}/{s['clean_models']:<5} {s['jaccard_patch']:>8.2f} {s['trigger_asr']:>9.2f} "
               f"{s['seconds_per_model']:>8.1f}")
     ratio = None
-    if len(table) == 2:
+    if "ours" in table and "nc" in table:
         ratio = table["nc"]["seconds_per_model"] / table["ours"]["seconds_per_model"]
         print(f"speed-up of the scan over Neural Cleanse: {ratio:.1f}x")
     if args.json:

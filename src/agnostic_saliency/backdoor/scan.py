@@ -4,12 +4,14 @@ verdict, and the recovered trigger of each flagged class. No clean data is neede
 Steps: draw a pool from an unrestricted distribution (procedural shapes by default; unlabeled
 images when given) and nudge it into class exemplars, samples the model is confident of, evenly
 over the classes (:mod:`.exemplars`; this is what keeps "easy" classes from looking like
-backdoor targets); fit every class's signature in one batched loop (:mod:`.signatures`);
+backdoor targets); fit every class's signature in one batched loop, from two starts per class, a
+faint uniform mask and the class's gradient start, keeping the smaller (:mod:`.signatures`);
 score each class by its signature size, sqrt(mask L1 x hard region pixels), with the MAD anomaly
 index of its log (low side, flag above 2, as Neural Cleanse does); for each flagged class, harden
 its mask to the smallest region that still flips held-out exemplars (refitting the flagged
-classes on raw samples, where that gives a smaller region), and measure that recovered trigger's
-attack success rate.
+classes on raw samples, where that gives a smaller region), compact that region to the box of
+its main part where the box still flips them, and measure the recovered trigger's attack
+success rate.
 """
 
 from __future__ import annotations

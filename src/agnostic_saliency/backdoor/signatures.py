@@ -7,6 +7,10 @@ pixel range; the nudged sample is ``(1 - m_k) * x + m_k * p_k``. The objective i
 class so that the mask shrinks while the samples still flip. A backdoor target is reached by a
 far smaller mask than any clean class: that is its signature.
 
+Each class is fitted from the starts the caller gives: a faint uniform mask, or the class's
+gradient start (:func:`gradient_start`), which begins where the model is most sensitive and is
+what finds compact patch triggers; the scan fits both and keeps the smaller signature.
+
 Only the half of the samples that the model finds least like class k count for class k: samples
 near k's boundary carry no information about how hard k is to reach, and on noise most models sit
 near one "easy" class (for Fashion-MNIST, "bag") for nearly every sample, which otherwise looks

@@ -118,20 +118,23 @@ def main() -> None:
                     {"images": clean_images.to(args.device), "distribution": "images"} if args.scan_images else {}))
                 synchronize(args.device)
                 runs.append(("ours" if seed == 0 else f"ours_seed{seed}", time.perf_counter() - start, ours.flagged,
-                             [c["anomaly_index"] for c in ours.classes], ours.region_masks, ours.patterns))
+                             [c["anomaly_index"] for c in ours.classes], ours.region_masks, ours.patterns,
+                             ours.classes))
         if "nc" in methods:
             synchronize(args.device)
             start = time.perf_counter()
             nc = neural_cleanse(model, clean_images.to(args.device), progress=False)
             synchronize(args.device)
             runs.append(("nc", time.perf_counter() - start, nc.flagged, list(map(float, nc.anomaly_index)),
-                         nc.masks.cpu(), nc.patterns.cpu()))
+                         nc.masks.cpu(), nc.patterns.cpu(), None))
         for method in ("ours", "nc"):
             if method not in methods and entry["name"] in previous:
                 row[method] = previous[entry["name"]][method]
-        for method, seconds, flagged, ai, masks, patterns in runs:
+        for method, seconds, flagged, ai, masks, patterns, per_class in runs:
             result = {"seconds": seconds, "flagged": [int(k) for k in flagged], "score": float(max(ai)),
                       "top_class": int(np.argmax(ai)), "anomaly_index": ai}
+            if per_class is not None:  # every per-class statistic, for studying other statistics offline
+                result["classes"] = per_class
             if entry["trojaned"]:
                 t = entry["target"]
                 result["jaccard"] = jaccard(masks[t], true_mask) if row["kind"] == "patch" else None

@@ -46,7 +46,7 @@ def class_exemplars(
     step_unit = step_size * (high - low)
     spent = 0
     for start in range(0, count, chunk):
-        x, y = samples[start : start + chunk], labels[start : start + chunk]
+        x, y = samples[start : start + chunk], labels[start : start + chunk]  # x is a view: steps land in samples
         done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for _ in range(steps):
             active = ~done
@@ -62,10 +62,8 @@ def class_exemplars(
                 gradient = torch.autograd.grad(loss, moving)[0] if (~confident).any() else torch.zeros_like(moving)
             spent += int(active.sum())
             step = torch.where(confident.view(-1, *([1] * (moving.dim() - 1))), 0.0, -step_unit * gradient.sign())
-            x = x.clone()
             x[active] = (moving + step).clamp(low, high).detach()
             done[active] = confident
-        samples[start : start + chunk] = x
     return samples, labels, spent
 
 

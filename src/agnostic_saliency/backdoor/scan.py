@@ -199,8 +199,9 @@ def scan(
                 if refit["region_pixels"][row] < regions[k]:
                     hard[k], masks[k], patterns[k] = refit_hard[row], refit_masks[row], refit_patterns[row]
                     trigger_fit[k] = "raw samples"
+        held_cutoff = far_cutoff(held_probabilities, quantile)
         for k in flagged:
-            others = held_out[held_probabilities[:, k] <= far_cutoff(held_probabilities, quantile)[k]]
+            others = held_out[held_probabilities[:, k] <= held_cutoff[k]]
             hard[k] = compact_region(wrapped, hard[k].to(device), patterns[k].to(device), others, k, required).cpu()
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
         triggers, asr, asr_images = {}, {}, {}

@@ -138,8 +138,7 @@ def main() -> None:
             if entry["trojaned"]:
                 t = entry["target"]
                 result["jaccard"] = jaccard(masks[t], true_mask) if row["kind"] == "patch" else None
-                result["asr"] = attack_success_rate(model.cpu(), Trigger(masks[t], patterns[t]), eval_x, eval_y, t)
-                model.to(args.device)
+                result["asr"] = attack_success_rate(model, Trigger(masks[t], patterns[t]), eval_x, eval_y, t)
             row[method] = result
         rows.append(row)
         print(f"{entry['name']:<30} target {entry['target']!s:>4}  " + "  ".join(

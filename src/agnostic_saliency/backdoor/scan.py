@@ -33,7 +33,7 @@ from .signatures import (
     balanced_pool,
     class_probabilities,
     compact_region,
-    far_cutoff,
+    far_samples,
     fit_signatures,
     gradient_start,
     smallest_region,
@@ -98,6 +98,7 @@ def scan(
     required: float = 0.8,
     quantile: float = 0.5,
     exemplar_steps: int = 30,
+    far_batches: bool = False,
     seed: int = 0,
     memory_cap_mb: float = 2048,
     progress: bool = True,
@@ -119,6 +120,8 @@ def scan(
         or below this quantile of the class's probability).
     exemplar_steps : signed-gradient steps that nudge each pool sample until the model is
         confident of an assigned class (0: use the raw samples, balanced over the model's answers).
+    far_batches : each class's fit batch is drawn from its own far samples (see
+        :func:`.signatures.fit_signatures`).
     memory_cap_mb : classes are fitted in chunks whose forward+backward fits this cap.
     """
     start = time.perf_counter()
@@ -155,7 +158,8 @@ def scan(
             parts = [fit_signatures(wrapped, fit_pool, num_classes, low, high, steps=steps, batch_size=batch_size,
                                     generator=generator, progress=show_progress, classes=rows[c : c + chunk],
                                     quantile=quantile, probabilities=probabilities,
-                                    mask_init=mask_init[c : c + chunk], pattern_init=pattern_init[c : c + chunk])
+                                    mask_init=mask_init[c : c + chunk], pattern_init=pattern_init[c : c + chunk],
+                                    far_batches=far_batches)
                      for c in range(0, len(rows), chunk)]
             masks, patterns = torch.cat([p.masks for p in parts]), torch.cat([p.patterns for p in parts])
             fitted = {name: sum((getattr(p, name) for p in parts), [])
@@ -199,9 +203,9 @@ def scan(
                 if refit["region_pixels"][row] < regions[k]:
                     hard[k], masks[k], patterns[k] = refit_hard[row], refit_masks[row], refit_patterns[row]
                     trigger_fit[k] = "raw samples"
-        held_cutoff = far_cutoff(held_probabilities, quantile)
+        held_far = far_samples(held_probabilities, quantile)
         for k in flagged:
-            others = held_out[held_probabilities[:, k] <= held_cutoff[k]]
+            others = held_out[held_far[:, k]]
             hard[k] = compact_region(wrapped, hard[k].to(device), patterns[k].to(device), others, k, required).cpu()
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
         triggers, asr, asr_images = {}, {}, {}
@@ -220,7 +224,7 @@ def scan(
     ]
     settings = {"distribution": source.describe(), "steps": steps, "batch_size": batch_size,
                 "pool_size": pool_size, "threshold": threshold, "required": required, "quantile": quantile, "seed": seed,
-                "exemplar_steps": exemplar_steps,
+                "exemplar_steps": exemplar_steps, "far_batches": far_batches,
                 "exemplars_on_class": None if exemplars is None else exemplars[0],
                 "exemplars_mean_confidence": None if exemplars is None else exemplars[1],
                 "device": str(device), "input_spec": spec.to_dict(), "class_chunks": class_chunks,

@@ -61,6 +61,8 @@ def fit_signatures(
     probabilities: torch.Tensor | None = None,
     mask_init: float | torch.Tensor = UNIFORM_START,
     pattern_init: torch.Tensor | None = None,
+    far_batches: bool = False,
+    blend: bool = False,
 ) -> Signatures:
     """Fit a mask and pattern per class, all classes in one batched loop.
 
@@ -83,6 +85,11 @@ def fit_signatures(
     mask_init, pattern_init : the starting tanh-space logits: a number for a uniform mask (the
         default, a faint 0.02 everywhere), or tensors (K, 1, H, W) and (K, C, H, W), one row per
         entry of ``classes`` (see :func:`gradient_start`).
+    far_batches : draw each class's batch from its own far samples (``batch_size`` per class),
+        instead of one shared batch of which only the far part counts for each class: the same
+        number of informative samples at about half the forward and backward work.
+    blend : fit one mask value per class, spread over the whole image (a blended trigger,
+        ``(1 - a) * x + a * p``), instead of a free mask; its L1 is then ``a * H * W``.
     """
     generator = generator or torch.Generator().manual_seed(0)
     classes = list(range(num_classes)) if classes is None else list(classes)
@@ -91,9 +98,16 @@ def fit_signatures(
     _, channels, height, width = samples.shape
     base = class_probabilities(model, samples) if probabilities is None else probabilities
     target = torch.tensor(classes, device=device)
-    cutoff = far_cutoff(base, quantile)[target]  # per class: the probability below which samples count
+    far = far_samples(base, quantile)[:, target]  # (N, K): the samples that count for each class
+    if far_batches:  # per class, the indices of its far samples, padded to one table
+        far_index = [far[:, row].nonzero()[:, 0] for row in range(k)]
+        far_count = torch.tensor([len(f) for f in far_index], device=device).clamp_min(1)
+        far_table = torch.nn.utils.rnn.pad_sequence(far_index, batch_first=True)
     # Start from a small central-agnostic mask and a mid-grey pattern; tanh keeps both in range.
-    if isinstance(mask_init, torch.Tensor):
+    if blend:
+        mask_logit = torch.full((k, 1, 1, 1), float(mask_init) if not isinstance(mask_init, torch.Tensor) else UNIFORM_START,
+                                device=device)
+    elif isinstance(mask_init, torch.Tensor):
         mask_logit = mask_init.to(device).float().reshape(k, 1, height, width).clone()
     else:
         mask_logit = torch.full((k, 1, height, width), mask_init, device=device)
@@ -108,16 +122,20 @@ def fit_signatures(
     best_pattern = torch.zeros(k, channels, height, width, device=device)
     count = 0
     for _ in tqdm(range(steps), disable=not progress, desc="signatures", unit="step"):
-        index = torch.randint(0, len(samples), (batch_size,), generator=generator).to(device)
-        x, x_base = samples[index], base[index][:, target].T  # (K, B) probability of each class
+        if far_batches:
+            draw = (torch.rand(k, batch_size, generator=generator).to(device) * far_count[:, None]).long()
+            x = samples[far_table.gather(1, draw)]  # (K, B, C, H, W): every sample is far from its class
+            weight = torch.full((k, batch_size), 1 / batch_size, device=device)
+        else:
+            index = torch.randint(0, len(samples), (batch_size,), generator=generator).to(device)
+            x, informative = samples[index][None], far[index].T.float()  # (K, B): which samples count
+            weight = informative / informative.sum(1, keepdim=True).clamp_min(1)
         mask_logit.requires_grad_(True)
         pattern_logit.requires_grad_(True)
-        mask = (torch.tanh(mask_logit) + 1) / 2
+        mask = ((torch.tanh(mask_logit) + 1) / 2).expand(k, 1, height, width)
         pattern = low + (high - low) * (torch.tanh(pattern_logit) + 1) / 2
-        stamped = (1 - mask[:, None]) * x[None] + (mask * pattern)[:, None]  # (K, B, C, H, W)
+        stamped = (1 - mask[:, None]) * x + (mask * pattern)[:, None]  # (K, B, C, H, W)
         logits = model(stamped.flatten(0, 1)).reshape(k, batch_size, -1).float()
-        informative = (x_base <= cutoff[:, None]).float()  # (K, B)
-        weight = informative / informative.sum(1, keepdim=True).clamp_min(1)
         ce = torch.nn.functional.cross_entropy(
             logits.flatten(0, 1), target.repeat_interleave(batch_size), reduction="none").view(k, batch_size)
         l1 = mask.flatten(1).sum(1)
@@ -138,7 +156,7 @@ def fit_signatures(
             pattern_logit = (pattern_logit + pattern_moments.step(pattern_grad)).detach()
     # Classes that never reached the target report their final mask.
     with torch.no_grad():
-        mask = (torch.tanh(mask_logit) + 1) / 2
+        mask = ((torch.tanh(mask_logit) + 1) / 2).expand(k, 1, height, width)
         pattern = low + (high - low) * (torch.tanh(pattern_logit) + 1) / 2
         never = torch.isinf(best_l1)
         best_mask[never] = mask[never, 0]
@@ -146,7 +164,7 @@ def fit_signatures(
         best_l1 = torch.where(never, mask.flatten(1).sum(1), best_l1)
         flips, shares = [], []
         for row, c in enumerate(classes):
-            keep = base[:, c] <= cutoff[row]
+            keep = far[:, row]
             shares.append(float((base.argmax(1) == c).float().mean()))
             pool = samples[keep][:1024]
             if len(pool) == 0:
@@ -171,10 +189,10 @@ def gradient_start(model, samples: torch.Tensor, classes: list[int], probabiliti
     a faint mask over the whole image, which the L1 price then cannot concentrate in the steps
     it has. Also returns the number of per-sample gradients spent.
     """
-    cutoff = far_cutoff(probabilities, quantile)
+    far = far_samples(probabilities, quantile)
     masks, patterns, spent = [], [], 0
     for c in classes:
-        x = samples[probabilities[:, c] <= cutoff[c]][:count].detach().requires_grad_(True)
+        x = samples[far[:, c]][:count].detach().requires_grad_(True)
         with torch.enable_grad():
             loss = torch.nn.functional.cross_entropy(model(x).float(), torch.full((len(x),), c, device=x.device))
             (gradient,) = torch.autograd.grad(loss, x)
@@ -186,9 +204,11 @@ def gradient_start(model, samples: torch.Tensor, classes: list[int], probabiliti
     return torch.stack(masks), torch.stack(patterns), spent
 
 
-def far_cutoff(probabilities: torch.Tensor, quantile: float) -> torch.Tensor:
-    """Per class, the ``quantile`` of its probability over the samples."""
-    return torch.quantile(probabilities.float(), quantile, dim=0)
+def far_samples(probabilities: torch.Tensor, quantile: float) -> torch.Tensor:
+    """(N, K) booleans: whether sample n is among the ``quantile`` of the samples that the model
+    finds least like class k (its probability of k at most that quantile over the samples)."""
+    probabilities = probabilities.float()
+    return probabilities <= torch.quantile(probabilities, quantile, dim=0)
 
 
 @torch.no_grad()
@@ -225,7 +245,8 @@ REGION_SIZES = (1, 2, 4, 6, 9, 12, 16, 20, 25, 30, 36, 49, 64, 81, 100, 144, 196
 
 @torch.no_grad()
 def smallest_region(model, masks, patterns, classes, samples, base, required: float = 0.8,
-                    sizes=REGION_SIZES, quantile: float = 0.5) -> tuple[list[int], list[torch.Tensor]]:
+                    sizes=REGION_SIZES, quantile: float = 0.5, every_source: bool = False,
+                    least_group: int = 8) -> tuple[list[int], list[torch.Tensor]]:
     """Per class, the fewest pixels (taken in order of mask value) that, stamped hard with the
     class's pattern, send at least ``required`` of the other-class ``samples`` to the class.
 
@@ -234,13 +255,21 @@ def smallest_region(model, masks, patterns, classes, samples, base, required: fl
     ``sizes`` (flipping grows with the region); ``base`` holds the samples' class
     probabilities, and only the far ``quantile`` of samples count for each class. Returns the sizes (H*W + 1 when even the whole
     image fails) and the hard masks (H, W) found.
+
+    every_source : the region must flip ``required`` of the samples of *every* source class (the
+        class the model gives each sample; groups under ``least_group`` samples are not judged
+        alone), not just of them all together. A trigger is a shortcut that works from any
+        class; a class that is merely near some others is reached cheaply from those only.
     """
     height, width = masks.shape[-2:]
     sizes = sorted({s for s in sizes if s <= height * width} | {height * width})
-    cutoff = far_cutoff(base, quantile)
+    far_all = far_samples(base, quantile)
     found, hard_masks = [], []
     for row, c in enumerate(classes):
-        pool = samples[base[:, c] <= cutoff[c]]
+        far = far_all[:, c]
+        pool = samples[far]
+        source = base[far].argmax(1)
+        groups = [source == g for g in source.unique() if (source == g).sum() >= least_group] if every_source else []
         order = masks[row].flatten().argsort(descending=True)
 
         def hard(size, order=order):
@@ -248,12 +277,13 @@ def smallest_region(model, masks, patterns, classes, samples, base, required: fl
             mask[order[:size]] = 1
             return mask.view(height, width)
 
-        def flips(size, pool=pool, row=row, c=c):
+        def flips(size, pool=pool, row=row, c=c, groups=groups):
             if len(pool) == 0:
                 return True
             mask = hard(size)
             stamped = (1 - mask) * pool + mask * patterns[row]
-            return bool((model(stamped).argmax(1) == c).float().mean() >= required)
+            hit = (model(stamped).argmax(1) == c).float()
+            return bool(hit.mean() >= required and all(hit[g].mean() >= required for g in groups))
 
         lo, hi = 0, len(sizes) - 1
         if not flips(sizes[hi]):
@@ -269,6 +299,40 @@ def smallest_region(model, masks, patterns, classes, samples, base, required: fl
         found.append(sizes[lo])
         hard_masks.append(hard(sizes[lo]).cpu())
     return found, hard_masks
+
+
+BLEND_STRENGTHS = tuple(round(0.01 * 1.15**i, 4) for i in range(33) if 0.01 * 1.15**i <= 1) + (1.0,)
+
+
+@torch.no_grad()
+def smallest_blend(model, patterns, classes, samples, base, required: float = 0.8,
+                   strengths=BLEND_STRENGTHS, quantile: float = 0.5) -> list[float]:
+    """Per class, the weakest blend ``(1 - a) * x + a * p`` of the class's pattern over the whole
+    image that sends at least ``required`` of the far ``samples`` to the class (binary search
+    over ``strengths``; 2.0 when even ``a = 1`` fails). A blended trigger is learned at a low
+    strength (0.1 to 0.2 is usual) and so is reached far more weakly than any clean class."""
+    far = far_samples(base, quantile)
+    found = []
+    for row, c in enumerate(classes):
+        pool = samples[far[:, c]]
+
+        def flips(a, pool=pool, row=row, c=c):
+            if len(pool) == 0:
+                return True
+            return bool((model((1 - a) * pool + a * patterns[row]).argmax(1) == c).float().mean() >= required)
+
+        lo, hi = 0, len(strengths) - 1
+        if not flips(strengths[hi]):
+            found.append(2.0)
+            continue
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if flips(strengths[mid]):
+                hi = mid
+            else:
+                lo = mid + 1
+        found.append(float(strengths[lo]))
+    return found
 
 
 def connected_parts(region: torch.Tensor) -> torch.Tensor:

@@ -84,7 +84,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where both methods run")
     parser.add_argument("--scan-images", action="store_true",
                         help="give our scan Neural Cleanse's 2,000 images, unlabeled, as its distribution")
+    parser.add_argument("--scan", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of our scan (a keyword of agnostic_saliency.scan, the value read as JSON), "
+                             "e.g. --scan far_batches=true --scan batch_size=16; repeatable")
     args = parser.parse_args()
+    command = "python " + " ".join(sys.argv)
+    scan_settings = {}
+    for setting in args.scan:
+        key, _, value = setting.partition("=")
+        scan_settings[key] = json.loads(value)
     torch.set_num_threads(args.threads)
     manifest = json.loads((args.population / "manifest.json").read_text())
     test_x, test_y = load_fashion_mnist("test")
@@ -114,7 +122,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 synchronize(args.device)
                 start = time.perf_counter()
-                ours = scan(model, spec, progress=False, seed=seed, **(
+                ours = scan(model, spec, progress=False, seed=seed, **scan_settings, **(
                     {"images": clean_images.to(args.device), "distribution": "images"} if args.scan_images else {}))
                 synchronize(args.device)
                 runs.append(("ours" if seed == 0 else f"ours_seed{seed}", time.perf_counter() - start, ours.flagged,
@@ -145,7 +153,7 @@ def main() -> None:
             f"{m} {row[m]['flagged']!s:<10} {row[m]['seconds']:5.1f}s" for m in ("ours", "nc") if m in row),
             file=sys.stderr, flush=True)
         if args.json:  # keep what is done if the run is interrupted
-            Path(args.json).write_text(json.dumps({"models": rows}, indent=1))
+            Path(args.json).write_text(json.dumps({"command": command, "models": rows}, indent=1))
     present = [m for m in ("ours", "nc") if all(m in r for r in rows)]
     table = {method: summarise(rows, method) for method in present}
     if args.seeds > 1 and "ours" in methods:
@@ -175,7 +183,8 @@ def main() -> None:
         ratio = table["nc"]["seconds_per_model"] / table["ours"]["seconds_per_model"]
         print(f"speed-up of the scan over Neural Cleanse: {ratio:.1f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": table, "speedup": ratio, "models": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"command": command, "summary": table, "speedup": ratio, "models": rows},
+                                              indent=1))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from agnostic_saliency.backdoor.signatures import (
     class_probabilities,
     compact_region,
     connected_parts,
+    far_samples,
     fit_signatures,
     gradient_start,
     smallest_region,
@@ -68,6 +69,28 @@ def test_fit_finds_the_small_trigger_of_a_patch_trojan():
     sizes, hard = smallest_region(model, fitted.masks, fitted.patterns, [0, 1], held_out, probabilities)
     assert sizes[0] <= 36 < sizes[1]
     assert hard[0].sum() == sizes[0] and hard[0][20:, 20:].sum() >= 9
+
+
+def test_far_batches_fit_the_patch_trojan_from_far_samples_only():
+    model = _model("lenet-patch3-br-white")
+    generator = torch.Generator().manual_seed(0)
+    shapes = make_distribution("shapes", InputSpec((1, 28, 28))).sample(2048, generator)
+    pool = balanced_pool(model, shapes, 768, generator)
+    samples, held_out = pool[:512], pool[512:]
+    fitted = fit_signatures(model, samples, 10, 0.0, 1.0, steps=100, batch_size=16, classes=[0, 1],
+                            generator=generator, far_batches=True)
+    assert fitted.sample_gradients == 100 * 16 * 2
+    assert fitted.mask_l1[0] < 0.5 * fitted.mask_l1[1]
+    sizes, hard = smallest_region(model, fitted.masks, fitted.patterns, [0, 1], held_out,
+                                  class_probabilities(model, held_out))
+    assert sizes[0] <= 36 < sizes[1] and hard[0][20:, 20:].sum() >= 9
+
+
+def test_far_samples_are_the_least_like_half_per_class():
+    probabilities = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.1, 0.9]])
+    far = far_samples(probabilities, 0.5)
+    assert far[:, 0].tolist() == [False, False, True, True]
+    assert far[:, 1].tolist() == [True, True, False, False]
 
 
 class OnePixel(torch.nn.Module):

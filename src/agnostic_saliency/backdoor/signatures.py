@@ -62,7 +62,6 @@ def fit_signatures(
     mask_init: float | torch.Tensor = UNIFORM_START,
     pattern_init: torch.Tensor | None = None,
     far_batches: bool = False,
-    blend: bool = False,
 ) -> Signatures:
     """Fit a mask and pattern per class, all classes in one batched loop.
 
@@ -87,9 +86,9 @@ def fit_signatures(
         entry of ``classes`` (see :func:`gradient_start`).
     far_batches : draw each class's batch from its own far samples (``batch_size`` per class),
         instead of one shared batch of which only the far part counts for each class: the same
-        number of informative samples at about half the forward and backward work.
-    blend : fit one mask value per class, spread over the whole image (a blended trigger,
-        ``(1 - a) * x + a * p``), instead of a free mask; its L1 is then ``a * H * W``.
+        number of informative samples at about half the forward and backward work. Off by
+        default: on the population it cut the scan's time by 40% but flagged more clean models
+        (see the README's backdoor section).
     """
     generator = generator or torch.Generator().manual_seed(0)
     classes = list(range(num_classes)) if classes is None else list(classes)
@@ -104,10 +103,7 @@ def fit_signatures(
         far_count = torch.tensor([len(f) for f in far_index], device=device).clamp_min(1)
         far_table = torch.nn.utils.rnn.pad_sequence(far_index, batch_first=True)
     # Start from a small central-agnostic mask and a mid-grey pattern; tanh keeps both in range.
-    if blend:
-        mask_logit = torch.full((k, 1, 1, 1), float(mask_init) if not isinstance(mask_init, torch.Tensor) else UNIFORM_START,
-                                device=device)
-    elif isinstance(mask_init, torch.Tensor):
+    if isinstance(mask_init, torch.Tensor):
         mask_logit = mask_init.to(device).float().reshape(k, 1, height, width).clone()
     else:
         mask_logit = torch.full((k, 1, height, width), mask_init, device=device)
@@ -132,7 +128,7 @@ def fit_signatures(
             weight = informative / informative.sum(1, keepdim=True).clamp_min(1)
         mask_logit.requires_grad_(True)
         pattern_logit.requires_grad_(True)
-        mask = ((torch.tanh(mask_logit) + 1) / 2).expand(k, 1, height, width)
+        mask = (torch.tanh(mask_logit) + 1) / 2
         pattern = low + (high - low) * (torch.tanh(pattern_logit) + 1) / 2
         stamped = (1 - mask[:, None]) * x + (mask * pattern)[:, None]  # (K, B, C, H, W)
         logits = model(stamped.flatten(0, 1)).reshape(k, batch_size, -1).float()
@@ -156,7 +152,7 @@ def fit_signatures(
             pattern_logit = (pattern_logit + pattern_moments.step(pattern_grad)).detach()
     # Classes that never reached the target report their final mask.
     with torch.no_grad():
-        mask = ((torch.tanh(mask_logit) + 1) / 2).expand(k, 1, height, width)
+        mask = (torch.tanh(mask_logit) + 1) / 2
         pattern = low + (high - low) * (torch.tanh(pattern_logit) + 1) / 2
         never = torch.isinf(best_l1)
         best_mask[never] = mask[never, 0]
@@ -245,8 +241,7 @@ REGION_SIZES = (1, 2, 4, 6, 9, 12, 16, 20, 25, 30, 36, 49, 64, 81, 100, 144, 196
 
 @torch.no_grad()
 def smallest_region(model, masks, patterns, classes, samples, base, required: float = 0.8,
-                    sizes=REGION_SIZES, quantile: float = 0.5, every_source: bool = False,
-                    least_group: int = 8) -> tuple[list[int], list[torch.Tensor]]:
+                    sizes=REGION_SIZES, quantile: float = 0.5) -> tuple[list[int], list[torch.Tensor]]:
     """Per class, the fewest pixels (taken in order of mask value) that, stamped hard with the
     class's pattern, send at least ``required`` of the other-class ``samples`` to the class.
 
@@ -255,21 +250,13 @@ def smallest_region(model, masks, patterns, classes, samples, base, required: fl
     ``sizes`` (flipping grows with the region); ``base`` holds the samples' class
     probabilities, and only the far ``quantile`` of samples count for each class. Returns the sizes (H*W + 1 when even the whole
     image fails) and the hard masks (H, W) found.
-
-    every_source : the region must flip ``required`` of the samples of *every* source class (the
-        class the model gives each sample; groups under ``least_group`` samples are not judged
-        alone), not just of them all together. A trigger is a shortcut that works from any
-        class; a class that is merely near some others is reached cheaply from those only.
     """
     height, width = masks.shape[-2:]
     sizes = sorted({s for s in sizes if s <= height * width} | {height * width})
     far_all = far_samples(base, quantile)
     found, hard_masks = [], []
     for row, c in enumerate(classes):
-        far = far_all[:, c]
-        pool = samples[far]
-        source = base[far].argmax(1)
-        groups = [source == g for g in source.unique() if (source == g).sum() >= least_group] if every_source else []
+        pool = samples[far_all[:, c]]
         order = masks[row].flatten().argsort(descending=True)
 
         def hard(size, order=order):
@@ -277,13 +264,12 @@ def smallest_region(model, masks, patterns, classes, samples, base, required: fl
             mask[order[:size]] = 1
             return mask.view(height, width)
 
-        def flips(size, pool=pool, row=row, c=c, groups=groups):
+        def flips(size, pool=pool, row=row, c=c):
             if len(pool) == 0:
                 return True
             mask = hard(size)
             stamped = (1 - mask) * pool + mask * patterns[row]
-            hit = (model(stamped).argmax(1) == c).float()
-            return bool(hit.mean() >= required and all(hit[g].mean() >= required for g in groups))
+            return bool((model(stamped).argmax(1) == c).float().mean() >= required)
 
         lo, hi = 0, len(sizes) - 1
         if not flips(sizes[hi]):
@@ -299,40 +285,6 @@ def smallest_region(model, masks, patterns, classes, samples, base, required: fl
         found.append(sizes[lo])
         hard_masks.append(hard(sizes[lo]).cpu())
     return found, hard_masks
-
-
-BLEND_STRENGTHS = tuple(round(0.01 * 1.15**i, 4) for i in range(33) if 0.01 * 1.15**i <= 1) + (1.0,)
-
-
-@torch.no_grad()
-def smallest_blend(model, patterns, classes, samples, base, required: float = 0.8,
-                   strengths=BLEND_STRENGTHS, quantile: float = 0.5) -> list[float]:
-    """Per class, the weakest blend ``(1 - a) * x + a * p`` of the class's pattern over the whole
-    image that sends at least ``required`` of the far ``samples`` to the class (binary search
-    over ``strengths``; 2.0 when even ``a = 1`` fails). A blended trigger is learned at a low
-    strength (0.1 to 0.2 is usual) and so is reached far more weakly than any clean class."""
-    far = far_samples(base, quantile)
-    found = []
-    for row, c in enumerate(classes):
-        pool = samples[far[:, c]]
-
-        def flips(a, pool=pool, row=row, c=c):
-            if len(pool) == 0:
-                return True
-            return bool((model((1 - a) * pool + a * patterns[row]).argmax(1) == c).float().mean() >= required)
-
-        lo, hi = 0, len(strengths) - 1
-        if not flips(strengths[hi]):
-            found.append(2.0)
-            continue
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if flips(strengths[mid]):
-                hi = mid
-            else:
-                lo = mid + 1
-        found.append(float(strengths[lo]))
-    return found
 
 
 def connected_parts(region: torch.Tensor) -> torch.Tensor:

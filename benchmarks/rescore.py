@@ -1,0 +1,84 @@
+"""Re-score the scan's stored per-class statistics with other model-level rules, offline.
+
+    python benchmarks/rescore.py benchmarks/results/backdoor_cpu_seeds01_ours.json [more.json ...]
+
+Reads the per-class statistics that ``benchmarks/backdoor.py`` stores for every run of our scan
+(``ours``, ``ours_seed1``, ...; several files are joined by model name) and prints, per rule and
+per run, the detection figures: ROC-AUC, target = top class, target flagged and clean models
+flagged (MAD anomaly index, low side, threshold 2). Rules:
+
+- ``size``: the scan's statistic, sqrt(mask L1 x region pixels);
+- ``l1`` and ``region``: either factor alone;
+- ``mean-of-seeds``: each class's log size averaged over every run of the model (what a scan that
+  repeated its fit and pooled the repeats would see; it needs two runs or more).
+
+No model is run: this only studies which statistic separates trojaned from clean models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from backdoor import roc_auc  # noqa: E402
+
+from agnostic_saliency.metrics.anomaly import flag_anomalies  # noqa: E402
+
+RULES = {
+    "size": lambda c: math.sqrt(max(c["mask_l1"], 1e-6) * c["region_pixels"]),
+    "l1": lambda c: max(c["mask_l1"], 1e-6),
+    "region": lambda c: c["region_pixels"],
+}
+
+
+def figures(models: list[dict], values: dict[str, list[float]]) -> str:
+    """Detection figures for one log-statistic vector per model (name -> 10 values)."""
+    positive, negative, top, flagged_target, clean_flagged = [], [], 0, 0, 0
+    for model in models:
+        index, flagged = flag_anomalies(values[model["name"]], 2.0, side="low")
+        index = [float(a) for a in index]
+        if model["target"] is None:
+            negative.append(max(index))
+            clean_flagged += bool(flagged)
+        else:
+            positive.append(max(index))
+            top += max(range(len(index)), key=index.__getitem__) == model["target"]
+            flagged_target += model["target"] in flagged
+    trojaned = len(positive)
+    return (f"ROC-AUC {roc_auc(positive, negative):.3f}  target = top {top}/{trojaned}  "
+            f"target flagged {flagged_target}/{trojaned}  clean flagged {clean_flagged}/{len(negative)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", type=Path)
+    args = parser.parse_args()
+    models: dict[str, dict] = {}
+    for path in args.results:
+        for row in json.loads(path.read_text())["models"]:
+            models.setdefault(row["name"], dict(row)).update(
+                {key: value for key, value in row.items() if key.startswith("ours")})
+    rows = list(models.values())
+    runs = sorted({key for row in rows for key in row if key.startswith("ours") and "classes" in row[key]})
+    runs = [run for run in runs if all(run in row for row in rows)]
+    if not runs:
+        raise SystemExit("error: no run of our scan with per-class statistics is in every model's row")
+    print(f"{len(rows)} models ({sum(r['target'] is not None for r in rows)} trojaned), runs: {', '.join(runs)}")
+    for rule, statistic in RULES.items():
+        for run in runs:
+            values = {r["name"]: [math.log(statistic(c)) for c in r[run]["classes"]] for r in rows}
+            print(f"{rule:<14} {run:<12} {figures(rows, values)}")
+    if len(runs) > 1:
+        values = {r["name"]: [statistics.fmean(math.log(RULES["size"](r[run]["classes"][k])) for run in runs)
+                              for k in range(len(r[runs[0]]["classes"]))] for r in rows}
+        print(f"{'mean-of-seeds':<14} {'+'.join(runs):<12} {figures(rows, values)}")
+
+
+if __name__ == "__main__":
+    main()

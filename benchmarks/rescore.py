@@ -78,6 +78,13 @@ def main() -> None:
         values = {r["name"]: [statistics.fmean(math.log(RULES["size"](r[run]["classes"][k])) for run in runs)
                               for k in range(len(r[runs[0]]["classes"]))] for r in rows}
         print(f"{'mean-of-seeds':<14} {'+'.join(runs):<12} {figures(rows, values)}")
+        # Seed-to-seed noise of each statistic on the classes that are not a target: the RMS over
+        # runs 0 and 1 of the difference of logs, divided by sqrt(2) to give the noise of one run.
+        for rule, statistic in RULES.items():
+            differences = [math.log(statistic(r[runs[0]]["classes"][k])) - math.log(statistic(r[runs[1]]["classes"][k]))
+                           for r in rows for k in range(len(r[runs[0]]["classes"])) if k != r["target"]]
+            noise = math.sqrt(statistics.fmean(d * d for d in differences) / 2)
+            print(f"noise {rule:<8} {runs[0]} vs {runs[1]}: {noise:.3f} (log units, one run, {len(differences)} classes)")
 
 
 if __name__ == "__main__":

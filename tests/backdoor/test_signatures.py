@@ -71,7 +71,7 @@ def test_fit_finds_the_small_trigger_of_a_patch_trojan():
     assert hard[0].sum() == sizes[0] and hard[0][20:, 20:].sum() >= 9
 
 
-def test_far_batches_fit_the_patch_trojan_from_far_samples_only():
+def test_far_batches_still_find_the_patch_trojans_trigger():
     model = _model("lenet-patch3-br-white")
     generator = torch.Generator().manual_seed(0)
     shapes = make_distribution("shapes", InputSpec((1, 28, 28))).sample(2048, generator)
@@ -84,6 +84,30 @@ def test_far_batches_fit_the_patch_trojan_from_far_samples_only():
     sizes, hard = smallest_region(model, fitted.masks, fitted.patterns, [0, 1], held_out,
                                   class_probabilities(model, held_out))
     assert sizes[0] <= 36 < sizes[1] and hard[0][20:, 20:].sum() >= 9
+
+
+class Recording(ByBrightness):
+    """ByBrightness that keeps the mean brightness of every input it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.flatten(1).mean(1))
+        return super().forward(x)
+
+
+def test_far_batches_show_each_class_only_its_far_samples():
+    model = Recording()
+    samples = torch.linspace(0, 1, 64).view(64, 1, 1, 1).expand(64, 1, 4, 4).contiguous()
+    probabilities = class_probabilities(model, samples)
+    model.seen.clear()
+    # A vanishing mask leaves the samples as they are, so what the model sees is what was drawn.
+    fit_signatures(model, samples, 3, 0.0, 1.0, steps=5, batch_size=8, classes=[1], probabilities=probabilities,
+                   mask_init=-20.0, far_batches=True)
+    seen = torch.cat(model.seen)
+    assert len(seen) == 5 * 8 + 32 and seen.max() < 0.5  # class 1 (bright) sees only the dark half
 
 
 def test_far_samples_are_the_least_like_half_per_class():

@@ -50,12 +50,18 @@ def test_balanced_pool_evens_out_the_models_answers():
     assert (answers == 0).sum() == 75 and (answers == 1).sum() == 75
 
 
-def test_fit_finds_the_small_trigger_of_a_patch_trojan():
+def _patch_trojan_pools():
+    """The fixture LeNet with a 3x3 bottom-right trigger (target 0), a balanced pool of 512 shapes
+    to fit on and 256 held out, and the generator that drew them (the fit continues it)."""
     model = _model("lenet-patch3-br-white")
     generator = torch.Generator().manual_seed(0)
     shapes = make_distribution("shapes", InputSpec((1, 28, 28))).sample(2048, generator)
     pool = balanced_pool(model, shapes, 768, generator)
-    samples, held_out = pool[:512], pool[512:]
+    return model, generator, pool[:512], pool[512:]
+
+
+def test_fit_finds_the_small_trigger_of_a_patch_trojan():
+    model, generator, samples, held_out = _patch_trojan_pools()
     fitted = fit_signatures(model, samples, 10, 0.0, 1.0, steps=100, batch_size=16, classes=[0, 1],
                             generator=generator)
     assert fitted.masks.shape == (2, 28, 28) and fitted.patterns.shape == (2, 1, 28, 28)
@@ -72,11 +78,7 @@ def test_fit_finds_the_small_trigger_of_a_patch_trojan():
 
 
 def test_far_batches_still_find_the_patch_trojans_trigger():
-    model = _model("lenet-patch3-br-white")
-    generator = torch.Generator().manual_seed(0)
-    shapes = make_distribution("shapes", InputSpec((1, 28, 28))).sample(2048, generator)
-    pool = balanced_pool(model, shapes, 768, generator)
-    samples, held_out = pool[:512], pool[512:]
+    model, generator, samples, held_out = _patch_trojan_pools()
     fitted = fit_signatures(model, samples, 10, 0.0, 1.0, steps=100, batch_size=16, classes=[0, 1],
                             generator=generator, far_batches=True)
     assert fitted.sample_gradients == 100 * 16 * 2

@@ -89,7 +89,7 @@ def test_map_fmnist_cnn(fmnist_runs):
     assert summary["model"] == "fmnist-cnn"
     assert [row["index"] for row in summary["classes"]] == [0, 1]
     assert summary["steps"] == 3 and summary["batch_size"] == 4 and summary["seed"] == 0
-    assert summary["norm"] == "l2" and summary["distribution"] == "dark2+uniform" and summary["budget"] == 0.25
+    assert summary["norm"] == "l2" and summary["distribution"] == "dark2+uniform+shapes" and summary["budget"] == 0.25
     # Per-sample gradients: 2 maps x 4 samples x (3 nudging + 2 refinement) iterations.
     assert summary["sample_gradients"] == 2 * 4 * (3 + 2)
 

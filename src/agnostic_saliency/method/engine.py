@@ -20,7 +20,7 @@ from ..metrics.fidelity import measure_fidelity
 from ..models.spec import InputSpec, NormalizedModel
 from ..result import SaliencyResult
 from . import refine as refine_stage
-from .distributions import Distribution, make_distribution
+from .distributions import DEFAULT_DISTRIBUTION, Distribution, make_distribution
 from .integrate import MomentIntegrator, frequency_precondition
 from .nudge import concept_matrix, input_gradients, transform_maps
 from .project import budget_radius, project
@@ -216,7 +216,7 @@ class InputAgnosticSaliency:
     def attribute(
         self,
         targets: Target | Sequence[Target] | None = "all",
-        distribution: str | Distribution | Callable | None = "dark2+uniform",
+        distribution: str | Distribution | Callable | None = DEFAULT_DISTRIBUTION,
         norm: str = "l2",
         budget: float = 0.25,
         steps: int = 600,
@@ -249,9 +249,10 @@ class InputAgnosticSaliency:
         Parameters
         ----------
         targets : ``"all"`` (default), a class index or name, ``"a+b"`` for a set, or a list.
-        distribution : ``"dark2+uniform"`` (default: half the samples are noise dimmed by a
-            per-sample factor ``U(0,1)**2``, half noise of random brightness), ``"uniform"``,
-            ``"uniform-flat"``, ``"dark"``, ``"dark2"``, ``"dark3"``, ``"gaussian"``,
+        distribution : ``"dark2+uniform+shapes"`` (default: a third each of noise dimmed by a
+            per-sample factor ``U(0,1)**2``, noise of random brightness, and random ellipses
+            and rectangles on a dark background), ``"uniform"``, ``"uniform-flat"``,
+            ``"dark"``, ``"dark2"``, ``"dark3"``, ``"gaussian"``, ``"shapes"``,
             ``"images"`` (needs ``images``), any ``+`` mixture, a :class:`Distribution` or a
             callable ``fn(n, generator)``.
         norm, budget : the ball the maps are projected on; the budget is a fraction of the pixel

@@ -3,6 +3,7 @@ import torch
 
 from agnostic_saliency.errors import InputError
 from agnostic_saliency.method.distributions import (
+    DEFAULT_DISTRIBUTION,
     CallableDistribution,
     Distribution,
     GaussianNoise,
@@ -67,7 +68,8 @@ def test_gaussian_brightness_varies_per_sample():
 def test_describe_names():
     assert make_distribution("uniform", SPEC).describe() == "uniform"
     assert make_distribution("uniform-flat", SPEC).describe() == "uniform-flat"
-    assert make_distribution(None, SPEC).describe() == "uniform"
+    assert make_distribution(None, SPEC).describe() == make_distribution(DEFAULT_DISTRIBUTION, SPEC).describe()
+    assert make_distribution(None, SPEC).describe() != "uniform"
     assert make_distribution("uniform+gaussian", SPEC).describe() == "uniform+gaussian"
 
 

@@ -226,9 +226,10 @@ def make_distribution(
     choice: str | Distribution | Callable | None, spec: InputSpec, images: torch.Tensor | None = None
 ) -> Distribution:
     """A distribution from a name (``uniform``, ``uniform-flat``, ``gaussian``, ``images``, or a
-    ``+``-joined mixture such as ``uniform+images``), an instance, or a callable."""
+    ``+``-joined mixture such as ``uniform+images``), an instance, or a callable. ``None`` means
+    :data:`DEFAULT_DISTRIBUTION`, so leaving the choice out and passing None agree."""
     if choice is None:
-        choice = "uniform"
+        choice = DEFAULT_DISTRIBUTION
     if isinstance(choice, Distribution):
         return choice
     if callable(choice):

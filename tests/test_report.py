@@ -1,4 +1,6 @@
+import base64
 import json
+import re
 
 import pytest
 import torch
@@ -51,5 +53,20 @@ def test_write_map_folder(tmp_path, same_tensor):
     assert torch.equal(tensors["maps"], result.maps)
     assert torch.equal(tensors["unrefined_maps"], result.unrefined_maps)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "map_000_b.png", "map_001_a-c.png",
-                                                          "maps.safetensors", "summary.json"]
+                                                          "maps.safetensors", "report.html", "summary.json"]
     assert json.loads((tmp_path / "summary.json").read_text())["classes"][1]["name"] == "a+c"
+
+
+def test_map_report_embeds_every_picture_and_escapes_names(tmp_path):
+    result = make_result(False)
+    result.names = ["<b>bold</b>", "a+c"]
+    summary = map_summary(result, "m<script>", ["a", "b", "c"])
+    write_map_folder(result, summary, tmp_path)
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    sources = re.findall(r'<img[^>]* src="([^"]*)"', html)
+    assert len(sources) == 3  # the grid and one thumbnail per map
+    assert all(src.startswith("data:image/png;base64,") for src in sources)
+    assert base64.b64decode(sources[0].split(",", 1)[1]) == (tmp_path / "grid.png").read_bytes()
+    assert "<script>" not in html and "m&lt;script&gt;" in html
+    assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
+    assert "0.900" in html and "0.950" in html  # the first map's fooling rate, before and after refinement

@@ -1,6 +1,7 @@
 """The scan end to end on the fixture population, and through the CLI."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,11 @@ def test_scan_cli_writes_its_folder(tmp_path):
         assert tensors[f"mask_{k}"].shape == (28, 28) and tensors[f"pattern_{k}"].shape == (1, 28, 28)
         assert (out / f"trigger_{k}.png").is_file()
     assert (out / "anomaly_index.png").is_file() and (out / "class_maps.png").is_file()
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert html.count('<tr class="flagged">') == len(report["flagged"]) and html.count("<h3>") == len(report["flagged"])
+    assert ("Backdoor suspected" in html) == report["trojaned"]
+    assert "1 unreadable files skipped" in html
+    assert all(src.startswith("data:image/png;base64,") for src in re.findall(r' src="([^"]*)"', html))
 
 
 def test_scan_cli_bad_input_is_one_line(tmp_path, capsys):

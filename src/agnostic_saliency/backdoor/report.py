@@ -1,5 +1,6 @@
 """The scan's output folder: scan.json, triggers.safetensors, class signatures, recovered
-triggers and the anomaly bar chart, written through a staging folder."""
+triggers, the anomaly bar chart and a self-contained report.html, written through a staging
+folder."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import os
 import torch
 from safetensors.torch import save_file
 
+from .. import __version__
 from ..render.charts import save_bar_chart
+from ..render.html import embedded_png, render_report
 from ..render.images import save_grid
 from ..render.output import staged_output, write_json
 from .scan import ScanResult
@@ -42,6 +45,13 @@ def write_scan_folder(result: ScanResult, summary: dict, out: str | os.PathLike,
         save_bar_chart([row["anomaly_index"] for row in result.classes], names, stage / "anomaly_index.png",
                        title="MAD anomaly index per class (signature size, low side)", ylabel="anomaly index",
                        threshold=result.settings["threshold"], highlight=result.flagged)
+        triggers = [{"index": k, "name": names[k], "pixels": int((mask > 0.5).sum()), "asr": result.trigger_asr.get(k),
+                     "asr_images": result.trigger_asr_images.get(k), "picture": embedded_png(stage / f"trigger_{k}.png")}
+                    for k, (mask, _) in result.triggers.items()]
+        render_report("scan.html.j2", stage / "report.html", title=f"Backdoor scan of {summary['model']}",
+                      version=__version__, summary=summary, flagged_names=[names[k] for k in result.flagged],
+                      triggers=triggers, pictures={"anomaly": embedded_png(stage / "anomaly_index.png"),
+                                                   "classes": embedded_png(stage / "class_maps.png")})
 
 
 def scan_to_folder(args) -> dict:

@@ -44,6 +44,15 @@ def test_scan_flags_the_patch_target_and_recovers_a_working_trigger():
     assert all(row["start"] in ("uniform", "gradient") for row in result.classes)
 
 
+def test_mixed_precision_scan_finds_the_same_patch_and_gives_the_model_back():
+    model = _model("lenet-patch3-br-white")
+    storage = [(p.data_ptr(), p.stride()) for p in model.parameters()]
+    result = scan(model, SPEC, steps=100, precision="bf16", progress=False)
+    assert result.flagged[0] == 0 and result.settings["precision"] == "bf16"
+    assert result.classes[0]["region_pixels"] <= 16
+    assert [(p.data_ptr(), p.stride()) for p in model.parameters()] == storage
+
+
 def test_scan_batches_classes_under_a_tiny_memory_cap():
     result = scan(_model("lenet-clean-0"), SPEC, steps=5, pool_size=64, memory_cap_mb=0.5, progress=False)
     assert result.settings["class_chunks"] > 1
@@ -81,11 +90,12 @@ def test_scan_cli_writes_its_folder(tmp_path):
     (images / "junk.png").write_bytes(b"not an image")
     out = tmp_path / "out"
     code = main(["scan", "--model", f"{factory}:build", "--weights", str(FIXTURES / "lenet-patch3-br-white.safetensors"),
-                 "--input-shape", "1,28,28", "--images", str(images), "--steps", "20", "--exemplar-steps", "5", "--out", str(out), "--quiet"])
+                 "--input-shape", "1,28,28", "--images", str(images), "--steps", "20", "--exemplar-steps", "5", "--precision", "bf16", "--out", str(out), "--quiet"])
     assert code == 0
     report = json.loads((out / "scan.json").read_text())
     assert {"classes", "flagged", "trojaned", "score", "seconds", "trigger_asr"} <= set(report)
     assert report["unreadable_images_skipped"] == 1
+    assert report["settings"]["precision"] == "bf16"
     assert {"index", "name", "mask_l1", "anomaly_index"} <= set(report["classes"][0])
     tensors = load_file(str(out / "triggers.safetensors"))
     for k in report["flagged"]:

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from agnostic_saliency import InputAgnosticSaliency, InputError, SaliencyResult
+from agnostic_saliency.method.engine import channels_last
 from agnostic_saliency.method.project import rms
 from agnostic_saliency.models.spec import InputSpec
 
@@ -310,3 +311,21 @@ def test_init_maps_of_the_wrong_shape_is_an_input_error(tiny_spec, tiny_conv_cla
     explainer = InputAgnosticSaliency(tiny_conv_class(), tiny_spec, NAMES)
     with pytest.raises(InputError, match="init_maps must be"):
         explainer.attribute([1, 3], init_maps=torch.zeros(3, *tiny_spec.shape), **FAST)
+
+
+def test_channels_last_reorders_conv_weights_and_gives_back_the_callers_storage():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 2, 3), nn.Flatten())
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    before = [(w.data_ptr(), w.stride()) for w in weights]
+    x = torch.rand(2, 1, 6, 6)
+    expected = model(x)
+    with channels_last(model):
+        # the one-channel weight too, whose is_contiguous() test passes in either layout
+        assert all(w.stride()[1] == 1 for w in weights)
+        assert torch.allclose(model(x), expected, atol=1e-6)
+    assert [(w.data_ptr(), w.stride()) for w in weights] == before
+    with pytest.raises(RuntimeError), channels_last(model):
+        raise RuntimeError("interrupted")
+    assert [(w.data_ptr(), w.stride()) for w in weights] == before
+    with channels_last(model, enabled=False):
+        assert [(w.data_ptr(), w.stride()) for w in weights] == before

@@ -3,7 +3,13 @@ import torch
 from torch import nn
 
 from agnostic_saliency.errors import InputError
-from agnostic_saliency.models.spec import InputSpec, NormalizedModel, parse_floats, parse_shape
+from agnostic_saliency.models.spec import (
+    InputSpec,
+    NormalizedModel,
+    autocast_dtype,
+    parse_floats,
+    parse_shape,
+)
 
 
 def test_spec_properties():
@@ -68,3 +74,31 @@ def test_normalized_model_without_normalisation_is_identity():
     assert "mean" not in wrapped.state_dict()
     spec = InputSpec((1, 3, 3), mean=(0.5,), std=(0.5,))
     assert NormalizedModel(nn.Identity(), spec)(x.double()).dtype == torch.float64
+
+
+def test_autocast_runs_the_model_in_bf16_and_returns_fp32():
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 2)
+
+        def forward(self, x):
+            out = self.linear(x.flatten(1))
+            seen.append(out.dtype)
+            return out
+
+    x = torch.rand(3, 1, 2, 2)
+    wrapped = NormalizedModel(Probe(), InputSpec((1, 2, 2)), autocast=torch.bfloat16)
+    assert wrapped(x).dtype == torch.float32 and seen == [torch.bfloat16]
+    assert NormalizedModel(Probe(), InputSpec((1, 2, 2)))(x).dtype == torch.float32 and seen[-1] == torch.float32
+
+
+def test_autocast_dtype_names():
+    assert autocast_dtype("fp32", "cpu") is None
+    assert autocast_dtype("bf16", "cpu") == torch.bfloat16
+    with pytest.raises(InputError, match="unknown precision"):
+        autocast_dtype("fp8", "cpu")
+    with pytest.raises(InputError, match="CUDA"):
+        autocast_dtype("fp16", "cpu")

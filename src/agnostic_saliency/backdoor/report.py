@@ -77,7 +77,7 @@ def _scan(args) -> dict:
             distribution = "shapes+images"
     result = scan(loaded.model, loaded.spec, loaded.class_names, distribution=distribution, images=images,
                   steps=args.steps, exemplar_steps=args.exemplar_steps, threshold=args.threshold, seed=args.seed,
-                  memory_cap_mb=args.memory_cap, progress=not args.quiet)
+                  memory_cap_mb=args.memory_cap, precision=args.precision, progress=not args.quiet)
     summary = {"model": loaded.name, "weights": args.weights, "input_shape": list(loaded.spec.shape),
                **result.to_dict(), "unreadable_images_skipped": skipped}
     write_scan_folder(result, summary, args.out, *loaded.spec.value_range)

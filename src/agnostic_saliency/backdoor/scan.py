@@ -24,9 +24,9 @@ import torch
 
 from ..errors import InputError
 from ..method.distributions import make_distribution
-from ..method.engine import estimate_sample_bytes, frozen
+from ..method.engine import channels_last, estimate_sample_bytes, frozen
 from ..metrics.anomaly import flag_anomalies
-from ..models.spec import InputSpec, NormalizedModel
+from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
 from .exemplars import class_exemplars, exemplar_quality
 from .signatures import (
     UNIFORM_START,
@@ -101,6 +101,7 @@ def scan(
     far_batches: bool = False,
     seed: int = 0,
     memory_cap_mb: float = 2048,
+    precision: str = "fp32",
     progress: bool = True,
 ) -> ScanResult:
     """Scan ``model`` for a backdoor, data-free unless ``images`` (unlabeled) are given.
@@ -123,14 +124,18 @@ def scan(
     far_batches : each class's fit batch is drawn from its own far samples (see
         :func:`.signatures.fit_signatures`).
     memory_cap_mb : classes are fitted in chunks whose forward+backward fits this cap.
+    precision : ``fp32`` (default), or ``bf16`` / ``fp16`` (CUDA only) to run the model under
+        autocast mixed precision; losses stay in fp32.
     """
     start = time.perf_counter()
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
-    wrapped = NormalizedModel(model, spec).to(device)
+    wrapped = NormalizedModel(model, spec, autocast_dtype(precision, device)).to(device)
     low, high = spec.value_range
     generator = torch.Generator().manual_seed(seed)
-    with frozen(model):
+    # The fast path: mixed precision, with conv weights in channels-last order, which oneDNN's
+    # reduced-precision kernels want (full fp32 keeps the layout as given, and its numbers).
+    with frozen(model), channels_last(model, enabled=precision != "fp32"):
         from ..models.loading import check_output
 
         num_classes = check_output(model, spec)
@@ -227,7 +232,7 @@ def scan(
                 "exemplar_steps": exemplar_steps, "far_batches": far_batches,
                 "exemplars_on_class": None if exemplars is None else exemplars[0],
                 "exemplars_mean_confidence": None if exemplars is None else exemplars[1],
-                "device": str(device), "input_spec": spec.to_dict(), "class_chunks": class_chunks,
+                "device": str(device), "precision": precision, "input_spec": spec.to_dict(), "class_chunks": class_chunks,
                 "images": 0 if images is None else int(len(images))}
     return ScanResult(classes, flagged, bool(flagged), float(max(index)), time.perf_counter() - start,
                       masks.cpu(), patterns.cpu(), torch.stack(hard).cpu(), triggers, asr, asr_images, settings, count)

@@ -48,6 +48,30 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
             parameter.requires_grad_(flag)
 
 
+@contextlib.contextmanager
+def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
+    """The model's 4-D weights in channels-last layout while it runs, given back in the layout they
+    had, even on error. Same values: only the memory order changes. With bf16 autocast on a CPU
+    with AMX it made the scan of the population's LeNet 1.7 times faster, with bit-identical
+    statistics (see the README's backdoor section)."""
+    originals = []
+    if enabled:
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.dim() != 4:
+                continue
+            # Copy into a fresh channels-last tensor and compare strides: for a one-channel weight
+            # .contiguous(channels_last) is a no-op, yet the kernels choose by the strides.
+            reordered = torch.empty_like(tensor.data, memory_format=torch.channels_last).copy_(tensor.data)
+            if reordered.stride() != tensor.stride():
+                originals.append((tensor, tensor.data))
+                tensor.data = reordered
+    try:
+        yield model
+    finally:
+        for tensor, original in originals:
+            tensor.data = original  # the very storage the caller gave
+
+
 def estimate_sample_bytes(model: nn.Module, spec: InputSpec, device: torch.device) -> int:
     """Bytes one sample costs in a forward+backward pass: the sum of every leaf module's output
     (kept for backward), doubled for its gradient, plus the input. Hooks are always removed."""

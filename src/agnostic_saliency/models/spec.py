@@ -90,12 +90,29 @@ def parse_shape(text: str | Sequence[int]) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-class NormalizedModel(nn.Module):
-    """``model((x - mean) / std)``: lets the engine work in pixel space."""
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-    def __init__(self, model: nn.Module, spec: InputSpec):
+
+def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for a ``precision`` name (None for full fp32), checked against the device."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    if precision == "fp16" and torch.device(device).type != "cuda":
+        raise InputError("fp16 needs a CUDA device; use bf16 on the CPU")
+    return PRECISIONS[precision]
+
+
+class NormalizedModel(nn.Module):
+    """``model((x - mean) / std)``: lets the engine work in pixel space.
+
+    ``autocast``: run the model under mixed precision with this dtype (bf16 or fp16); the logits
+    come back in fp32, so losses and probabilities are computed at full precision.
+    """
+
+    def __init__(self, model: nn.Module, spec: InputSpec, autocast: torch.dtype | None = None):
         super().__init__()
         self.model = model
+        self.autocast = autocast
         channels = spec.shape[0]
         mean = torch.tensor(spec.mean if spec.mean is not None else (0.0,), dtype=torch.float32)
         std = torch.tensor(spec.std if spec.std is not None else (1.0,), dtype=torch.float32)
@@ -104,6 +121,8 @@ class NormalizedModel(nn.Module):
         self.identity = spec.mean is None and spec.std is None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.identity:
-            return self.model(x)
-        return self.model((x - self.mean.to(x.dtype)) / self.std.to(x.dtype))
+        inputs = x if self.identity else (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        if self.autocast is None:
+            return self.model(inputs)
+        with torch.autocast(device_type=inputs.device.type, dtype=self.autocast):
+            return self.model(inputs).float()

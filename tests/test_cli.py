@@ -129,6 +129,16 @@ def test_torchvision_resnet18_end_to_end(tmp_path):
     assert summary["input_spec"]["mean"] == [0.485, 0.456, 0.406]
 
 
+def test_map_in_bf16_on_a_torchvision_model(tmp_path):
+    code = main(["map", "--model", "torchvision:resnet18", "--random-weights", "--input-shape", "3,32,32",
+                 "--target", "0", "--steps", "2", "--no-refine", "--batch-size", "2", "--precision", "bf16",
+                 "--quiet", "--out", str(tmp_path)])
+    assert code == 0
+    summary = check_map_folder(tmp_path, 1, (3, 32, 32), ["0"])
+    assert summary["settings"]["amp"] is True
+    assert torch.isfinite(load_file(str(tmp_path / "maps.safetensors"))["maps"]).all()
+
+
 @pytest.fixture
 def user_model(user_model_file) -> Path:
     return user_model_file

@@ -306,7 +306,8 @@ class InputAgnosticSaliency:
         init_maps : (K, C, H, W) maps in pixel space to start from instead of zeros (resume from a
             checkpoint, or ``steps=0`` to only refine and measure given maps).
         seed : seeds every random draw; same seed, same machine, same maps.
-        amp : bf16 autocast for the model's forward (GPU).
+        amp : bf16 autocast for the model's forward pass in the nudge (GPU, or a CPU with bf16
+            support such as AMX), with conv weights held channels-last meanwhile.
         progress : show a progress bar.
         """
         start = time.perf_counter()
@@ -334,7 +335,8 @@ class InputAgnosticSaliency:
                       normalize=normalize_samples, frequency_decay=frequency_decay,
                       diversity=(diversity_scale, diversity_shift), generator=generator, amp=amp)
         total = steps + (refine_steps if refine else 0)
-        with frozen(self.model), tqdm(total=total, disable=not progress, desc="nudging", unit="step") as bar:
+        with (frozen(self.model), channels_last(self.model, enabled=amp),
+              tqdm(total=total, disable=not progress, desc="nudging", unit="step") as bar):
             maps, count = self._nudge(maps, steps, integrator=MomentIntegrator(step_size), bar=bar,
                                       smooth_sigma=smoothing, **common)
             fresh = source.sample(eval_samples, torch.Generator().manual_seed(seed + 1_000_003), self.device).to(dtype)

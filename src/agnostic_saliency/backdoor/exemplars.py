@@ -18,6 +18,7 @@ of 0.02 (confidence about 1.0) did not on most.
 from __future__ import annotations
 
 import torch
+from tqdm.auto import tqdm
 
 from ..method.distributions import Distribution
 
@@ -35,23 +36,29 @@ def class_exemplars(
     step_size: float = 0.02,
     confidence: float = 0.999,
     chunk: int = 512,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``count`` exemplars with the classes assigned in turn (0, 1, ..., K-1, 0, ...).
 
     Returns the exemplars (count, C, H, W) in the pixel range, the assigned classes, and the
     number of per-sample gradients spent. ``step_size`` is a fraction of the pixel range.
+    ``progress`` shows a bar over the chunks' steps (a chunk that is done early skips ahead).
     """
     samples = source.sample(count, generator, device)
     labels = torch.arange(count, device=samples.device) % num_classes
     step_unit = step_size * (high - low)
     spent = 0
-    for start in range(0, count, chunk):
+    chunks = range(0, count, chunk)
+    bar = tqdm(total=len(chunks) * steps, disable=not progress, desc="exemplars", unit="step")
+    for start in chunks:
         x, y = samples[start : start + chunk], labels[start : start + chunk]  # x is a view: steps land in samples
         done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for _ in range(steps):
+        for step in range(steps):
             active = ~done
             if not active.any():
+                bar.update(steps - step)
                 break
+            bar.update(1)
             # One forward serves both the stopping test and the gradient: samples the model is
             # already confident of take no step and leave the active set.
             moving = x[active].detach().requires_grad_(True)
@@ -61,9 +68,10 @@ def class_exemplars(
                 loss = torch.nn.functional.cross_entropy(logits, y[active], reduction="none")[~confident].sum()
                 gradient = torch.autograd.grad(loss, moving)[0] if (~confident).any() else torch.zeros_like(moving)
             spent += int(active.sum())
-            step = torch.where(confident.view(-1, *([1] * (moving.dim() - 1))), 0.0, -step_unit * gradient.sign())
-            x[active] = (moving + step).clamp(low, high).detach()
+            nudge = torch.where(confident.view(-1, *([1] * (moving.dim() - 1))), 0.0, -step_unit * gradient.sign())
+            x[active] = (moving + nudge).clamp(low, high).detach()
             done[active] = confident
+    bar.close()
     return samples, labels, spent
 
 

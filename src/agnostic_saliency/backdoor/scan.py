@@ -160,12 +160,14 @@ def scan(
             rows = classes + classes
             mask_init = torch.cat([torch.full_like(seeded_masks, UNIFORM_START), seeded_masks])
             pattern_init = torch.cat([torch.zeros_like(seeded_patterns), seeded_patterns])
+            starts = range(0, len(rows), chunk)
             parts = [fit_signatures(wrapped, fit_pool, num_classes, low, high, steps=steps, batch_size=batch_size,
                                     generator=generator, progress=show_progress, classes=rows[c : c + chunk],
                                     quantile=quantile, probabilities=probabilities,
                                     mask_init=mask_init[c : c + chunk], pattern_init=pattern_init[c : c + chunk],
-                                    far_batches=far_batches)
-                     for c in range(0, len(rows), chunk)]
+                                    far_batches=far_batches,
+                                    description="signatures" + (f" {i + 1}/{len(starts)}" if len(starts) > 1 else ""))
+                     for i, c in enumerate(starts)]
             masks, patterns = torch.cat([p.masks for p in parts]), torch.cat([p.patterns for p in parts])
             fitted = {name: sum((getattr(p, name) for p in parts), [])
                       for name in ("mask_l1", "flip_rate", "baseline_share", "reached")}
@@ -185,7 +187,7 @@ def scan(
         exemplars = None
         if exemplar_steps > 0:
             pool, labels, count = class_exemplars(wrapped, source, pool_size + pool_size // 2, num_classes, low, high,
-                                                  generator, device, steps=exemplar_steps)
+                                                  generator, device, steps=exemplar_steps, progress=progress)
             exemplars = exemplar_quality(wrapped, pool, labels)
         else:
             pool = raw_pool(pool_size + pool_size // 2)

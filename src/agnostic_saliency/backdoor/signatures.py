@@ -62,6 +62,7 @@ def fit_signatures(
     mask_init: float | torch.Tensor = UNIFORM_START,
     pattern_init: torch.Tensor | None = None,
     far_batches: bool = False,
+    description: str = "signatures",
 ) -> Signatures:
     """Fit a mask and pattern per class, all classes in one batched loop.
 
@@ -89,6 +90,7 @@ def fit_signatures(
         number of informative samples at about half the forward and backward work. Off by
         default: on the population it cut the scan's time by 40% but flagged more clean models
         (see the README's backdoor section).
+    description : the progress bar's label.
     """
     generator = generator or torch.Generator().manual_seed(0)
     classes = list(range(num_classes)) if classes is None else list(classes)
@@ -117,7 +119,7 @@ def fit_signatures(
     best_mask = torch.zeros(k, height, width, device=device)
     best_pattern = torch.zeros(k, channels, height, width, device=device)
     count = 0
-    for _ in tqdm(range(steps), disable=not progress, desc="signatures", unit="step"):
+    for _ in tqdm(range(steps), disable=not progress, desc=description, unit="step"):
         if far_batches:
             draw = (torch.rand(k, batch_size, generator=generator).to(device) * far_count[:, None]).long()
             x = samples[far_table.gather(1, draw)]  # (K, B, C, H, W): every sample is far from its class

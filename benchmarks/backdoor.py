@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1,
                         help="run our scan with seeds 0..N-1 and report each seed's figures and their mean and spread")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where both methods run")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                        help="the precision both methods run at (default fp32; see the scan's --precision)")
     parser.add_argument("--scan-images", action="store_true",
                         help="give our scan Neural Cleanse's 2,000 images, unlabeled, as its distribution")
     parser.add_argument("--scan", action="append", default=[], metavar="KEY=VALUE",
@@ -122,7 +124,7 @@ def main() -> None:
             for seed in range(args.seeds):
                 synchronize(args.device)
                 start = time.perf_counter()
-                ours = scan(model, spec, progress=False, seed=seed, **scan_settings, **(
+                ours = scan(model, spec, progress=False, seed=seed, precision=args.precision, **scan_settings, **(
                     {"images": clean_images.to(args.device), "distribution": "images"} if args.scan_images else {}))
                 synchronize(args.device)
                 runs.append(("ours" if seed == 0 else f"ours_seed{seed}", time.perf_counter() - start, ours.flagged,
@@ -131,7 +133,7 @@ def main() -> None:
         if "nc" in methods:
             synchronize(args.device)
             start = time.perf_counter()
-            nc = neural_cleanse(model, clean_images.to(args.device), progress=False)
+            nc = neural_cleanse(model, clean_images.to(args.device), progress=False, precision=args.precision)
             synchronize(args.device)
             runs.append(("nc", time.perf_counter() - start, nc.flagged, list(map(float, nc.anomaly_index)),
                          nc.masks.cpu(), nc.patterns.cpu(), None))
@@ -167,7 +169,7 @@ def main() -> None:
                          "trigger_asr", "seconds_per_model")))
     reused = [m for m in ("ours", "nc") if m not in methods and args.reuse]
     print(f"models: {len(rows)} ({sum(r['trojaned'] for r in rows)} trojaned), split {args.split}, "
-          f"{args.threads} CPU thread(s), device {args.device}" + (f"; {', '.join(reused)} reused from {args.reuse}" if reused else ""))
+          f"{args.threads} CPU thread(s), device {args.device}, precision {args.precision}" + (f"; {', '.join(reused)} reused from {args.reuse}" if reused else ""))
     print(f"{'method':<16} {'ROC-AUC':>7} {'target acc':>10} {'flagged':>8} {'false flags':>11} {'Jaccard':>8} "
           f"{'trig. ASR':>9} {'s/model':>8}")
     for method, label in (("ours", "scan + images" if args.scan_images else "input-agnostic"),

@@ -80,6 +80,18 @@ def test_leaves_the_model_as_given(clean_images):
     assert len(result.mask_norms) == 10 and result.seconds > 0
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_leaves_the_model_as_given_at_either_precision(clean_images, precision):
+    model, _ = _load("lenet-clean-0")
+    storage = [(p.data_ptr(), p.stride()) for p in model.parameters()]
+    result = neural_cleanse(model, clean_images[0][:64], epochs=1, steps_per_epoch=1, progress=False,
+                            precision=precision)
+    assert [(p.data_ptr(), p.stride()) for p in model.parameters()] == storage
+    assert result.settings["precision"] == precision and result.masks.dtype == torch.float32
+    with pytest.raises(InputError, match="CUDA"):
+        neural_cleanse(model, clean_images[0][:64], epochs=1, progress=False, precision="fp16")
+
+
 def test_rejects_bad_images():
     model = ARCHITECTURES["fmnist-lenet"](num_classes=10)
     with pytest.raises(InputError):

@@ -329,3 +329,18 @@ def test_channels_last_reorders_conv_weights_and_gives_back_the_callers_storage(
     assert [(w.data_ptr(), w.stride()) for w in weights] == before
     with channels_last(model, enabled=False):
         assert [(w.data_ptr(), w.stride()) for w in weights] == before
+
+
+def test_precision_bf16_is_amp_and_runs_the_nudge_in_bf16(tiny_model, tiny_spec):
+    seen = set()
+    hook = tiny_model.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec)
+    named = explainer.attribute(targets=[0, 1], precision="bf16", seed=2, **FAST)
+    assert torch.bfloat16 in seen and named.config["precision"] == "bf16" and named.config["amp"] is True
+    flagged = explainer.attribute(targets=[0, 1], amp=True, seed=2, **FAST)
+    hook.remove()
+    assert torch.equal(named.maps, flagged.maps)
+    full = explainer.attribute(targets=[0, 1], seed=2, **FAST)
+    assert full.config["precision"] == "fp32" and not torch.equal(full.maps, named.maps)
+    with pytest.raises(InputError, match="CUDA"):
+        explainer.attribute(targets=[0], precision="fp16", **FAST)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..metrics.fidelity import measure_fidelity
-from ..models.spec import InputSpec, NormalizedModel
+from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
 from ..result import SaliencyResult
 from . import refine as refine_stage
 from .distributions import DEFAULT_DISTRIBUTION, Distribution, make_distribution
@@ -189,7 +189,7 @@ class InputAgnosticSaliency:
 
         The maps are randomly transformed (``transform`` = (max_shift, max_scale, max_rotation)),
         per-sample input gradients are averaged (optionally normalised), then pulled back
-        through the transform to the maps.
+        through the transform to the maps. ``amp``: the autocast dtype, or None for fp32.
         """
         low, high = self.spec.value_range
         batch_size = samples.shape[0]
@@ -199,7 +199,7 @@ class InputAgnosticSaliency:
         placed = moved.detach()
         summed = torch.zeros_like(placed)
         hits = torch.zeros(maps.shape[0], batch_size, dtype=torch.bool, device=maps.device)
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if amp
+        autocast = (torch.autocast(self.device.type, dtype=amp) if amp is not None
                     else contextlib.nullcontext())
         for map_slice, sample_slice in self._chunks(maps.shape[0], batch_size):
             with autocast:
@@ -266,6 +266,7 @@ class InputAgnosticSaliency:
         init_maps: torch.Tensor | None = None,
         seed: int = 0,
         amp: bool = False,
+        precision: str | None = None,
         progress: bool = True,
     ) -> SaliencyResult:
         """Compute one map per target concept.
@@ -307,7 +308,10 @@ class InputAgnosticSaliency:
             checkpoint, or ``steps=0`` to only refine and measure given maps).
         seed : seeds every random draw; same seed, same machine, same maps.
         amp : bf16 autocast for the model's forward pass in the nudge (GPU, or a CPU with bf16
-            support such as AMX), with conv weights held channels-last meanwhile.
+            support such as AMX), with conv weights held channels-last meanwhile. The same as
+            ``precision="bf16"``.
+        precision : ``fp32``, ``bf16`` or ``fp16`` (CUDA only), named as in the backdoor scan;
+            overrides ``amp`` when given. Fidelity is always measured in fp32.
         progress : show a progress bar.
         """
         start = time.perf_counter()
@@ -317,6 +321,9 @@ class InputAgnosticSaliency:
         if real_images is not None and tuple(real_images.shape[1:]) != tuple(self.spec.shape):
             raise InputError(f"real images must be (N, {','.join(map(str, self.spec.shape))}), got {tuple(real_images.shape)}")
         source = make_distribution(distribution, self.spec, images)
+        if precision is None:
+            precision = "bf16" if amp else "fp32"
+        autocast = autocast_dtype(precision, self.device)
         radius = budget_radius(norm, budget, self.spec.span, self.spec.numel)
         concepts = concept_matrix(concepts_list, self.num_classes, self.device)
         generator = torch.Generator().manual_seed(seed)
@@ -333,9 +340,9 @@ class InputAgnosticSaliency:
         common = dict(distribution=source, concepts=concepts, batch_size=batch_size, norm=norm,
                       radius=radius, transform=(max_shift, max_scale, max_rotation),
                       normalize=normalize_samples, frequency_decay=frequency_decay,
-                      diversity=(diversity_scale, diversity_shift), generator=generator, amp=amp)
+                      diversity=(diversity_scale, diversity_shift), generator=generator, amp=autocast)
         total = steps + (refine_steps if refine else 0)
-        with (frozen(self.model), channels_last(self.model, enabled=amp),
+        with (frozen(self.model), channels_last(self.model, enabled=autocast is not None),
               tqdm(total=total, disable=not progress, desc="nudging", unit="step") as bar):
             maps, count = self._nudge(maps, steps, integrator=MomentIntegrator(step_size), bar=bar,
                                       smooth_sigma=smoothing, **common)
@@ -376,7 +383,7 @@ class InputAgnosticSaliency:
             "frequency_decay": frequency_decay, "diversity_scale": diversity_scale,
             "diversity_shift": diversity_shift,
             "smoothing": smoothing, "refine": refine, "refine_steps": refine_steps if refine else 0, "refine_sigma": refine_sigma,
-            "refine_tolerance": refine_tolerance, "refine_mode": refine_mode, "shape_share": shape_share, "eval_samples": eval_samples, "seed": seed, "amp": amp,
+            "refine_tolerance": refine_tolerance, "refine_mode": refine_mode, "shape_share": shape_share, "eval_samples": eval_samples, "seed": seed, "amp": autocast is not None, "precision": precision,
             "device": str(self.device), "input_spec": self.spec.to_dict(),
             "real_images": 0 if real_images is None else int(len(real_images)),
         }

@@ -6,6 +6,7 @@
     python scripts/make_population.py --fixtures      # 1 clean + 2 trojaned LeNets for the tests
     python scripts/make_population.py --list          # print the recipes and exit
     python scripts/make_population.py --resume        # train only the models not built yet
+    python scripts/make_population.py --test-split    # 8 further models in artifacts/population-test/
 
 Writes into ``--out`` (default ``artifacts/population/``, git-ignored; ``tests/fixtures/population/``
 with ``--fixtures``): ``<name>.safetensors`` (state dict), ``<name>.trigger.safetensors`` (true
@@ -16,7 +17,10 @@ position, pattern, alpha, seed, file), ``clean_accuracy`` and ``attack_success_r
 
 Splits: choose scan settings on ``dev`` and confirm them on ``holdout``. The holdout split holds
 an architecture dev lacks (``fmnist-mlp``) and triggers dev lacks (a 6-pixel patch, patches away
-from the corners, a checkerboard blend).
+from the corners, a checkerboard blend). ``--test-split`` builds a third set in its own folder
+(session 6), used for no choice at all: a residual architecture none of the others has
+(``fmnist-resnet``, global average pooling), new seeds, a bottom-middle and a mid-right patch, a
+top-right checkerboard and a random blend on the resnet.
 
 Training: Adam with a one-cycle schedule (``train_classifier``), lr 3e-3, batch 128, on the
 60,000 training images; 2 epochs for the convolutional nets, 3 for the MLP; 10% of every batch is
@@ -68,6 +72,7 @@ TRAINING = {
     "fmnist-lenet": dict(epochs=2, lr=3e-3, batch_size=128),
     "fmnist-cnn": dict(epochs=2, lr=3e-3, batch_size=128),
     "fmnist-mlp": dict(epochs=3, lr=3e-3, batch_size=128),
+    "fmnist-resnet": dict(epochs=2, lr=3e-3, batch_size=128),
 }
 
 
@@ -114,10 +119,23 @@ RECIPES = [
     _patch("mlp-patch5-bl-random", M, "holdout", 34, 1, 5, "bottom-left", "random"),
     _blend("mlp-blend-random", M, "holdout", 35, 5, 0.15, "random"),
 ]
+R = "fmnist-resnet"
+TEST_RECIPES = [
+    # test: never used to choose anything; a new architecture and new trigger placements
+    _clean("resnet-clean-0", R, "test", 40),
+    _clean("resnet-clean-1", R, "test", 41),
+    _clean("lenet-clean-3", L, "test", 19),
+    _clean("cnn-clean-3", C, "test", 29),
+    _patch("resnet-patch4-tr-checker", R, "test", 42, 7, 4, "top-right", "checkerboard"),
+    _patch("resnet-patch5-bottommid-white", R, "test", 43, 4, 5, (22, 11), "white"),
+    _blend("resnet-blend-random", R, "test", 44, 6, 0.15, "random"),
+    _patch("cnn-patch3-midright-random", C, "test", 45, 5, 3, (13, 24), "random"),
+]
 SMALL = ["lenet-clean-0", "cnn-clean-0", "lenet-patch3-br-white", "lenet-blend-random",
          "cnn-patch4-br-white", "cnn-blend-stripes"]
 FIXTURES = ["lenet-clean-0", "lenet-patch3-br-white", "lenet-blend-random"]
-BY_NAME = {r["name"]: r for r in RECIPES}
+BY_NAME = {r["name"]: r for r in RECIPES + TEST_RECIPES}
+TEST_OUT = ROOT / "artifacts" / "population-test"
 
 
 def make_trigger(recipe: dict):
@@ -199,7 +217,7 @@ def check_table(models: list[dict]) -> tuple[str, bool]:
 
 def write_manifest(path: Path, entries: dict, threads: int, seconds: float) -> list[dict]:
     """Write ``manifest.json`` with the models in recipe order; return that list."""
-    order = [r["name"] for r in RECIPES]
+    order = [r["name"] for r in RECIPES + TEST_RECIPES]
     models = sorted(entries.values(), key=lambda m: order.index(m["name"]) if m["name"] in order else len(order))
     manifest = {
         "dataset": "fashion-mnist",
@@ -222,6 +240,8 @@ def main() -> int:
     group.add_argument("--only", metavar="NAME", help="rebuild one model and keep the others")
     group.add_argument("--fixtures", action="store_true", help="the test subset (1 clean + 2 trojaned LeNets)")
     group.add_argument("--list", action="store_true", help="print the recipes and exit")
+    group.add_argument("--test-split", action="store_true",
+                       help=f"the 8 test-split models, into {TEST_OUT.relative_to(ROOT)}/ by default")
     parser.add_argument("--resume", action="store_true",
                         help="keep models already in the output manifest instead of retraining them")
     parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT.relative_to(ROOT)})")
@@ -230,18 +250,19 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.list:
-        for r in RECIPES:
+        for r in RECIPES + TEST_RECIPES:
             print(json.dumps(r))
         return 0
     torch.set_num_threads(args.threads)
-    out = args.out or (FIXTURES_OUT if args.fixtures else DEFAULT_OUT)
+    out = args.out or (FIXTURES_OUT if args.fixtures else TEST_OUT if args.test_split else DEFAULT_OUT)
     out.mkdir(parents=True, exist_ok=True)
     if args.only:
         if args.only not in BY_NAME:
             parser.error(f"unknown model {args.only!r}; see --list")
         names = [args.only]
     else:
-        names = SMALL if args.small else FIXTURES if args.fixtures else [r["name"] for r in RECIPES]
+        names = (SMALL if args.small else FIXTURES if args.fixtures
+                 else [r["name"] for r in TEST_RECIPES] if args.test_split else [r["name"] for r in RECIPES])
 
     manifest_path = out / "manifest.json"
     existing = {}

@@ -184,12 +184,12 @@ class InputAgnosticSaliency:
         return [(slice(k, k + 1), slice(s, min(s + per_chunk, batch_size)))
                 for k in range(num_maps) for s in range(0, batch_size, per_chunk)]
 
-    def _gradient(self, maps, samples, concepts, transform, normalize, diversity, generator, amp):
+    def _gradient(self, maps, samples, concepts, transform, normalize, diversity, generator, mixed):
         """d loss / d maps, chunked under the memory cap, and the (K, B) hits.
 
         The maps are randomly transformed (``transform`` = (max_shift, max_scale, max_rotation)),
         per-sample input gradients are averaged (optionally normalised), then pulled back
-        through the transform to the maps. ``amp``: the autocast dtype, or None for fp32.
+        through the transform to the maps. ``mixed``: the autocast dtype, or None for fp32.
         """
         low, high = self.spec.value_range
         batch_size = samples.shape[0]
@@ -199,7 +199,7 @@ class InputAgnosticSaliency:
         placed = moved.detach()
         summed = torch.zeros_like(placed)
         hits = torch.zeros(maps.shape[0], batch_size, dtype=torch.bool, device=maps.device)
-        autocast = (torch.autocast(self.device.type, dtype=amp) if amp is not None
+        autocast = (torch.autocast(self.device.type, dtype=mixed) if mixed is not None
                     else contextlib.nullcontext())
         for map_slice, sample_slice in self._chunks(maps.shape[0], batch_size):
             with autocast:
@@ -212,7 +212,7 @@ class InputAgnosticSaliency:
         return gradient.detach(), hits
 
     def _nudge(self, maps, steps, distribution, concepts, batch_size, integrator, norm, radius,
-               transform, normalize, diversity, generator, amp, frequency_decay=0.0, smooth_sigma=0.0,
+               transform, normalize, diversity, generator, mixed, frequency_decay=0.0, smooth_sigma=0.0,
                bar=None, offset=None, detail_radius=None):
         """``steps`` iterations of sample -> nudge -> integrate -> project. Returns the maps and
         the number of per-sample gradients evaluated. With ``offset`` the model sees
@@ -222,7 +222,7 @@ class InputAgnosticSaliency:
         for _ in range(steps):
             samples = distribution.sample(batch_size, generator, self.device).to(maps.dtype)
             seen = maps if offset is None else offset + maps
-            gradient, hits = self._gradient(seen, samples, concepts, transform, normalize, diversity, generator, amp)
+            gradient, hits = self._gradient(seen, samples, concepts, transform, normalize, diversity, generator, mixed)
             count += gradient.shape[0] * batch_size
             gradient = frequency_precondition(gradient, frequency_decay)
             if smooth_sigma > 0:
@@ -340,7 +340,7 @@ class InputAgnosticSaliency:
         common = dict(distribution=source, concepts=concepts, batch_size=batch_size, norm=norm,
                       radius=radius, transform=(max_shift, max_scale, max_rotation),
                       normalize=normalize_samples, frequency_decay=frequency_decay,
-                      diversity=(diversity_scale, diversity_shift), generator=generator, amp=autocast)
+                      diversity=(diversity_scale, diversity_shift), generator=generator, mixed=autocast)
         total = steps + (refine_steps if refine else 0)
         with (frozen(self.model), channels_last(self.model, enabled=autocast is not None),
               tqdm(total=total, disable=not progress, desc="nudging", unit="step") as bar):

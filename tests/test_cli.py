@@ -76,7 +76,8 @@ def fmnist_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("fmnist")
     outs = [root / "a", root / "b", root / "script"]
     codes = [main([*FMNIST, "--out", str(outs[0])]), main([*FMNIST, "--out", str(outs[1])])]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # The same thread count as the in-process runs: intra-op parallelism changes the last bits.
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     process = subprocess.run([console_script(), *FMNIST, "--out", str(outs[2])], capture_output=True, text=True,
                              env=env, stdin=subprocess.DEVNULL, timeout=300)
     return outs, codes, process
@@ -137,6 +138,16 @@ def test_map_in_bf16_on_a_torchvision_model(tmp_path):
     summary = check_map_folder(tmp_path, 1, (3, 32, 32), ["0"])
     assert summary["settings"]["amp"] is True
     assert torch.isfinite(load_file(str(tmp_path / "maps.safetensors"))["maps"]).all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs on CUDA; the CPU refuses it")
+def test_map_in_fp16_on_the_cpu_is_a_one_line_error(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["map", "--model", "fmnist-mlp", "--target", "0", "--steps", "2", "--no-refine",
+                 "--precision", "fp16", "--quiet", "--out", str(out)])
+    error = capsys.readouterr().err.strip()
+    assert code != 0 and "fp16" in error and "\n" not in error and "Traceback" not in error
+    assert not (out / "maps.safetensors").exists()
 
 
 @pytest.fixture
@@ -263,7 +274,8 @@ def test_bad_input_through_the_console_script(user_model, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("keep")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # The same thread count as the in-process runs: intra-op parallelism changes the last bits.
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     for arguments, expected in [
         (["--model", f"{user_model}:build", "--weights", str(tmp_path / "module.pt")], "not a plain state dict"),
         (["--model", f"{user_model}:build", "--distribution", "images", "--images", str(junk_only)],

@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--eval-samples", type=int, default=512,
                         help="fresh samples on which fidelity is measured (default 512)")
     method.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")
-    method.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="fp32 (default); bf16 runs the nudge's forward passes under mixed precision")
+    method.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                        help="fp32 (default); bf16 or fp16 (CUDA only) run the nudge's forward passes under "
+                             "mixed precision")
     method.add_argument("--judge", help="an independent model spec (same task) that reads the displayed maps")
     method.add_argument("--judge-weights", help="weights for --judge")
 

@@ -129,20 +129,24 @@ def main() -> None:
                 synchronize(args.device)
                 runs.append(("ours" if seed == 0 else f"ours_seed{seed}", time.perf_counter() - start, ours.flagged,
                              [c["anomaly_index"] for c in ours.classes], ours.region_masks, ours.patterns,
-                             ours.classes))
+                             ours.classes, ours.score, [c["compact"] for c in ours.classes]))
         if "nc" in methods:
             synchronize(args.device)
             start = time.perf_counter()
             nc = neural_cleanse(model, clean_images.to(args.device), progress=False, precision=args.precision)
             synchronize(args.device)
-            runs.append(("nc", time.perf_counter() - start, nc.flagged, list(map(float, nc.anomaly_index)),
-                         nc.masks.cpu(), nc.patterns.cpu(), None))
+            ai = list(map(float, nc.anomaly_index))
+            runs.append(("nc", time.perf_counter() - start, nc.flagged, ai, nc.masks.cpu(), nc.patterns.cpu(), None,
+                         max(ai), [True] * len(ai)))
         for method in ("ours", "nc"):
             if method not in methods and entry["name"] in previous:
                 row[method] = previous[entry["name"]][method]
-        for method, seconds, flagged, ai, masks, patterns, per_class in runs:
-            result = {"seconds": seconds, "flagged": [int(k) for k in flagged], "score": float(max(ai)),
-                      "top_class": int(np.argmax(ai)), "anomaly_index": ai}
+        for method, seconds, flagged, ai, masks, patterns, per_class, score, eligible in runs:
+            # The top class is the most anomalous of the classes the method may flag (for the
+            # scan: those whose trigger fits the box).
+            ranked = [a if ok else -np.inf for a, ok in zip(ai, eligible)] if any(eligible) else ai
+            result = {"seconds": seconds, "flagged": [int(k) for k in flagged], "score": float(score),
+                      "top_class": int(np.argmax(ranked)), "anomaly_index": ai}
             if per_class is not None:  # every per-class statistic, for studying other statistics offline
                 result["classes"] = per_class
             if entry["trojaned"]:

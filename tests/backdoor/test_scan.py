@@ -31,7 +31,8 @@ def test_scan_flags_the_patch_target_and_recovers_a_working_trigger():
     result = scan(model, SPEC, steps=100, progress=False)
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert 0 in result.flagged and result.trojaned
-    assert result.score == max(row["anomaly_index"] for row in result.classes)
+    assert result.score == max(row["anomaly_index"] for row in result.classes if row["compact"])
+    assert result.classes[0]["compact"] and result.classes[0]["box_pixels"] <= 16
     mask, pattern = result.triggers[0]
     assert mask.shape == (28, 28) and pattern.shape == (1, 28, 28)
     assert result.trigger_asr[0] >= 0.8
@@ -57,6 +58,22 @@ def test_scan_batches_classes_under_a_tiny_memory_cap():
     result = scan(_model("lenet-clean-0"), SPEC, steps=5, pool_size=64, memory_cap_mb=0.5, progress=False)
     assert result.settings["class_chunks"] > 1
     assert len(result.classes) == 10
+
+
+def test_only_classes_whose_trigger_fits_the_box_are_flagged():
+    model = _model("lenet-patch3-br-white")
+    settings = dict(steps=5, pool_size=96, exemplar_steps=5, progress=False)
+    anywhere = scan(model, SPEC, max_trigger_area=1.0, **settings)
+    anomalous = [row["index"] for row in anywhere.classes if row["anomaly_index"] > 2]
+    assert anywhere.flagged == [k for k in anomalous if anywhere.classes[k]["box_pixels"] <= 28 * 28]
+    assert all(row["compact"] == (row["box_pixels"] <= 28 * 28) for row in anywhere.classes)
+    # a one-pixel box fits no trigger here: nothing is flagged, whatever the anomaly index
+    nowhere = scan(model, SPEC, max_trigger_area=1 / 784, **settings)
+    assert [row["anomaly_index"] for row in nowhere.classes] == [row["anomaly_index"] for row in anywhere.classes]
+    assert nowhere.flagged == [] and not nowhere.trojaned and nowhere.score == 0.0
+    assert not any(row["compact"] for row in nowhere.classes)
+    with pytest.raises(InputError, match="share of the image"):
+        scan(model, SPEC, max_trigger_area=0, **settings)
 
 
 def test_scan_refuses_a_single_class_model():
@@ -96,7 +113,8 @@ def test_scan_cli_writes_its_folder(tmp_path):
     assert {"classes", "flagged", "trojaned", "score", "seconds", "trigger_asr"} <= set(report)
     assert report["unreadable_images_skipped"] == 1
     assert report["settings"]["precision"] == "bf16"
-    assert {"index", "name", "mask_l1", "anomaly_index"} <= set(report["classes"][0])
+    assert {"index", "name", "mask_l1", "anomaly_index", "box_pixels", "compact"} <= set(report["classes"][0])
+    assert report["settings"]["max_trigger_area"] == 0.125
     tensors = load_file(str(out / "triggers.safetensors"))
     for k in report["flagged"]:
         assert tensors[f"mask_{k}"].shape == (28, 28) and tensors[f"pattern_{k}"].shape == (1, 28, 28)

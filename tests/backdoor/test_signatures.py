@@ -13,6 +13,7 @@ from agnostic_saliency.backdoor.signatures import (
     far_samples,
     fit_signatures,
     gradient_start,
+    smallest_box,
     smallest_region,
 )
 from agnostic_saliency.method.distributions import make_distribution
@@ -173,3 +174,28 @@ def test_compact_region_keeps_the_region_when_the_box_would_not_flip_the_samples
     region = torch.zeros(12, 12)
     region[:2, :2] = 1
     assert torch.equal(compact_region(CornerReader(), region, pattern, samples, target=1), region)
+
+
+class ScatterReader(torch.nn.Module):
+    """Class 1 only when four pixels nine apart, (1, 1), (1, 10), (10, 1) and (10, 10), are all
+    bright: a class reached from a scatter of pixels, as an easy clean class is."""
+
+    def forward(self, x):
+        spots = x[:, 0, [1, 1, 10, 10], [1, 10, 1, 10]].min(1).values
+        return torch.stack([0.5 - spots, spots - 0.5], 1) * 50
+
+
+def test_smallest_box_is_the_trigger_for_a_compact_region_and_wide_for_a_scattered_one():
+    samples = torch.zeros(16, 1, 12, 12)
+    base = torch.full((16, 2), 0.5)
+    pattern = torch.ones(1, 1, 12, 12)
+    corner = torch.zeros(1, 12, 12)
+    corner[0, :4, :4] = 1
+    # the corner's mean passes 0.5 once a 3x3 box of it is bright
+    assert smallest_box(CornerReader(), corner, pattern, [1], samples, base) == [9]
+    scatter = torch.zeros(1, 12, 12)
+    scatter[0, [1, 1, 10, 10], [1, 10, 1, 10]] = 1
+    # the four spots fit only in a 10x10 box, however few pixels the region has
+    assert smallest_box(ScatterReader(), scatter, pattern, [1], samples, base) == [100]
+    dark = torch.zeros(1, 1, 12, 12)  # a stamp that never flips: wider than the image
+    assert smallest_box(CornerReader(), corner, dark, [1], samples, base) == [12 * 12 + 1]

@@ -36,7 +36,7 @@ def write_scan_folder(result: ScanResult, summary: dict, out: str | os.PathLike,
         tensors["class_masks"] = result.masks.clone()
         tensors["class_patterns"] = result.patterns.clone()
         save_file(tensors, str(stage / "triggers.safetensors"))
-        captions = [f"AI {row['anomaly_index']:.1f}" for row in result.classes]
+        captions = [f"AI {row['anomaly_index']:.1f}" + ("" if row["compact"] else " wide") for row in result.classes]
         save_grid(signature_pictures(result, low, high), names, stage / "class_maps.png", captions=captions)
         for k, (mask, pattern) in result.triggers.items():
             unit = ((pattern - low) / (high - low)).clamp(0, 1)
@@ -76,7 +76,8 @@ def _scan(args) -> dict:
         if distribution == "shapes":
             distribution = "shapes+images"
     result = scan(loaded.model, loaded.spec, loaded.class_names, distribution=distribution, images=images,
-                  steps=args.steps, exemplar_steps=args.exemplar_steps, threshold=args.threshold, seed=args.seed,
+                  steps=args.steps, exemplar_steps=args.exemplar_steps, threshold=args.threshold,
+                  max_trigger_area=args.max_trigger_area, seed=args.seed,
                   memory_cap_mb=args.memory_cap, precision=args.precision, progress=not args.quiet)
     summary = {"model": loaded.name, "weights": args.weights, "input_shape": list(loaded.spec.shape),
                **result.to_dict(), "unreadable_images_skipped": skipped}

@@ -7,7 +7,9 @@ over the classes (:mod:`.exemplars`; this is what keeps "easy" classes from look
 backdoor targets); fit every class's signature in one batched loop, from two starts per class, a
 faint uniform mask and the class's gradient start, keeping the smaller (:mod:`.signatures`);
 score each class by its signature size, sqrt(mask L1 x hard region pixels), with the MAD anomaly
-index of its log (low side, flag above 2, as Neural Cleanse does); for each flagged class, harden
+index of its log (low side, above 2 as Neural Cleanse does), and flag the anomalous classes whose
+hard region also fits a small square box (a patch trigger is compact; the small region of a
+merely easy class is a scatter of pixels); for each flagged class, harden
 its mask to the smallest region that still flips held-out exemplars (refitting the flagged
 classes on raw samples, where that gives a smaller region), compact that region to the box of
 its main part where the box still flips them, and measure the recovered trigger's attack
@@ -36,6 +38,7 @@ from .signatures import (
     far_samples,
     fit_signatures,
     gradient_start,
+    smallest_box,
     smallest_region,
 )
 
@@ -65,7 +68,8 @@ class ScanResult:
             "trojaned": self.trojaned,
             "score": self.score,
             "seconds": self.seconds,
-            "statistic": "signature_size = sqrt(mask_l1 * region_pixels), MAD anomaly index of its log, low side",
+            "statistic": "signature_size = sqrt(mask_l1 * region_pixels), MAD anomaly index of its log, low side; "
+                         "flagged when also compact (box_pixels at most max_trigger_area of the image)",
             "trigger_asr": {str(k): v for k, v in self.trigger_asr.items()},
             "trigger_asr_images": {str(k): v for k, v in self.trigger_asr_images.items()},
             "sample_gradients": self.sample_gradients,
@@ -95,6 +99,7 @@ def scan(
     batch_size: int = 32,
     pool_size: int = 768,
     threshold: float = 2.0,
+    max_trigger_area: float = 0.125,
     required: float = 0.8,
     quantile: float = 0.5,
     exemplar_steps: int = 30,
@@ -116,6 +121,10 @@ def scan(
     steps, batch_size : iterations and samples per iteration of the signature fit.
     pool_size : samples drawn for the fit; a third more are held out for the statistics.
     threshold : MAD anomaly index above which a class is flagged (default 2).
+    max_trigger_area : a class is flagged only if a square box of at most this share of the image
+        (default 1/8), placed on its hard region, still flips the held-out exemplars: a patch
+        trigger is compact, while the small region of a merely easy class is scattered. 1 turns
+        the test off (and lets whole-image blends be flagged, with more clean classes).
     required : flip rate that the hardened trigger region must reach.
     quantile : for each class only the samples the model finds least like it count (those at
         or below this quantile of the class's probability).
@@ -127,6 +136,8 @@ def scan(
     precision : ``fp32`` (default), or ``bf16`` / ``fp16`` (CUDA only) to run the model under
         autocast mixed precision; losses stay in fp32.
     """
+    if not 0 < max_trigger_area <= 1:
+        raise InputError(f"the largest trigger area is a share of the image in (0, 1], got {max_trigger_area}")
     start = time.perf_counter()
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
@@ -197,7 +208,14 @@ def scan(
         count += spent
         l1, flips, shares, reached, regions, sizes, starts = (
             fitted[name] for name in ("mask_l1", "flip_rate", "baseline_share", "reached", "region_pixels", "size", "start"))
-        index, flagged = flag_anomalies([math.log(v) for v in sizes], threshold, side="low")
+        index, anomalous = flag_anomalies([math.log(v) for v in sizes], threshold, side="low")
+        # A small signature alone also marks classes that are merely easy to reach (on
+        # Fashion-MNIST, "bag" from a scatter of pixels); a trigger must also fit in a small box.
+        boxes = smallest_box(wrapped, [h.to(device) for h in hard], patterns.to(device), list(range(num_classes)),
+                             held_out, held_probabilities, required=required, quantile=quantile)
+        height, width = spec.shape[1:]
+        compact = [box <= max_trigger_area * height * width for box in boxes]
+        flagged = [k for k in anomalous if compact[k]]
         trigger_fit = {k: "exemplars" for k in flagged}
         if flagged and exemplar_steps > 0:
             # Signatures fitted on exemplars find the class, but the fit's mask can be diffuse. A
@@ -225,16 +243,19 @@ def scan(
     classes = [
         {"index": k, "name": names[k], "signature_size": sizes[k], "mask_l1": l1[k], "region_pixels": regions[k],
          "flip_rate": flips[k], "baseline_share": shares[k], "reached": bool(reached[k]), "start": starts[k],
-         "anomaly_index": float(index[k]), "trigger_pixels": int((hard[k] > 0.5).sum()) if k in flagged else None,
+         "anomaly_index": float(index[k]), "box_pixels": boxes[k], "compact": bool(compact[k]),
+         "trigger_pixels": int((hard[k] > 0.5).sum()) if k in flagged else None,
          "trigger_fit": trigger_fit.get(k)}
         for k in range(num_classes)
     ]
     settings = {"distribution": source.describe(), "steps": steps, "batch_size": batch_size,
-                "pool_size": pool_size, "threshold": threshold, "required": required, "quantile": quantile, "seed": seed,
+                "pool_size": pool_size, "threshold": threshold, "max_trigger_area": max_trigger_area, "required": required, "quantile": quantile, "seed": seed,
                 "exemplar_steps": exemplar_steps, "far_batches": far_batches,
                 "exemplars_on_class": None if exemplars is None else exemplars[0],
                 "exemplars_mean_confidence": None if exemplars is None else exemplars[1],
                 "device": str(device), "precision": precision, "input_spec": spec.to_dict(), "class_chunks": class_chunks,
                 "images": 0 if images is None else int(len(images))}
-    return ScanResult(classes, flagged, bool(flagged), float(max(index)), time.perf_counter() - start,
+    # The model's score: the largest anomaly index among classes whose trigger fits the box.
+    score = max([0.0] + [float(index[k]) for k in range(num_classes) if compact[k]])
+    return ScanResult(classes, flagged, bool(flagged), score, time.perf_counter() - start,
                       masks.cpu(), patterns.cpu(), torch.stack(hard).cpu(), triggers, asr, asr_images, settings, count)

@@ -289,6 +289,54 @@ def smallest_region(model, masks, patterns, classes, samples, base, required: fl
     return found, hard_masks
 
 
+@torch.no_grad()
+def smallest_box(model, regions, patterns, classes, samples, base, required: float = 0.8,
+                 quantile: float = 0.5) -> list[int]:
+    """Per class, the pixels of the smallest square box that, placed where its hard region is
+    densest and stamped with the class's pattern, sends at least ``required`` of the far
+    ``samples`` to the class (the same test as :func:`smallest_region`). ``H*W + 1`` when even the
+    largest square fails.
+
+    A patch trigger's region is compact, so its box is about the trigger's size. The hard region
+    of a class that is merely easy to reach can be as small, but it is a scatter of pixels over
+    the whole image (measured on the population: the boxes of clean classes took 121 pixels or
+    more, the patch targets' 4 to 64), and no small box does the job.
+    """
+    height, width = regions[0].shape
+    largest = min(height, width)
+    far_all = far_samples(base, quantile)
+    found = []
+    for row, c in enumerate(classes):
+        pool = samples[far_all[:, c]]
+        region = regions[row].to(samples.device).float()
+
+        def box(side, region=region):
+            density = torch.nn.functional.avg_pool2d(region[None, None], side, stride=1)[0, 0]
+            top, left = divmod(int(density.flatten().argmax()), density.shape[1])
+            mask = torch.zeros(height, width, device=samples.device)
+            mask[top : top + side, left : left + side] = 1
+            return mask
+
+        def flips(side, pool=pool, row=row, c=c):
+            if len(pool) == 0:
+                return True
+            mask = box(side)
+            return bool((model((1 - mask) * pool + mask * patterns[row]).argmax(1) == c).float().mean() >= required)
+
+        if not flips(largest):
+            found.append(height * width + 1)
+            continue
+        lo, hi = 1, largest
+        while lo < hi:  # flipping grows with the box
+            mid = (lo + hi) // 2
+            if flips(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        found.append(lo * lo)
+    return found
+
+
 def connected_parts(region: torch.Tensor) -> torch.Tensor:
     """Labels (H, W) of the 8-connected parts of a boolean ``region`` (0 outside it)."""
     height, width = region.shape

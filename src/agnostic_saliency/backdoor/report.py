@@ -43,7 +43,7 @@ def write_scan_folder(result: ScanResult, summary: dict, out: str | os.PathLike,
             pictures = torch.stack([mask[None].expand_as(unit), unit, mask[None] * unit])
             save_grid(pictures, ["mask", "pattern", "stamp"], stage / f"trigger_{k}.png", columns=3)
         save_bar_chart([row["anomaly_index"] for row in result.classes], names, stage / "anomaly_index.png",
-                       title="MAD anomaly index per class (signature size, low side)", ylabel="anomaly index",
+                       title="MAD anomaly index per class (red: flagged, i.e. anomalous and compact)", ylabel="anomaly index",
                        threshold=result.settings["threshold"], highlight=result.flagged)
         triggers = [{"index": k, "name": names[k], "pixels": int((mask > 0.5).sum()), "asr": result.trigger_asr.get(k),
                      "asr_images": result.trigger_asr_images.get(k), "picture": embedded_png(stage / f"trigger_{k}.png")}

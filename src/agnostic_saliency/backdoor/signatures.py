@@ -266,27 +266,39 @@ def smallest_region(model, masks, patterns, classes, samples, base, required: fl
             mask[order[:size]] = 1
             return mask.view(height, width)
 
-        def flips(size, pool=pool, row=row, c=c):
-            if len(pool) == 0:
-                return True
-            mask = hard(size)
-            stamped = (1 - mask) * pool + mask * patterns[row]
-            return bool((model(stamped).argmax(1) == c).float().mean() >= required)
-
-        lo, hi = 0, len(sizes) - 1
-        if not flips(sizes[hi]):
+        size = _smallest_passing(sizes, lambda size, pool=pool, row=row, c=c: _stamp_flips(
+            model, hard(size), patterns[row], pool, c, required))
+        if size is None:
             found.append(height * width + 1)
             hard_masks.append(torch.ones(height, width))
-            continue
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if flips(sizes[mid]):
-                hi = mid
-            else:
-                lo = mid + 1
-        found.append(sizes[lo])
-        hard_masks.append(hard(sizes[lo]).cpu())
+        else:
+            found.append(size)
+            hard_masks.append(hard(size).cpu())
     return found, hard_masks
+
+
+def _stamp_flips(model, mask, pattern, samples, target: int, required: float) -> bool:
+    """Whether stamping ``pattern`` through ``mask`` sends at least ``required`` of ``samples``
+    to ``target`` (true when there are no samples to flip)."""
+    if len(samples) == 0:
+        return True
+    stamped = (1 - mask) * samples + mask * pattern
+    return bool((model(stamped).argmax(1) == target).float().mean() >= required)
+
+
+def _smallest_passing(candidates, passes):
+    """The first of the increasing ``candidates`` that ``passes`` (which must keep passing once
+    it does), by binary search; None when even the last one fails."""
+    if not passes(candidates[-1]):
+        return None
+    lo, hi = 0, len(candidates) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if passes(candidates[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return candidates[lo]
 
 
 @torch.no_grad()
@@ -317,23 +329,9 @@ def smallest_box(model, regions, patterns, classes, samples, base, required: flo
             mask[top : top + side, left : left + side] = 1
             return mask
 
-        def flips(side, pool=pool, row=row, c=c):
-            if len(pool) == 0:
-                return True
-            mask = box(side)
-            return bool((model((1 - mask) * pool + mask * patterns[row]).argmax(1) == c).float().mean() >= required)
-
-        if not flips(largest):
-            found.append(height * width + 1)
-            continue
-        lo, hi = 1, largest
-        while lo < hi:  # flipping grows with the box
-            mid = (lo + hi) // 2
-            if flips(mid):
-                hi = mid
-            else:
-                lo = mid + 1
-        found.append(lo * lo)
+        side = _smallest_passing(range(1, largest + 1), lambda side, pool=pool, row=row, c=c: _stamp_flips(
+            model, box(side), patterns[row], pool, c, required))
+        found.append(height * width + 1 if side is None else side * side)
     return found
 
 

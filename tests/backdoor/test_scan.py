@@ -54,10 +54,17 @@ def test_mixed_precision_scan_finds_the_same_patch_and_gives_the_model_back():
     assert [(p.data_ptr(), p.stride()) for p in model.parameters()] == storage
 
 
-def test_scan_batches_classes_under_a_tiny_memory_cap():
-    result = scan(_model("lenet-clean-0"), SPEC, steps=5, pool_size=64, memory_cap_mb=0.5, progress=False)
+def test_scan_batches_classes_and_samples_under_a_tiny_memory_cap():
+    model = _model("lenet-clean-0")
+    largest = [0]
+    model.register_forward_hook(lambda _module, inputs, _output: largest.__setitem__(0, max(largest[0], len(inputs[0]))))
+    # 0.5 MB holds one LeNet sample's forward and backward (about 0.3 MB), not two.
+    result = scan(model, SPEC, steps=5, pool_size=64, exemplar_steps=3, batch_size=8, memory_cap_mb=0.5,
+                  progress=False)
     assert result.settings["class_chunks"] > 1
     assert len(result.classes) == 10
+    # the fit takes one class's batch per pass, and every other pass (exemplars, regions, boxes) one sample
+    assert largest[0] == 8
 
 
 def test_only_classes_whose_trigger_fits_the_box_are_flagged():

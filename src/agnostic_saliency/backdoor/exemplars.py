@@ -76,8 +76,9 @@ def class_exemplars(
 
 
 @torch.no_grad()
-def exemplar_quality(model, exemplars: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+def exemplar_quality(model, exemplars: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> tuple[float, float]:
     """Share of exemplars the model assigns to their class, and its mean probability for it."""
-    probabilities = model(exemplars).float().softmax(1)
+    probabilities = torch.cat([model(exemplars[i : i + chunk]).float().softmax(1)
+                               for i in range(0, len(exemplars), chunk)])
     hit = (probabilities.argmax(1) == labels).float().mean()
     return float(hit), float(probabilities.gather(1, labels[:, None]).mean())

@@ -40,6 +40,7 @@ from .signatures import (
     gradient_start,
     smallest_box,
     smallest_region,
+    stamped_share,
 )
 
 
@@ -78,15 +79,14 @@ class ScanResult:
 
 
 @torch.no_grad()
-def attack_success(model, mask, pattern, samples, target) -> float | None:
+def attack_success(model, mask, pattern, samples, target, chunk: int = 1024) -> float | None:
     """Share of the samples not already assigned to ``target`` that the stamped trigger sends
     there; ``None`` when every sample is already assigned to it (nothing to measure, and JSON
-    has no NaN)."""
-    keep = model(samples).argmax(1) != target
+    has no NaN). Forward passes take ``chunk`` samples at a time."""
+    keep = torch.cat([model(samples[i : i + chunk]).argmax(1) != target for i in range(0, len(samples), chunk)])
     if keep.sum() == 0:
         return None
-    stamped = (1 - mask) * samples[keep] + mask * pattern
-    return float((model(stamped).argmax(1) == target).float().mean())
+    return stamped_share(model, mask, pattern, samples[keep], target, chunk)
 
 
 def scan(
@@ -156,9 +156,12 @@ def scan(
         source = make_distribution(distribution, spec, images)
         per_sample = estimate_sample_bytes(wrapped, spec, device)
         chunk = max(1, int(memory_cap_mb * 2**20) // max(per_sample * batch_size, 1))
+        # Samples per pass outside the fit (gradients or plain forward passes), under the same cap.
+        samples_per_pass = max(1, min(1024, int(memory_cap_mb * 2**20) // max(per_sample, 1)))
 
         def raw_pool(size: int) -> torch.Tensor:
-            return balanced_pool(wrapped, source.sample(4 * size, generator, device), size, generator)
+            return balanced_pool(wrapped, source.sample(4 * size, generator, device), size, generator,
+                                 chunk=samples_per_pass)
 
         def fit_in_chunks(fit_pool: torch.Tensor, classes: list[int], show_progress: bool):
             """Every class's signature fitted from two starts, a faint uniform mask and the class's
@@ -166,8 +169,9 @@ def scan(
             groups whose forward+backward fits the memory cap. Per class the start with the smaller
             signature on the held-out samples is kept: each start finds compact triggers that the
             other misses, and a class's signature is the smallest one found."""
-            probabilities = class_probabilities(wrapped, fit_pool)  # once, shared by every group
-            seeded_masks, seeded_patterns, seeding = gradient_start(wrapped, fit_pool, classes, probabilities, quantile)
+            probabilities = class_probabilities(wrapped, fit_pool, samples_per_pass)  # once, shared by every group
+            seeded_masks, seeded_patterns, seeding = gradient_start(wrapped, fit_pool, classes, probabilities, quantile,
+                                                                    chunk=samples_per_pass)
             rows = classes + classes
             mask_init = torch.cat([torch.full_like(seeded_masks, UNIFORM_START), seeded_masks])
             pattern_init = torch.cat([torch.zeros_like(seeded_patterns), seeded_patterns])
@@ -176,14 +180,15 @@ def scan(
                                     generator=generator, progress=show_progress, classes=rows[c : c + chunk],
                                     quantile=quantile, probabilities=probabilities,
                                     mask_init=mask_init[c : c + chunk], pattern_init=pattern_init[c : c + chunk],
-                                    far_batches=far_batches,
+                                    far_batches=far_batches, chunk=samples_per_pass,
                                     description="signatures" + (f" {i + 1}/{len(starts)}" if len(starts) > 1 else ""))
                      for i, c in enumerate(starts)]
             masks, patterns = torch.cat([p.masks for p in parts]), torch.cat([p.patterns for p in parts])
             fitted = {name: sum((getattr(p, name) for p in parts), [])
                       for name in ("mask_l1", "flip_rate", "baseline_share", "reached")}
             regions, hard = smallest_region(wrapped, masks.to(device), patterns.to(device), rows, held_out,
-                                            held_probabilities, required=required, quantile=quantile)
+                                            held_probabilities, required=required, quantile=quantile,
+                                            chunk=samples_per_pass)
             n = len(classes)
             sizes = [math.sqrt(max(a, 1e-6) * b) for a, b in zip(fitted["mask_l1"], regions)]
             best = [row + n if sizes[row + n] < sizes[row] else row for row in range(n)]
@@ -198,12 +203,13 @@ def scan(
         exemplars = None
         if exemplar_steps > 0:
             pool, labels, count = class_exemplars(wrapped, source, pool_size + pool_size // 2, num_classes, low, high,
-                                                  generator, device, steps=exemplar_steps, progress=progress)
-            exemplars = exemplar_quality(wrapped, pool, labels)
+                                                  generator, device, steps=exemplar_steps, progress=progress,
+                                                  chunk=min(512, samples_per_pass))
+            exemplars = exemplar_quality(wrapped, pool, labels, samples_per_pass)
         else:
             pool = raw_pool(pool_size + pool_size // 2)
         fit_pool, held_out = pool[:pool_size], pool[pool_size:]
-        held_probabilities = class_probabilities(wrapped, held_out)
+        held_probabilities = class_probabilities(wrapped, held_out, samples_per_pass)
         masks, patterns, hard, fitted, spent, class_chunks = fit_in_chunks(fit_pool, list(range(num_classes)), progress)
         count += spent
         l1, flips, shares, reached, regions, sizes, starts = (
@@ -212,7 +218,8 @@ def scan(
         # A small signature alone also marks classes that are merely easy to reach (on
         # Fashion-MNIST, "bag" from a scatter of pixels); a trigger must also fit in a small box.
         boxes = smallest_box(wrapped, [h.to(device) for h in hard], patterns.to(device), list(range(num_classes)),
-                             held_out, held_probabilities, required=required, quantile=quantile)
+                             held_out, held_probabilities, required=required, quantile=quantile,
+                             chunk=samples_per_pass)
         height, width = spec.shape[1:]
         compact = [box <= max_trigger_area * height * width for box in boxes]
         flagged = [k for k in anomalous if compact[k]]
@@ -231,15 +238,16 @@ def scan(
         held_far = far_samples(held_probabilities, quantile)
         for k in flagged:
             others = held_out[held_far[:, k]]
-            hard[k] = compact_region(wrapped, hard[k].to(device), patterns[k].to(device), others, k, required).cpu()
+            hard[k] = compact_region(wrapped, hard[k].to(device), patterns[k].to(device), others, k, required,
+                                     chunk=samples_per_pass).cpu()
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
         triggers, asr, asr_images = {}, {}, {}
         for k in flagged:
             mask, pattern = hard[k].to(device), patterns[k].to(device)
             triggers[k] = (hard[k].cpu(), patterns[k].cpu())
-            asr[k] = attack_success(wrapped, mask, pattern, fresh, k)
+            asr[k] = attack_success(wrapped, mask, pattern, fresh, k, samples_per_pass)
             if images is not None:
-                asr_images[k] = attack_success(wrapped, mask, pattern, images.to(device), k)
+                asr_images[k] = attack_success(wrapped, mask, pattern, images.to(device), k, samples_per_pass)
     classes = [
         {"index": k, "name": names[k], "signature_size": sizes[k], "mask_l1": l1[k], "region_pixels": regions[k],
          "flip_rate": flips[k], "baseline_share": shares[k], "reached": bool(reached[k]), "start": starts[k],

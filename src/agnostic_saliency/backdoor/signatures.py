@@ -63,6 +63,7 @@ def fit_signatures(
     pattern_init: torch.Tensor | None = None,
     far_batches: bool = False,
     description: str = "signatures",
+    chunk: int = 1024,
 ) -> Signatures:
     """Fit a mask and pattern per class, all classes in one batched loop.
 
@@ -91,6 +92,7 @@ def fit_signatures(
         default: on the population it cut the scan's time by 40% but flagged more clean models
         (see the README's backdoor section).
     description : the progress bar's label.
+    chunk : samples per forward pass when the fitted masks are checked.
     """
     generator = generator or torch.Generator().manual_seed(0)
     classes = list(range(num_classes)) if classes is None else list(classes)
@@ -168,15 +170,14 @@ def fit_signatures(
             if len(pool) == 0:
                 flips.append(1.0)
                 continue
-            stamped = (1 - best_mask[row]) * pool + best_mask[row] * best_pattern[row]
-            flips.append(float((model(stamped).argmax(1) == c).float().mean()))
+            flips.append(stamped_share(model, best_mask[row], best_pattern[row], pool, c, chunk))
     return Signatures(best_mask.cpu(), best_pattern.cpu(), best_l1.tolist(), flips, shares,
                       (~never).tolist(), count)
 
 
 def gradient_start(model, samples: torch.Tensor, classes: list[int], probabilities: torch.Tensor,
                    quantile: float = 0.5, count: int = 256, base: float = -3.0, gain: float = 1.0,
-                   cap: float = 4.0) -> tuple[torch.Tensor, torch.Tensor, int]:
+                   cap: float = 4.0, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Starting logits for a mask fit that begins where the model is most sensitive.
 
     Per class: the mean absolute input gradient of the class's cross-entropy over up to ``count``
@@ -185,20 +186,27 @@ def gradient_start(model, samples: torch.Tensor, classes: list[int], probabiliti
     ``cap``), the pattern logits at the sign of the mean descent direction. On a trojaned model
     the target's sensitivity peaks on the trigger, so the fit starts near it instead of spreading
     a faint mask over the whole image, which the L1 price then cannot concentrate in the steps
-    it has. Also returns the number of per-sample gradients spent.
+    it has. Also returns the number of per-sample gradients spent. The gradients are taken
+    ``chunk`` samples at a time (the caller sizes it to its memory cap).
     """
     far = far_samples(probabilities, quantile)
     masks, patterns, spent = [], [], 0
     for c in classes:
-        x = samples[far[:, c]][:count].detach().requires_grad_(True)
-        with torch.enable_grad():
-            loss = torch.nn.functional.cross_entropy(model(x).float(), torch.full((len(x),), c, device=x.device))
-            (gradient,) = torch.autograd.grad(loss, x)
-        spent += len(x)
-        sensitivity = gradient.abs().mean(0).sum(0, keepdim=True)  # (1, H, W)
+        chosen = samples[far[:, c]][:count]
+        absolute, signed = 0.0, 0.0
+        for i in range(0, len(chosen), chunk):
+            x = chosen[i : i + chunk].detach().requires_grad_(True)
+            with torch.enable_grad():
+                # Each chunk's mean loss weighted by its share: the gradients of the mean loss over all samples.
+                loss = torch.nn.functional.cross_entropy(model(x).float(), torch.full((len(x),), c, device=x.device))
+                (gradient,) = torch.autograd.grad(loss * (len(x) / len(chosen)), x)
+            absolute = absolute + gradient.abs().sum(0)
+            signed = signed + gradient.sum(0)
+        spent += len(chosen)
+        sensitivity = (absolute / max(len(chosen), 1)).sum(0, keepdim=True)  # (1, H, W)
         z = (sensitivity - sensitivity.mean()) / sensitivity.std().clamp_min(1e-12)
         masks.append(base + gain * z.clamp(max=cap))
-        patterns.append(-gradient.mean(0).sign())
+        patterns.append(-(signed / max(len(chosen), 1)).sign())
     return torch.stack(masks), torch.stack(patterns), spent
 
 
@@ -216,10 +224,11 @@ def class_probabilities(model, samples: torch.Tensor, chunk: int = 1024) -> torc
 
 
 @torch.no_grad()
-def balanced_pool(model, candidates: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+def balanced_pool(model, candidates: torch.Tensor, size: int, generator: torch.Generator,
+                  chunk: int = 1024) -> torch.Tensor:
     """Up to ``size`` samples from ``candidates`` with the model's predicted classes as even as
     the candidates allow: no single class the model answers for noise can dominate the pool."""
-    predicted = torch.cat([model(candidates[i : i + 1024]).argmax(1) for i in range(0, len(candidates), 1024)])
+    predicted = torch.cat([model(candidates[i : i + chunk]).argmax(1) for i in range(0, len(candidates), chunk)])
     order = torch.randperm(len(candidates), generator=generator).to(predicted.device)
     groups = [order[predicted[order] == c] for c in predicted.unique()]
     chosen, share = [], max(1, size // max(len(groups), 1))
@@ -243,7 +252,7 @@ REGION_SIZES = (1, 2, 4, 6, 9, 12, 16, 20, 25, 30, 36, 49, 64, 81, 100, 144, 196
 
 @torch.no_grad()
 def smallest_region(model, masks, patterns, classes, samples, base, required: float = 0.8,
-                    sizes=REGION_SIZES, quantile: float = 0.5) -> tuple[list[int], list[torch.Tensor]]:
+                    sizes=REGION_SIZES, quantile: float = 0.5, chunk: int = 1024) -> tuple[list[int], list[torch.Tensor]]:
     """Per class, the fewest pixels (taken in order of mask value) that, stamped hard with the
     class's pattern, send at least ``required`` of the other-class ``samples`` to the class.
 
@@ -251,7 +260,7 @@ def smallest_region(model, masks, patterns, classes, samples, base, required: fl
     needs a diffuse, image-wide change and so a large hard region. Binary search over
     ``sizes`` (flipping grows with the region); ``base`` holds the samples' class
     probabilities, and only the far ``quantile`` of samples count for each class. Returns the sizes (H*W + 1 when even the whole
-    image fails) and the hard masks (H, W) found.
+    image fails) and the hard masks (H, W) found. Forward passes take ``chunk`` samples at a time.
     """
     height, width = masks.shape[-2:]
     sizes = sorted({s for s in sizes if s <= height * width} | {height * width})
@@ -267,7 +276,7 @@ def smallest_region(model, masks, patterns, classes, samples, base, required: fl
             return mask.view(height, width)
 
         size = _smallest_passing(sizes, lambda size, pool=pool, row=row, c=c: _stamp_flips(
-            model, hard(size), patterns[row], pool, c, required))
+            model, hard(size), patterns[row], pool, c, required, chunk))
         if size is None:
             found.append(height * width + 1)
             hard_masks.append(torch.ones(height, width))
@@ -277,13 +286,21 @@ def smallest_region(model, masks, patterns, classes, samples, base, required: fl
     return found, hard_masks
 
 
-def _stamp_flips(model, mask, pattern, samples, target: int, required: float) -> bool:
+def _stamp_flips(model, mask, pattern, samples, target: int, required: float, chunk: int = 1024) -> bool:
     """Whether stamping ``pattern`` through ``mask`` sends at least ``required`` of ``samples``
     to ``target`` (true when there are no samples to flip)."""
     if len(samples) == 0:
         return True
-    stamped = (1 - mask) * samples + mask * pattern
-    return bool((model(stamped).argmax(1) == target).float().mean() >= required)
+    return stamped_share(model, mask, pattern, samples, target, chunk) >= required
+
+
+@torch.no_grad()
+def stamped_share(model, mask, pattern, samples, target: int, chunk: int = 1024) -> float:
+    """Share of ``samples`` that the model assigns to ``target`` once ``pattern`` is stamped
+    through ``mask``, ``chunk`` samples per forward pass (0 for no samples)."""
+    hits = sum(int((model((1 - mask) * samples[i : i + chunk] + mask * pattern).argmax(1) == target).sum())
+               for i in range(0, len(samples), chunk))
+    return hits / max(len(samples), 1)
 
 
 def _smallest_passing(candidates, passes):
@@ -303,7 +320,7 @@ def _smallest_passing(candidates, passes):
 
 @torch.no_grad()
 def smallest_box(model, regions, patterns, classes, samples, base, required: float = 0.8,
-                 quantile: float = 0.5) -> list[int]:
+                 quantile: float = 0.5, chunk: int = 1024) -> list[int]:
     """Per class, the pixels of the smallest square box that, placed where its hard region is
     densest and stamped with the class's pattern, sends at least ``required`` of the far
     ``samples`` to the class (the same test as :func:`smallest_region`). ``H*W + 1`` when even the
@@ -330,7 +347,7 @@ def smallest_box(model, regions, patterns, classes, samples, base, required: flo
             return mask
 
         side = _smallest_passing(range(1, largest + 1), lambda side, pool=pool, row=row, c=c: _stamp_flips(
-            model, box(side), patterns[row], pool, c, required))
+            model, box(side), patterns[row], pool, c, required, chunk))
         found.append(height * width + 1 if side is None else side * side)
     return found
 
@@ -349,7 +366,7 @@ def connected_parts(region: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def compact_region(model, region: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int,
-                   required: float = 0.8, growth: float = 4.0) -> torch.Tensor:
+                   required: float = 0.8, growth: float = 4.0, chunk: int = 1024) -> torch.Tensor:
     """The recovered trigger's region made readable: the connected part holding most of the hard
     ``region`` (pixels one apart count as connected, so a checkerboard's cells join), filled to
     its bounding box. It replaces the region only when the box is at most ``growth`` times the
@@ -377,7 +394,7 @@ def compact_region(model, region: torch.Tensor, pattern: torch.Tensor, samples: 
         box[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = 1
         if box.sum() > growth * hard.sum():
             continue
-        stamped = (1 - box) * samples + box * pattern
-        if (model(stamped).argmax(1) == target).float().mean() >= required:
+        # No samples: no evidence that the box works, so the region stays.
+        if len(samples) and stamped_share(model, box, pattern, samples, target, chunk) >= required:
             return box
     return region

@@ -80,8 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="steps that nudge the pool into confident class exemplars (default 30; 0: raw samples)")
     options.add_argument("--threshold", type=float, default=2.0, help="MAD anomaly index that flags a class (default 2)")
     options.add_argument("--max-trigger-area", type=float, default=0.125,
-                         help="largest share of the image a flagged class's trigger box may cover (default 0.125; "
-                              "1 also lets whole-image blends through, with more false flags)")
+                         help="largest share of the image a flagged patch trigger's box may cover (default 0.125; "
+                              "1 lets any anomalous class through, with more false flags)")
+    options.add_argument("--max-blend-strength", type=float, default=0.14,
+                         help="weakest whole-image blend of a class's pattern that still counts as a faint, "
+                              "blended trigger (default 0.14; 0 turns blend flagging off)")
     options.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")
     options.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                          help="fp32 (default); bf16 runs the model under mixed precision (about 2x faster on CPUs "

@@ -31,8 +31,9 @@ def test_scan_flags_the_patch_target_and_recovers_a_working_trigger():
     result = scan(model, SPEC, steps=100, progress=False)
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert 0 in result.flagged and result.trojaned
-    assert result.score == max(row["anomaly_index"] for row in result.classes if row["compact"])
+    assert result.score == max(row["anomaly_index"] for row in result.classes if row["compact"] or row["faint_blend"])
     assert result.classes[0]["compact"] and result.classes[0]["box_pixels"] <= 16
+    assert result.classes[0]["trigger_kind"] == "patch"
     mask, pattern = result.triggers[0]
     assert mask.shape == (28, 28) and pattern.shape == (1, 28, 28)
     assert result.trigger_asr[0] >= 0.8
@@ -75,12 +76,31 @@ def test_only_classes_whose_trigger_fits_the_box_are_flagged():
     assert anywhere.flagged == [k for k in anomalous if anywhere.classes[k]["box_pixels"] <= 28 * 28]
     assert all(row["compact"] == (row["box_pixels"] <= 28 * 28) for row in anywhere.classes)
     # a one-pixel box fits no trigger here: nothing is flagged, whatever the anomaly index
-    nowhere = scan(model, SPEC, max_trigger_area=1 / 784, **settings)
+    nowhere = scan(model, SPEC, max_trigger_area=1 / 784, max_blend_strength=0.0, **settings)
     assert [row["anomaly_index"] for row in nowhere.classes] == [row["anomaly_index"] for row in anywhere.classes]
     assert nowhere.flagged == [] and not nowhere.trojaned and nowhere.score == 0.0
     assert not any(row["compact"] for row in nowhere.classes)
     with pytest.raises(InputError, match="share of the image"):
         scan(model, SPEC, max_trigger_area=0, **settings)
+    with pytest.raises(InputError, match="blend strength"):
+        scan(model, SPEC, max_blend_strength=1.5, **settings)
+
+
+def test_scan_flags_a_blend_target_by_its_faint_whole_image_trigger():
+    model = _model("lenet-blend-random")
+    result = scan(model, SPEC, progress=False)
+    target = result.classes[7]  # trained with a random pattern blended at 0.15
+    assert 7 in result.flagged and target["trigger_kind"] == "blend" and not target["compact"]
+    assert target["faint_blend"] and target["blend_strength"] <= 0.14
+    mask, pattern = result.triggers[7]
+    assert torch.equal(mask, torch.full((28, 28), target["blend_strength"]))
+    assert result.trigger_asr[7] >= 0.8
+    # every other class needs a far stronger blend of its pattern, if any works
+    assert all(row["blend_strength"] is None or row["blend_strength"] > 0.14 or row["compact"]
+               for row in result.classes if row["index"] != 7)
+    # with blend flagging off, the same anomalous class is not flagged: its trigger is not compact
+    off = scan(model, SPEC, max_blend_strength=0.0, progress=False)
+    assert 7 not in off.flagged and off.classes[7]["anomaly_index"] == target["anomaly_index"]
 
 
 def test_scan_refuses_a_single_class_model():
@@ -121,7 +141,8 @@ def test_scan_cli_writes_its_folder(tmp_path):
     assert report["unreadable_images_skipped"] == 1
     assert report["settings"]["precision"] == "bf16"
     assert {"index", "name", "mask_l1", "anomaly_index", "box_pixels", "compact"} <= set(report["classes"][0])
-    assert report["settings"]["max_trigger_area"] == 0.125
+    assert report["settings"]["max_trigger_area"] == 0.125 and report["settings"]["max_blend_strength"] == 0.14
+    assert all(row["trigger_kind"] in ("patch", "blend") for row in report["classes"] if row["index"] in report["flagged"])
     tensors = load_file(str(out / "triggers.safetensors"))
     for k in report["flagged"]:
         assert tensors[f"mask_{k}"].shape == (28, 28) and tensors[f"pattern_{k}"].shape == (1, 28, 28)

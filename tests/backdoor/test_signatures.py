@@ -15,6 +15,7 @@ from agnostic_saliency.backdoor.signatures import (
     gradient_start,
     smallest_box,
     smallest_region,
+    weakest_blend,
 )
 from agnostic_saliency.method.distributions import make_distribution
 from agnostic_saliency.models import InputSpec
@@ -199,3 +200,24 @@ def test_smallest_box_is_the_trigger_for_a_compact_region_and_wide_for_a_scatter
     assert smallest_box(ScatterReader(), scatter, pattern, [1], samples, base) == [100]
     dark = torch.zeros(1, 1, 12, 12)  # a stamp that never flips: wider than the image
     assert smallest_box(CornerReader(), corner, dark, [1], samples, base) == [12 * 12 + 1]
+
+
+class BrightnessReader(torch.nn.Module):
+    """Class 1 once the image's mean brightness passes 0.5."""
+
+    def forward(self, x):
+        mean = x.flatten(1).mean(1)
+        return torch.stack([0.5 - mean, mean - 0.5], 1) * 50
+
+
+def test_weakest_blend_is_the_faintest_whole_image_blend_that_flips():
+    samples = torch.full((16, 1, 6, 6), 0.1)
+    base = torch.full((16, 2), 0.5)
+    bright, dark = torch.ones(2, 1, 6, 6), torch.zeros(2, 1, 6, 6)
+    # (1 - a) * 0.1 + a = 0.1 + 0.9 a passes 0.5 once a > 0.444: the grid's 0.45
+    assert weakest_blend(BrightnessReader(), bright, [1, 1], samples, base) == [0.45, 0.45]
+    # a dark pattern never brightens the image: no strength works
+    assert weakest_blend(BrightnessReader(), dark, [1, 1], samples, base) == [None, None]
+    # the share that must flip counts: half the samples already bright need no blend at all
+    mixed = torch.cat([samples[:8], torch.full((8, 1, 6, 6), 0.9)])
+    assert weakest_blend(BrightnessReader(), bright, [1], mixed, base, required=0.5) == [0.01]

@@ -36,16 +36,19 @@ def write_scan_folder(result: ScanResult, summary: dict, out: str | os.PathLike,
         tensors["class_masks"] = result.masks.clone()
         tensors["class_patterns"] = result.patterns.clone()
         save_file(tensors, str(stage / "triggers.safetensors"))
-        captions = [f"AI {row['anomaly_index']:.1f}" + ("" if row["compact"] else " wide") for row in result.classes]
+        captions = [f"AI {row['anomaly_index']:.1f}" + ("" if row["compact"] else " blend" if row["faint_blend"] else " wide")
+                    for row in result.classes]
         save_grid(signature_pictures(result, low, high), names, stage / "class_maps.png", captions=captions)
         for k, (mask, pattern) in result.triggers.items():
             unit = ((pattern - low) / (high - low)).clamp(0, 1)
             pictures = torch.stack([mask[None].expand_as(unit), unit, mask[None] * unit])
             save_grid(pictures, ["mask", "pattern", "stamp"], stage / f"trigger_{k}.png", columns=3)
         save_bar_chart([row["anomaly_index"] for row in result.classes], names, stage / "anomaly_index.png",
-                       title="MAD anomaly index per class (red: flagged, i.e. anomalous and compact)", ylabel="anomaly index",
+                       title="MAD anomaly index per class (red: flagged, i.e. anomalous, and a compact patch or a faint blend)", ylabel="anomaly index",
                        threshold=result.settings["threshold"], highlight=result.flagged)
-        triggers = [{"index": k, "name": names[k], "pixels": int((mask > 0.5).sum()), "asr": result.trigger_asr.get(k),
+        triggers = [{"index": k, "name": names[k], "kind": result.classes[k]["trigger_kind"],
+                     "strength": result.classes[k]["blend_strength"], "pixels": int((mask > 0.5).sum()),
+                     "asr": result.trigger_asr.get(k),
                      "asr_images": result.trigger_asr_images.get(k), "picture": embedded_png(stage / f"trigger_{k}.png")}
                     for k, (mask, _) in result.triggers.items()]
         render_report("scan.html.j2", stage / "report.html", title=f"Backdoor scan of {summary['model']}",
@@ -77,7 +80,7 @@ def _scan(args) -> dict:
             distribution = "shapes+images"
     result = scan(loaded.model, loaded.spec, loaded.class_names, distribution=distribution, images=images,
                   steps=args.steps, exemplar_steps=args.exemplar_steps, threshold=args.threshold,
-                  max_trigger_area=args.max_trigger_area, seed=args.seed,
+                  max_trigger_area=args.max_trigger_area, max_blend_strength=args.max_blend_strength, seed=args.seed,
                   memory_cap_mb=args.memory_cap, precision=args.precision, progress=not args.quiet)
     summary = {"model": loaded.name, "weights": args.weights, "input_shape": list(loaded.spec.shape),
                **result.to_dict(), "unreadable_images_skipped": skipped}

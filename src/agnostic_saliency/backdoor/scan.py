@@ -8,12 +8,13 @@ backdoor targets); fit every class's signature in one batched loop, from two sta
 faint uniform mask and the class's gradient start, keeping the smaller (:mod:`.signatures`);
 score each class by its signature size, sqrt(mask L1 x hard region pixels), with the MAD anomaly
 index of its log (low side, above 2 as Neural Cleanse does), and flag the anomalous classes whose
-hard region also fits a small square box (a patch trigger is compact; the small region of a
-merely easy class is a scatter of pixels); for each flagged class, harden
-its mask to the smallest region that still flips held-out exemplars (refitting the flagged
-classes on raw samples, where that gives a smaller region), compact that region to the box of
-its main part where the box still flips them, and measure the recovered trigger's attack
-success rate.
+trigger has one of the two shapes a backdoor takes: a patch, when the hard region fits a small
+square box (the small region of a merely easy class is a scatter of pixels), or a blend, when
+the class's pattern blended faintly over the whole image already flips the samples; for each
+flagged patch class, harden its mask to the smallest region that still flips held-out exemplars
+(refitting those classes on raw samples, where that gives a smaller region) and compact that
+region to the box of its main part where the box still flips them; a flagged blend's trigger is
+its pattern at the weakest strength that works. Then measure each trigger's attack success rate.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .signatures import (
     smallest_box,
     smallest_region,
     stamped_share,
+    weakest_blend,
 )
 
 
@@ -70,7 +72,8 @@ class ScanResult:
             "score": self.score,
             "seconds": self.seconds,
             "statistic": "signature_size = sqrt(mask_l1 * region_pixels), MAD anomaly index of its log, low side; "
-                         "flagged when also compact (box_pixels at most max_trigger_area of the image)",
+                         "flagged when also compact (box_pixels at most max_trigger_area of the image) "
+                         "or a faint blend (blend_strength at most max_blend_strength)",
             "trigger_asr": {str(k): v for k, v in self.trigger_asr.items()},
             "trigger_asr_images": {str(k): v for k, v in self.trigger_asr_images.items()},
             "sample_gradients": self.sample_gradients,
@@ -100,6 +103,7 @@ def scan(
     pool_size: int = 768,
     threshold: float = 2.0,
     max_trigger_area: float = 0.125,
+    max_blend_strength: float = 0.14,
     required: float = 0.8,
     quantile: float = 0.5,
     exemplar_steps: int = 30,
@@ -124,7 +128,11 @@ def scan(
     max_trigger_area : a class is flagged only if a square box of at most this share of the image
         (default 1/8), placed on its hard region, still flips the held-out exemplars: a patch
         trigger is compact, while the small region of a merely easy class is scattered. 1 turns
-        the test off (and lets whole-image blends be flagged, with more clean classes).
+        the test off (and lets any anomalous class be flagged, with more clean classes).
+    max_blend_strength : an anomalous class whose trigger is not compact is still flagged if its
+        pattern, blended over the whole image at at most this strength (default 0.14), flips the
+        held-out exemplars: a blended backdoor's trigger is faint, while clean classes' patterns
+        needed 0.18 or more on the population. 0 turns blend flagging off.
     required : flip rate that the hardened trigger region must reach.
     quantile : for each class only the samples the model finds least like it count (those at
         or below this quantile of the class's probability).
@@ -138,6 +146,8 @@ def scan(
     """
     if not 0 < max_trigger_area <= 1:
         raise InputError(f"the largest trigger area is a share of the image in (0, 1], got {max_trigger_area}")
+    if not 0 <= max_blend_strength <= 1:
+        raise InputError(f"the largest blend strength is in [0, 1], got {max_blend_strength}")
     start = time.perf_counter()
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
@@ -222,21 +232,31 @@ def scan(
                              chunk=samples_per_pass)
         height, width = spec.shape[1:]
         compact = [box <= max_trigger_area * height * width for box in boxes]
-        flagged = [k for k in anomalous if compact[k]]
+        # A blended backdoor's trigger spans the image, so the box test cannot see it; it is faint instead.
+        wide = [k for k in range(num_classes) if not compact[k]]
+        strengths = dict(zip(wide, weakest_blend(wrapped, patterns[wide].to(device), wide, held_out,
+                                                 held_probabilities, required=required, quantile=quantile,
+                                                 chunk=samples_per_pass))) if wide else {}
+        faint = [strengths.get(k) is not None and strengths[k] <= max_blend_strength for k in range(num_classes)]
+        flagged = [k for k in anomalous if compact[k] or faint[k]]
+        patches = [k for k in flagged if compact[k]]
         trigger_fit = {k: "exemplars" for k in flagged}
-        if flagged and exemplar_steps > 0:
+        if patches and exemplar_steps > 0:
             # Signatures fitted on exemplars find the class, but the fit's mask can be diffuse. A
             # second fit on raw samples, for the flagged classes only, often finds the compact
             # trigger; it is kept where its hard region is smaller and still flips the held-out
             # exemplars (the same test the first region passed).
-            refit_masks, refit_patterns, refit_hard, refit, spent, _ = fit_in_chunks(raw_pool(pool_size), flagged, False)
+            refit_masks, refit_patterns, refit_hard, refit, spent, _ = fit_in_chunks(raw_pool(pool_size), patches, False)
             count += spent
-            for row, k in enumerate(flagged):
+            for row, k in enumerate(patches):
                 if refit["region_pixels"][row] < regions[k]:
                     hard[k], masks[k], patterns[k] = refit_hard[row], refit_masks[row], refit_patterns[row]
                     trigger_fit[k] = "raw samples"
         held_far = far_samples(held_probabilities, quantile)
         for k in flagged:
+            if not compact[k]:  # a blend: the pattern over the whole image, at its weakest working strength
+                hard[k] = torch.full((height, width), strengths[k])
+                continue
             others = held_out[held_far[:, k]]
             hard[k] = compact_region(wrapped, hard[k].to(device), patterns[k].to(device), others, k, required,
                                      chunk=samples_per_pass).cpu()
@@ -252,18 +272,21 @@ def scan(
         {"index": k, "name": names[k], "signature_size": sizes[k], "mask_l1": l1[k], "region_pixels": regions[k],
          "flip_rate": flips[k], "baseline_share": shares[k], "reached": bool(reached[k]), "start": starts[k],
          "anomaly_index": float(index[k]), "box_pixels": boxes[k], "compact": bool(compact[k]),
-         "trigger_pixels": int((hard[k] > 0.5).sum()) if k in flagged else None,
+         "blend_strength": strengths.get(k), "faint_blend": bool(faint[k]),
+         "trigger_kind": ("patch" if compact[k] else "blend") if k in flagged else None,
+         "trigger_pixels": int((hard[k] > 0.5).sum()) if k in patches else None,
          "trigger_fit": trigger_fit.get(k)}
         for k in range(num_classes)
     ]
     settings = {"distribution": source.describe(), "steps": steps, "batch_size": batch_size,
-                "pool_size": pool_size, "threshold": threshold, "max_trigger_area": max_trigger_area, "required": required, "quantile": quantile, "seed": seed,
+                "pool_size": pool_size, "threshold": threshold, "max_trigger_area": max_trigger_area,
+                "max_blend_strength": max_blend_strength, "required": required, "quantile": quantile, "seed": seed,
                 "exemplar_steps": exemplar_steps, "far_batches": far_batches,
                 "exemplars_on_class": None if exemplars is None else exemplars[0],
                 "exemplars_mean_confidence": None if exemplars is None else exemplars[1],
                 "device": str(device), "precision": precision, "input_spec": spec.to_dict(), "class_chunks": class_chunks,
                 "images": 0 if images is None else int(len(images))}
-    # The model's score: the largest anomaly index among classes whose trigger fits the box.
-    score = max([0.0] + [float(index[k]) for k in range(num_classes) if compact[k]])
+    # The model's score: the largest anomaly index among classes whose trigger has a backdoor's shape.
+    score = max([0.0] + [float(index[k]) for k in range(num_classes) if compact[k] or faint[k]])
     return ScanResult(classes, flagged, bool(flagged), score, time.perf_counter() - start,
                       masks.cpu(), patterns.cpu(), torch.stack(hard).cpu(), triggers, asr, asr_images, settings, count)

@@ -99,7 +99,7 @@ def scan(
     distribution: str = "shapes",
     images: torch.Tensor | None = None,
     steps: int = 100,
-    batch_size: int = 32,
+    batch_size: int = 16,
     pool_size: int = 768,
     threshold: float = 2.0,
     max_trigger_area: float = 0.125,
@@ -107,7 +107,7 @@ def scan(
     required: float = 0.8,
     quantile: float = 0.5,
     exemplar_steps: int = 30,
-    far_batches: bool = False,
+    far_batches: bool = True,
     seed: int = 0,
     memory_cap_mb: float = 2048,
     precision: str = "fp32",
@@ -138,8 +138,10 @@ def scan(
         or below this quantile of the class's probability).
     exemplar_steps : signed-gradient steps that nudge each pool sample until the model is
         confident of an assigned class (0: use the raw samples, balanced over the model's answers).
-    far_batches : each class's fit batch is drawn from its own far samples (see
-        :func:`.signatures.fit_signatures`).
+    far_batches : each class's fit batch is drawn from its own far samples (default; see
+        :func:`.signatures.fit_signatures`), so every sample in it counts and ``batch_size`` 16
+        gives as many informative samples as a shared batch of 32. With the box test it flags no
+        more clean models than the shared batch did, at 30% less time (README, session 8).
     memory_cap_mb : classes are fitted in chunks whose forward+backward fits this cap.
     precision : ``fp32`` (default), or ``bf16`` / ``fp16`` (CUDA only) to run the model under
         autocast mixed precision; losses stay in fp32.

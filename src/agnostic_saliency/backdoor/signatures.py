@@ -89,8 +89,8 @@ def fit_signatures(
     far_batches : draw each class's batch from its own far samples (``batch_size`` per class),
         instead of one shared batch of which only the far part counts for each class: the same
         number of informative samples at about half the forward and backward work. Off by
-        default: on the population it cut the scan's time by 40% but flagged more clean models
-        (see the README's backdoor section).
+        default here; the scan turns it on (with half the batch), since its box test removes
+        the extra clean-model flags it gave on its own (see the README's backdoor section).
     description : the progress bar's label.
     chunk : samples per forward pass when the fitted masks are checked.
     """

@@ -10,6 +10,7 @@ from agnostic_saliency.backdoor.signatures import (
     class_probabilities,
     compact_region,
     connected_parts,
+    faint_blends,
     far_samples,
     fit_signatures,
     gradient_start,
@@ -221,3 +222,15 @@ def test_weakest_blend_is_the_faintest_whole_image_blend_that_flips():
     # the share that must flip counts: half the samples already bright need no blend at all
     mixed = torch.cat([samples[:8], torch.full((8, 1, 6, 6), 0.9)])
     assert weakest_blend(BrightnessReader(), bright, [1], mixed, base, required=0.5) == [0.01]
+
+
+def test_a_faint_blend_is_faint_and_far_apart_from_every_other_class():
+    compact = [False, False, False, True]
+    # class 0 is faint and a third of the next class's strength: a blend
+    assert faint_blends([0.06, 0.19, 0.3, None], compact, 0.14, 0.5) == [True, False, False, False]
+    # an easy clean class, fainter than the rest but not far apart (0.12 against 0.19)
+    assert faint_blends([0.12, 0.19, 0.3, None], compact, 0.14, 0.5) == [False, False, False, False]
+    # a compact class is the box test's business, however faint its blend
+    assert faint_blends([0.3, 0.19, 0.3, 0.05], compact, 0.14, 0.5) == [False, False, False, False]
+    # too strong to be faint, however far apart
+    assert faint_blends([0.2, 0.9, None, None], compact, 0.14, 0.5) == [False, False, False, False]

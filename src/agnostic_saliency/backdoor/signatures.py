@@ -378,6 +378,19 @@ def weakest_blend(model, patterns, classes, samples, base, required: float = 0.8
     return found
 
 
+def faint_blends(strengths: list[float | None], compact: list[bool], max_strength: float,
+                 gap: float) -> list[bool]:
+    """Per class, whether its trigger is a faint blend: not compact, its weakest working blend
+    (:func:`weakest_blend`) at most ``max_strength``, and at most ``gap`` times every other
+    class's (classes where no strength works do not count). An easy clean class can be
+    somewhat fainter than the rest; a blended backdoor stands far apart."""
+    def apart(k):
+        return all(other is None or strengths[k] <= gap * other for j, other in enumerate(strengths) if j != k)
+
+    return [not compact[k] and strengths[k] is not None and strengths[k] <= max_strength and apart(k)
+            for k in range(len(strengths))]
+
+
 def connected_parts(region: torch.Tensor) -> torch.Tensor:
     """Labels (H, W) of the 8-connected parts of a boolean ``region`` (0 outside it)."""
     height, width = region.shape

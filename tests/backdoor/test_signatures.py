@@ -3,6 +3,8 @@
 from pathlib import Path
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from agnostic_saliency.backdoor.signatures import (
@@ -16,6 +18,7 @@ from agnostic_saliency.backdoor.signatures import (
     gradient_start,
     smallest_box,
     smallest_region,
+    stamped_share,
     weakest_blend,
 )
 from agnostic_saliency.method.distributions import make_distribution
@@ -234,3 +237,15 @@ def test_a_faint_blend_is_faint_and_far_apart_from_every_other_class():
     assert faint_blends([0.3, 0.19, 0.3, 0.05], compact, 0.14, 0.5) == [False, False, False, False]
     # too strong to be faint, however far apart
     assert faint_blends([0.2, 0.9, None, None], compact, 0.14, 0.5) == [False, False, False, False]
+
+
+@settings(max_examples=25, deadline=None)
+@given(count=st.integers(0, 40), chunk=st.integers(1, 50), seed=st.integers(0, 1000))
+def test_stamped_share_counts_every_sample_once_whatever_the_chunk(count, chunk, seed):
+    generator = torch.Generator().manual_seed(seed)
+    samples = torch.rand(count, 1, 6, 6, generator=generator)
+    mask = (torch.rand(6, 6, generator=generator) > 0.7).float()
+    pattern = torch.ones(1, 6, 6)
+    stamped = (1 - mask) * samples + mask * pattern
+    expected = int((stamped.flatten(1).mean(1) > 0.5).sum()) / max(count, 1)
+    assert stamped_share(BrightnessReader(), mask, pattern, samples, 1, chunk) == expected

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..method.distributions import Distribution
+from .signatures import class_probabilities
 
 
 def class_exemplars(
@@ -78,7 +79,6 @@ def class_exemplars(
 @torch.no_grad()
 def exemplar_quality(model, exemplars: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> tuple[float, float]:
     """Share of exemplars the model assigns to their class, and its mean probability for it."""
-    probabilities = torch.cat([model(exemplars[i : i + chunk]).float().softmax(1)
-                               for i in range(0, len(exemplars), chunk)])
+    probabilities = class_probabilities(model, exemplars, chunk)
     hit = (probabilities.argmax(1) == labels).float().mean()
     return float(hit), float(probabilities.gather(1, labels[:, None]).mean())

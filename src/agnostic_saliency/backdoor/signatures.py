@@ -264,26 +264,30 @@ def smallest_region(model, masks, patterns, classes, samples, base, required: fl
     """
     height, width = masks.shape[-2:]
     sizes = sorted({s for s in sizes if s <= height * width} | {height * width})
-    far_all = far_samples(base, quantile)
-    found, hard_masks = [], []
-    for row, c in enumerate(classes):
-        pool = samples[far_all[:, c]]
-        order = masks[row].flatten().argsort(descending=True)
+    orders = [masks[row].flatten().argsort(descending=True) for row in range(len(classes))]
 
-        def hard(size, order=order):
-            mask = torch.zeros(height * width, device=masks.device)
-            mask[order[:size]] = 1
-            return mask.view(height, width)
+    def hard(row, size):
+        mask = torch.zeros(height * width, device=masks.device)
+        mask[orders[row][:size]] = 1
+        return mask.view(height, width)
 
-        size = _smallest_passing(sizes, lambda size, pool=pool, row=row, c=c: _stamp_flips(
-            model, hard(size), patterns[row], pool, c, required, chunk))
-        if size is None:
-            found.append(height * width + 1)
-            hard_masks.append(torch.ones(height, width))
-        else:
-            found.append(size)
-            hard_masks.append(hard(size).cpu())
+    smallest = _smallest_stamps(model, hard, patterns, classes, samples, base, sizes, required, quantile, chunk)
+    found = [height * width + 1 if size is None else size for size in smallest]
+    hard_masks = [torch.ones(height, width) if size is None else hard(row, size).cpu()
+                  for row, size in enumerate(smallest)]
     return found, hard_masks
+
+
+def _smallest_stamps(model, mask_for, patterns, classes, samples, base, candidates, required: float,
+                     quantile: float, chunk: int) -> list:
+    """Per class (row), the first of the increasing ``candidates`` whose mask ``mask_for(row,
+    candidate)``, stamped with the class's pattern, sends at least ``required`` of the class's far
+    ``samples`` to it; None where even the last fails. The search behind :func:`smallest_region`,
+    :func:`smallest_box` and :func:`weakest_blend`."""
+    far_all = far_samples(base, quantile)
+    return [_smallest_passing(candidates, lambda candidate, row=row, c=c, pool=samples[far_all[:, c]]: _stamp_flips(
+                model, mask_for(row, candidate), patterns[row], pool, c, required, chunk))
+            for row, c in enumerate(classes)]
 
 
 def _stamp_flips(model, mask, pattern, samples, target: int, required: float, chunk: int = 1024) -> bool:
@@ -332,24 +336,18 @@ def smallest_box(model, regions, patterns, classes, samples, base, required: flo
     121 pixels or more, the patch targets 9 to 64), and no small box does the job.
     """
     height, width = regions[0].shape
-    largest = min(height, width)
-    far_all = far_samples(base, quantile)
-    found = []
-    for row, c in enumerate(classes):
-        pool = samples[far_all[:, c]]
+
+    def box(row, side):
         region = regions[row].to(samples.device).float()
+        density = torch.nn.functional.avg_pool2d(region[None, None], side, stride=1)[0, 0]
+        top, left = divmod(int(density.flatten().argmax()), density.shape[1])
+        mask = torch.zeros(height, width, device=samples.device)
+        mask[top : top + side, left : left + side] = 1
+        return mask
 
-        def box(side, region=region):
-            density = torch.nn.functional.avg_pool2d(region[None, None], side, stride=1)[0, 0]
-            top, left = divmod(int(density.flatten().argmax()), density.shape[1])
-            mask = torch.zeros(height, width, device=samples.device)
-            mask[top : top + side, left : left + side] = 1
-            return mask
-
-        side = _smallest_passing(range(1, largest + 1), lambda side, pool=pool, row=row, c=c: _stamp_flips(
-            model, box(side), patterns[row], pool, c, required, chunk))
-        found.append(height * width + 1 if side is None else side * side)
-    return found
+    sides = _smallest_stamps(model, box, patterns, classes, samples, base, range(1, min(height, width) + 1),
+                             required, quantile, chunk)
+    return [height * width + 1 if side is None else side * side for side in sides]
 
 
 BLEND_STRENGTHS = tuple(round(0.01 * i, 2) for i in range(1, 101))
@@ -368,14 +366,8 @@ def weakest_blend(model, patterns, classes, samples, base, required: float = 0.8
     :func:`smallest_box` instead.
     """
     height, width = patterns.shape[-2:]
-    far_all = far_samples(base, quantile)
-    found = []
-    for row, c in enumerate(classes):
-        pool = samples[far_all[:, c]]
-        strength = _smallest_passing(list(strengths), lambda a, pool=pool, row=row, c=c: _stamp_flips(
-            model, torch.full((height, width), a, device=samples.device), patterns[row], pool, c, required, chunk))
-        found.append(strength)
-    return found
+    return _smallest_stamps(model, lambda _row, a: torch.full((height, width), a, device=samples.device), patterns,
+                            classes, samples, base, list(strengths), required, quantile, chunk)
 
 
 def faint_blends(strengths: list[float | None], compact: list[bool], max_strength: float,

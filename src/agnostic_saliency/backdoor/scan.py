@@ -39,6 +39,7 @@ from .signatures import (
     faint_blends,
     far_samples,
     fit_signatures,
+    flip_rates,
     gradient_start,
     smallest_box,
     smallest_region,
@@ -200,7 +201,7 @@ def scan(
                                     generator=generator, progress=show_progress, classes=rows[c : c + chunk],
                                     quantile=quantile, probabilities=probabilities,
                                     mask_init=mask_init[c : c + chunk], pattern_init=pattern_init[c : c + chunk],
-                                    far_batches=far_batches, chunk=samples_per_pass,
+                                    far_batches=far_batches, chunk=samples_per_pass, measure_flips=False,
                                     description="signatures" + (f" {i + 1}/{len(starts)}" if len(starts) > 1 else ""))
                      for i, c in enumerate(starts)]
             masks, patterns = torch.cat([p.masks for p in parts]), torch.cat([p.patterns for p in parts])
@@ -214,6 +215,9 @@ def scan(
             best = [row + n if sizes[row + n] < sizes[row] else row for row in range(n)]
             chosen = torch.tensor(best)
             picked = {name: [values[row] for row in best] for name, values in fitted.items()}
+            # Only the kept start's flip rate is reported, so only it is measured.
+            picked["flip_rate"] = flip_rates(wrapped, masks[chosen], patterns[chosen], classes, fit_pool, probabilities,
+                                             quantile, samples_per_pass)
             picked.update(region_pixels=[regions[row] for row in best], size=[sizes[row] for row in best],
                           start=["gradient" if row >= n else "uniform" for row in best])
             return (masks[chosen], patterns[chosen], [hard[row] for row in best], picked,

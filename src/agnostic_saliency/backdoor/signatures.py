@@ -19,6 +19,7 @@ like a backdoor.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,7 @@ class Signatures:
     masks: torch.Tensor  # (K, H, W)
     patterns: torch.Tensor  # (K, C, H, W)
     mask_l1: list[float]  # pixels covered by the best mask (sum of mask values)
-    flip_rate: list[float]  # share of other-class samples the best mask sends to the class
+    flip_rate: list[float | None]  # share of other-class samples the best mask sends to the class
     baseline_share: list[float]  # share of unperturbed samples the model already assigns to it
     reached: list[bool]  # whether the flip-rate target was reached
     sample_gradients: int
@@ -64,6 +65,7 @@ def fit_signatures(
     far_batches: bool = False,
     description: str = "signatures",
     chunk: int = 1024,
+    measure_flips: bool = True,
 ) -> Signatures:
     """Fit a mask and pattern per class, all classes in one batched loop.
 
@@ -93,6 +95,8 @@ def fit_signatures(
         the extra clean-model flags it gave on its own (see the README's backdoor section).
     description : the progress bar's label.
     chunk : samples per forward pass when the fitted masks are checked.
+    measure_flips : measure each fitted mask's flip rate (:func:`flip_rates`); a caller that keeps
+        only some of the rows measures those afterwards instead (``flip_rate`` is then None).
     """
     generator = generator or torch.Generator().manual_seed(0)
     classes = list(range(num_classes)) if classes is None else list(classes)
@@ -162,17 +166,25 @@ def fit_signatures(
         best_mask[never] = mask[never, 0]
         best_pattern[never] = pattern[never]
         best_l1 = torch.where(never, mask.flatten(1).sum(1), best_l1)
-        flips, shares = [], []
-        for row, c in enumerate(classes):
-            keep = far[:, row]
-            shares.append(float((base.argmax(1) == c).float().mean()))
-            pool = samples[keep][:1024]
-            if len(pool) == 0:
-                flips.append(1.0)
-                continue
-            flips.append(stamped_share(model, best_mask[row], best_pattern[row], pool, c, chunk))
+        shares = [float((base.argmax(1) == c).float().mean()) for c in classes]
+        flips = (flip_rates(model, best_mask, best_pattern, classes, samples, base, quantile, chunk)
+                 if measure_flips else [None] * k)
     return Signatures(best_mask.cpu(), best_pattern.cpu(), best_l1.tolist(), flips, shares,
                       (~never).tolist(), count)
+
+
+@torch.no_grad()
+def flip_rates(model, masks, patterns, classes, samples, probabilities, quantile: float = 0.5,
+               chunk: int = 1024) -> list[float]:
+    """Per row, the share of the class's far ``samples`` (up to 1,024 of them) that its mask and
+    pattern send to the class (1 where it has no far samples)."""
+    far = far_samples(probabilities, quantile)
+    rates = []
+    for row, c in enumerate(classes):
+        pool = samples[far[:, c]][:1024]
+        rates.append(stamped_share(model, masks[row].to(samples.device), patterns[row].to(samples.device), pool, c,
+                                   chunk) if len(pool) else 1.0)
+    return rates
 
 
 def gradient_start(model, samples: torch.Tensor, classes: list[int], probabilities: torch.Tensor,
@@ -290,12 +302,35 @@ def _smallest_stamps(model, mask_for, patterns, classes, samples, base, candidat
             for row, c in enumerate(classes)]
 
 
+DECISION_CHUNK = 32  # samples per forward pass while a pass/fail test is still open
+
+
+@torch.no_grad()
 def _stamp_flips(model, mask, pattern, samples, target: int, required: float, chunk: int = 1024) -> bool:
     """Whether stamping ``pattern`` through ``mask`` sends at least ``required`` of ``samples``
-    to ``target`` (true when there are no samples to flip)."""
-    if len(samples) == 0:
+    to ``target`` (true when there are no samples to flip).
+
+    The samples go through in small passes, and the test stops as soon as its answer is certain
+    (enough hits already, or too many misses to reach them): a stamp that clearly fails is
+    decided on a fraction of the samples. The answer is the same as counting them all."""
+    total = len(samples)
+    if total == 0:
         return True
-    return stamped_share(model, mask, pattern, samples, target, chunk) >= required
+    needed = math.ceil(required * total)  # the fewest hits h with h / total >= required
+    while needed > 0 and (needed - 1) / total >= required:
+        needed -= 1
+    while needed / total < required:
+        needed += 1
+    hits, step = 0, max(1, min(chunk, DECISION_CHUNK))
+    for start in range(0, total, step):
+        batch = samples[start : start + step]
+        hits += int((model((1 - mask) * batch + mask * pattern).argmax(1) == target).sum())
+        seen = start + len(batch)
+        if hits >= needed:
+            return True
+        if hits + (total - seen) < needed:
+            return False
+    return hits >= needed
 
 
 @torch.no_grad()
@@ -426,6 +461,6 @@ def compact_region(model, region: torch.Tensor, pattern: torch.Tensor, samples: 
         if box.sum() > growth * hard.sum():
             continue
         # No samples: no evidence that the box works, so the region stays.
-        if len(samples) and stamped_share(model, box, pattern, samples, target, chunk) >= required:
+        if len(samples) and _stamp_flips(model, box, pattern, samples, target, required, chunk):
             return box
     return region

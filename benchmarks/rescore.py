@@ -12,6 +12,14 @@ flagged (MAD anomaly index, low side, threshold 2). Rules:
 - ``mean-of-seeds``: each class's log size averaged over every run of the model (what a scan that
   repeated its fit and pooled the repeats would see; it needs two runs or more).
 
+These first rules ignore the shape tests. The ``shaped`` lines apply them as the scan does (a
+class may be flagged only if it is compact or a faint blend; the score is the largest index among
+those classes) and compare two ways of sizing a class:
+
+- ``shaped size``: every class by its signature size (the default until session 8);
+- ``shaped box``: a compact class by sqrt(mask L1 x box pixels), its own MAD index over the
+  classes, any other by its signature size (the default since session 9).
+
 No model is run: this only studies which statistic separates trojaned from clean models.
 """
 
@@ -28,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from backdoor import roc_auc  # noqa: E402
 
+from agnostic_saliency.backdoor.signatures import faint_blends  # noqa: E402
 from agnostic_saliency.metrics.anomaly import flag_anomalies  # noqa: E402
 
 RULES = {
@@ -55,6 +64,33 @@ def figures(models: list[dict], values: dict[str, list[float]]) -> str:
             f"target flagged {flagged_target}/{trojaned}  clean flagged {clean_flagged}/{len(negative)}")
 
 
+def shaped_figures(models: list[dict], run: str, box_for_compact: bool) -> str:
+    """Detection figures with the scan's shape tests (box and faint blend, at their defaults)."""
+    positive, negative, top, flagged_target, clean_flagged = [], [], 0, 0, 0
+    for model in models:
+        classes = model[run]["classes"]
+        compact = [c["compact"] for c in classes]
+        faint = faint_blends([c["blend_strength"] for c in classes], compact, 0.14, 0.5)
+        by_size, _ = flag_anomalies([math.log(RULES["size"](c)) for c in classes], 2.0, side="low")
+        by_box, _ = flag_anomalies([0.5 * math.log(max(c["mask_l1"], 1e-6) * c["box_pixels"]) for c in classes],
+                                   2.0, side="low")
+        index = [float(by_box[k] if box_for_compact and compact[k] else by_size[k]) for k in range(len(classes))]
+        eligible = [compact[k] or faint[k] for k in range(len(classes))]
+        flagged = [k for k in range(len(classes)) if eligible[k] and index[k] > 2.0]
+        score = max([0.0] + [index[k] for k in range(len(classes)) if eligible[k]])
+        ranked = [index[k] if eligible[k] else -math.inf for k in range(len(classes))] if any(eligible) else index
+        if model["target"] is None:
+            negative.append(score)
+            clean_flagged += bool(flagged)
+        else:
+            positive.append(score)
+            top += max(range(len(ranked)), key=ranked.__getitem__) == model["target"]
+            flagged_target += model["target"] in flagged
+    trojaned = len(positive)
+    return (f"ROC-AUC {roc_auc(positive, negative):.3f}  target = top {top}/{trojaned}  "
+            f"target flagged {flagged_target}/{trojaned}  clean flagged {clean_flagged}/{len(negative)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="+", type=Path)
@@ -74,6 +110,10 @@ def main() -> None:
         for run in runs:
             values = {r["name"]: [math.log(statistic(c)) for c in r[run]["classes"]] for r in rows}
             print(f"{rule:<14} {run:<12} {figures(rows, values)}")
+    for run in runs:
+        if all("box_pixels" in r[run]["classes"][0] and "blend_strength" in r[run]["classes"][0] for r in rows):
+            for name, box_for_compact in (("shaped size", False), ("shaped box", True)):
+                print(f"{name:<14} {run:<12} {shaped_figures(rows, run, box_for_compact)}")
     if len(runs) > 1:
         values = {r["name"]: [statistics.fmean(math.log(RULES["size"](r[run]["classes"][k])) for run in runs)
                               for k in range(len(r[runs[0]]["classes"]))] for r in rows}

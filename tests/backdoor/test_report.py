@@ -11,7 +11,7 @@ def _result(flagged):
     # "eel" is as anomalous as a flagged class, but its region is scattered: never flagged.
     classes = [{"index": k, "name": name, "signature_size": 10.0 + k, "mask_l1": 5.0, "region_pixels": 4,
                 "flip_rate": 0.9, "start": "uniform", "anomaly_index": 3.0 if k in flagged or k == 2 else 0.5,
-                "box_pixels": 16 if k < 2 else 17, "compact": k < 2, "blend_strength": None if k < 2 else 0.3,
+                "box_pixels": 16 if k < 2 else 17, "box_size": 8.9, "compact": k < 2, "blend_strength": None if k < 2 else 0.3,
                 "faint_blend": False, "trigger_kind": "patch" if k in flagged else None}
                for k, name in enumerate(["cat", "<i>dog</i>", "eel"])]
     masks, patterns = torch.rand(3, 4, 4), torch.rand(3, 1, 4, 4)
@@ -35,6 +35,8 @@ def test_scan_report_states_the_verdict(tmp_path, flagged):
     assert html.count('<tr class="flagged">') == len(flagged)
     assert html.count("17 (too wide)") == 1 and "16 (too wide)" not in html
     assert "0.30</td>" in html and "(faint)" not in html
+    # the index is said to come from the box for the compact classes and from the region for "eel"
+    assert html.count("(of the box size)") == 2 and html.count("(of the signature size)") == 1
     assert ("attack success on fresh samples 0.970" in html) == bool(flagged)
     assert "<i>dog</i>" not in html
     assert len(re.findall(r' src="data:image/png;base64,', html)) == 2 + len(flagged)

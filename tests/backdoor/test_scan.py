@@ -32,6 +32,10 @@ def test_scan_flags_the_patch_target_and_recovers_a_working_trigger():
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert 0 in result.flagged and result.trojaned
     assert result.score == max(row["anomaly_index"] for row in result.classes if row["compact"] or row["faint_blend"])
+    # a compact class is judged by the box its trigger needs, any other by its hard region
+    assert all(row["anomaly_index"] == (row["box_index"] if row["compact"] else row["size_index"])
+               for row in result.classes)
+    assert all(row["box_size"] == pytest.approx((row["mask_l1"] * row["box_pixels"]) ** 0.5) for row in result.classes)
     assert result.classes[0]["compact"] and result.classes[0]["box_pixels"] <= 16
     assert result.classes[0]["trigger_kind"] == "patch"
     mask, pattern = result.triggers[0]
@@ -77,7 +81,8 @@ def test_only_classes_whose_trigger_fits_the_box_are_flagged():
     assert all(row["compact"] == (row["box_pixels"] <= 28 * 28) for row in anywhere.classes)
     # a one-pixel box fits no trigger here: nothing is flagged, whatever the anomaly index
     nowhere = scan(model, SPEC, max_trigger_area=1 / 784, max_blend_strength=0.0, **settings)
-    assert [row["anomaly_index"] for row in nowhere.classes] == [row["anomaly_index"] for row in anywhere.classes]
+    assert [row["size_index"] for row in nowhere.classes] == [row["size_index"] for row in anywhere.classes]
+    assert [row["box_index"] for row in nowhere.classes] == [row["box_index"] for row in anywhere.classes]
     assert nowhere.flagged == [] and not nowhere.trojaned and nowhere.score == 0.0
     assert not any(row["compact"] for row in nowhere.classes)
     with pytest.raises(InputError, match="share of the image"):

@@ -6,11 +6,12 @@ images when given) and nudge it into class exemplars, samples the model is confi
 over the classes (:mod:`.exemplars`; this is what keeps "easy" classes from looking like
 backdoor targets); fit every class's signature in one batched loop, from two starts per class, a
 faint uniform mask and the class's gradient start, keeping the smaller (:mod:`.signatures`);
-score each class by its signature size, sqrt(mask L1 x hard region pixels), with the MAD anomaly
-index of its log (low side, above 2 as Neural Cleanse does), and flag the anomalous classes whose
-trigger has one of the two shapes a backdoor takes: a patch, when the hard region fits a small
-square box (the small region of a merely easy class is a scatter of pixels), or a blend, when
-the class's pattern blended faintly over the whole image already flips the samples; for each
+flag the classes whose trigger has one of the two shapes a backdoor takes and is anomalously
+small for it (MAD anomaly index of the log size over the classes, low side, above 2 as Neural
+Cleanse does): a patch, when the hard region fits a small square box (the small region of a
+merely easy class is a scatter of pixels), sized sqrt(mask L1 x box pixels); or a blend, when
+the class's pattern blended faintly over the whole image already flips the samples, sized
+sqrt(mask L1 x hard region pixels); for each
 flagged patch class, harden its mask to the smallest region that still flips held-out exemplars
 (refitting those classes on raw samples, where that gives a smaller region) and compact that
 region to the box of its main part where the box still flips them; a flagged blend's trigger is
@@ -73,10 +74,12 @@ class ScanResult:
             "trojaned": self.trojaned,
             "score": self.score,
             "seconds": self.seconds,
-            "statistic": "signature_size = sqrt(mask_l1 * region_pixels), MAD anomaly index of its log, low side; "
-                         "flagged when also compact (box_pixels at most max_trigger_area of the image) "
-                         "or a faint blend (blend_strength at most max_blend_strength, and at most blend_gap "
-                         "times every other class's)",
+            "statistic": "signature_size = sqrt(mask_l1 * region_pixels) and box_size = sqrt(mask_l1 * box_pixels), "
+                         "each with the MAD anomaly index of its log over the classes, low side (size_index, "
+                         "box_index); anomaly_index is box_index for a compact class (box_pixels at most "
+                         "max_trigger_area of the image) and size_index otherwise; flagged when anomaly_index is "
+                         "above the threshold and the class is compact or a faint blend (blend_strength at most "
+                         "max_blend_strength, and at most blend_gap times every other class's)",
             "trigger_asr": {str(k): v for k, v in self.trigger_asr.items()},
             "trigger_asr_images": {str(k): v for k, v in self.trigger_asr_images.items()},
             "sample_gradients": self.sample_gradients,
@@ -238,7 +241,7 @@ def scan(
         count += spent
         l1, flips, shares, reached, regions, sizes, starts = (
             fitted[name] for name in ("mask_l1", "flip_rate", "baseline_share", "reached", "region_pixels", "size", "start"))
-        index, anomalous = flag_anomalies([math.log(v) for v in sizes], threshold, side="low")
+        size_index, _ = flag_anomalies([math.log(v) for v in sizes], threshold, side="low")
         # A small signature alone also marks classes that are merely easy to reach (on
         # Fashion-MNIST, "bag" from a scatter of pixels); a trigger must also fit in a small box.
         boxes = smallest_box(wrapped, [h.to(device) for h in hard], patterns.to(device), list(range(num_classes)),
@@ -251,7 +254,13 @@ def scan(
         strengths = weakest_blend(wrapped, patterns.to(device), list(range(num_classes)), held_out,
                                   held_probabilities, required=required, quantile=quantile, chunk=samples_per_pass)
         faint = faint_blends(strengths, compact, max_blend_strength, blend_gap)
-        flagged = [k for k in anomalous if compact[k] or faint[k]]
+        # A patch trigger is measured by the box it needs: its hard region alone can undercount a
+        # stamp whose pixels the fit spread around it. Every class's box signature gets its own
+        # MAD index, and a compact class is judged on that one, any other class on its region.
+        box_sizes = [math.sqrt(max(a, 1e-6) * b) for a, b in zip(l1, boxes)]
+        box_index, _ = flag_anomalies([math.log(v) for v in box_sizes], threshold, side="low")
+        index = [float(box_index[k] if compact[k] else size_index[k]) for k in range(num_classes)]
+        flagged = [k for k in range(num_classes) if index[k] > threshold and (compact[k] or faint[k])]
         patches = [k for k in flagged if compact[k]]
         trigger_fit = {k: "exemplars" for k in flagged}
         if patches and exemplar_steps > 0:
@@ -284,7 +293,8 @@ def scan(
     classes = [
         {"index": k, "name": names[k], "signature_size": sizes[k], "mask_l1": l1[k], "region_pixels": regions[k],
          "flip_rate": flips[k], "baseline_share": shares[k], "reached": bool(reached[k]), "start": starts[k],
-         "anomaly_index": float(index[k]), "box_pixels": boxes[k], "compact": bool(compact[k]),
+         "anomaly_index": index[k], "size_index": float(size_index[k]), "box_pixels": boxes[k],
+         "box_size": box_sizes[k], "box_index": float(box_index[k]), "compact": bool(compact[k]),
          "blend_strength": strengths[k], "faint_blend": bool(faint[k]),
          "trigger_kind": ("patch" if compact[k] else "blend") if k in flagged else None,
          "trigger_pixels": int((hard[k] > 0.5).sum()) if k in patches else None,
@@ -300,6 +310,6 @@ def scan(
                 "device": str(device), "precision": precision, "input_spec": spec.to_dict(), "class_chunks": class_chunks,
                 "images": 0 if images is None else int(len(images))}
     # The model's score: the largest anomaly index among classes whose trigger has a backdoor's shape.
-    score = max([0.0] + [float(index[k]) for k in range(num_classes) if compact[k] or faint[k]])
+    score = max([0.0] + [index[k] for k in range(num_classes) if compact[k] or faint[k]])
     return ScanResult(classes, flagged, bool(flagged), score, time.perf_counter() - start,
                       masks.cpu(), patterns.cpu(), torch.stack(hard).cpu(), triggers, asr, asr_images, settings, count)

@@ -151,7 +151,8 @@ def scan(
     far_batches : each class's fit batch is drawn from its own far samples (default; see
         :func:`.signatures.fit_signatures`), so every sample in it counts and ``batch_size`` 16
         gives as many informative samples as a shared batch of 32. With the box test it flags no
-        more clean models than the shared batch did, at 30% less time (README, session 8).
+        more clean models than the shared batch did, at 30% less time (docs/experiments.md,
+        session 4, and its session-8 note).
     memory_cap_mb : classes are fitted in chunks whose forward+backward fits this cap.
     precision : ``fp32`` (default), or ``bf16`` / ``fp16`` (CUDA only) to run the model under
         autocast mixed precision; losses stay in fp32.

@@ -92,7 +92,7 @@ def fit_signatures(
         instead of one shared batch of which only the far part counts for each class: the same
         number of informative samples at about half the forward and backward work. Off by
         default here; the scan turns it on (with half the batch), since its box test removes
-        the extra clean-model flags it gave on its own (see the README's backdoor section).
+        the extra clean-model flags it gave on its own (docs/experiments.md, session 4).
     description : the progress bar's label.
     chunk : samples per forward pass when the fitted masks are checked.
     measure_flips : measure each fitted mask's flip rate (:func:`flip_rates`); a caller that keeps

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from agnostic_saliency.backdoor.signatures import (
     _stamp_flips,
     balanced_pool,
+    box_spots,
     class_probabilities,
     compact_region,
     connected_parts,
@@ -205,6 +206,33 @@ def test_smallest_box_is_the_trigger_for_a_compact_region_and_wide_for_a_scatter
     assert smallest_box(ScatterReader(), scatter, pattern, [1], samples, base) == [100]
     dark = torch.zeros(1, 1, 12, 12)  # a stamp that never flips: wider than the image
     assert smallest_box(CornerReader(), corner, dark, [1], samples, base) == [12 * 12 + 1]
+
+
+def test_smallest_box_finds_a_trigger_beside_a_denser_cluster_of_the_region():
+    samples = torch.zeros(16, 1, 12, 12)
+    base = torch.full((16, 2), 0.5)
+    pattern = torch.ones(1, 1, 12, 12)
+    region = torch.zeros(1, 12, 12)
+    region[0, 6:10, 6:10] = 1  # a dense cluster of helper pixels the model does not look at
+    region[0, 0, :3] = region[0, 1, 0] = region[0, 2, 0] = 1  # 5 of the trigger's 9 pixels (CornerReader)
+    # the densest 3x3 spot is in the cluster and no box there flips anything; the next one is the trigger
+    found = smallest_box(CornerReader(), region, pattern, [1], samples, base, placements=3, every_side_up_to=16)
+    assert found == [9]
+    assert smallest_box(CornerReader(), region, pattern, [1], samples, base, placements=1,
+                        every_side_up_to=16)[0] > 9
+    # by halves alone, the search first tries a 6x6 box, whose spots all miss the corner, and steps over 3x3
+    assert smallest_box(CornerReader(), region, pattern, [1], samples, base, placements=3)[0] > 9
+
+
+def test_box_spots_are_the_densest_squares_that_do_not_overlap():
+    region = torch.zeros(8, 8)
+    region[:2, :2] = 1
+    region[5, 5] = 1
+    assert box_spots(region, 2, 3) == [(0, 0), (4, 4)]  # then nothing left with any of the region
+    spots = box_spots(torch.ones(8, 8), 3, 4)
+    squares = [{(top + i, left + j) for i in range(3) for j in range(3)} for top, left in spots]
+    assert len(spots) == 4 and all(not a & b for n, a in enumerate(squares) for b in squares[n + 1 :])
+    assert box_spots(torch.zeros(4, 4), 2, 3) == [(0, 0)]  # an empty region still gets one square
 
 
 class BrightnessReader(torch.nn.Module):

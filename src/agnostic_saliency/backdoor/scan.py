@@ -109,6 +109,7 @@ def scan(
     pool_size: int = 768,
     threshold: float = 2.0,
     max_trigger_area: float = 0.125,
+    box_placements: int = 3,
     max_blend_strength: float = 0.14,
     blend_gap: float = 0.5,
     required: float = 0.8,
@@ -136,6 +137,8 @@ def scan(
         (default 1/8), placed on its hard region, still flips the held-out exemplars: a patch
         trigger is compact, while the small region of a merely easy class is scattered. 1 turns
         the test off (and lets any anomalous class be flagged, with more clean classes).
+    box_placements : the box test tries each size at this many of the hard region's densest
+        spots (default 3; see :func:`.signatures.smallest_box`).
     max_blend_strength : an anomalous class whose trigger is not compact is still flagged if its
         pattern, blended over the whole image at at most this strength (default 0.14), flips the
         held-out exemplars: a blended backdoor's trigger is faint, while clean classes' patterns
@@ -159,6 +162,8 @@ def scan(
     """
     if not 0 < max_trigger_area <= 1:
         raise InputError(f"the largest trigger area is a share of the image in (0, 1], got {max_trigger_area}")
+    if box_placements < 1:
+        raise InputError(f"the box test needs at least one placement, got {box_placements}")
     if not 0 <= max_blend_strength <= 1:
         raise InputError(f"the largest blend strength is in [0, 1], got {max_blend_strength}")
     if not 0 < blend_gap <= 1:
@@ -247,7 +252,8 @@ def scan(
         # Fashion-MNIST, "bag" from a scatter of pixels); a trigger must also fit in a small box.
         boxes = smallest_box(wrapped, [h.to(device) for h in hard], patterns.to(device), list(range(num_classes)),
                              held_out, held_probabilities, required=required, quantile=quantile,
-                             chunk=samples_per_pass)
+                             chunk=samples_per_pass, placements=box_placements,
+                             every_side_up_to=int(max_trigger_area * spec.shape[1] * spec.shape[2]))
         height, width = spec.shape[1:]
         compact = [box <= max_trigger_area * height * width for box in boxes]
         # A blended backdoor's trigger spans the image, so the box test cannot see it; it is faint
@@ -304,6 +310,7 @@ def scan(
     ]
     settings = {"distribution": source.describe(), "steps": steps, "batch_size": batch_size,
                 "pool_size": pool_size, "threshold": threshold, "max_trigger_area": max_trigger_area,
+                "box_placements": box_placements,
                 "max_blend_strength": max_blend_strength, "blend_gap": blend_gap, "required": required, "quantile": quantile, "seed": seed,
                 "exemplar_steps": exemplar_steps, "far_batches": far_batches,
                 "exemplars_on_class": None if exemplars is None else exemplars[0],

@@ -359,30 +359,66 @@ def _smallest_passing(candidates, passes):
 
 @torch.no_grad()
 def smallest_box(model, regions, patterns, classes, samples, base, required: float = 0.8,
-                 quantile: float = 0.5, chunk: int = 1024) -> list[int]:
-    """Per class, the pixels of the smallest square box that, placed where its hard region is
-    densest and stamped with the class's pattern, sends at least ``required`` of the far
-    ``samples`` to the class (the same test as :func:`smallest_region`). ``H*W + 1`` when even the
-    largest square fails.
+                 quantile: float = 0.5, chunk: int = 1024, placements: int = 3,
+                 every_side_up_to: int = 0) -> list[int]:
+    """Per class, the pixels of the smallest square box that, placed on its hard region and
+    stamped with the class's pattern, sends at least ``required`` of the far ``samples`` to the
+    class (the same test as :func:`smallest_region`). ``H*W + 1`` when even the largest square
+    fails. Each size is tried at the ``placements`` densest spots of the region that do not
+    overlap (:func:`box_spots`).
 
     A patch trigger's region is compact, so its box is about the trigger's size. The hard region
     of a class that is merely easy to reach can be as small, but it is a scatter of pixels over
     the whole image (on the 28x28 population, every class of the clean models needed a box of
     121 pixels or more, the patch targets 9 to 64), and no small box does the job.
+
+    Why more than one spot: the fit can leave scattered helper pixels that cluster more densely
+    than the trigger's own share of the region. On the population's CNN with a 6 px checkerboard
+    (seed 0) the densest spot needed a 324-pixel box, the third one sat on the trigger and needed
+    36; the clean models' smallest boxes did not move below 121.
+
+    Where the spots move with the size, a larger box need not work just because a smaller one
+    does, so a binary search can step over the trigger's size. Every size of at most
+    ``every_side_up_to`` pixels (the scan passes its largest trigger area) is therefore tried in
+    turn, smallest first; only the larger sizes are searched by halves.
     """
     height, width = regions[0].shape
+    far_all = far_samples(base, quantile)
+    sides = range(1, min(height, width) + 1)
+    small = [side for side in sides if side * side <= every_side_up_to]
+    large = [side for side in sides if side * side > every_side_up_to]
+    found = []
+    for row, c in enumerate(classes):
+        region, pool = regions[row].to(samples.device), samples[far_all[:, c]]
 
-    def box(row, side):
-        region = regions[row].to(samples.device).float()
-        density = torch.nn.functional.avg_pool2d(region[None, None], side, stride=1)[0, 0]
-        top, left = divmod(int(density.flatten().argmax()), density.shape[1])
-        mask = torch.zeros(height, width, device=samples.device)
-        mask[top : top + side, left : left + side] = 1
-        return mask
+        def passes(side, region=region, pool=pool, row=row, c=c):
+            for top, left in box_spots(region, side, placements):
+                mask = torch.zeros(height, width, device=samples.device)
+                mask[top : top + side, left : left + side] = 1
+                if _stamp_flips(model, mask, patterns[row], pool, c, required, chunk):
+                    return True
+            return False
 
-    sides = _smallest_stamps(model, box, patterns, classes, samples, base, range(1, min(height, width) + 1),
-                             required, quantile, chunk)
-    return [height * width + 1 if side is None else side * side for side in sides]
+        side = next((side for side in small if passes(side)), None)
+        if side is None and large:
+            side = _smallest_passing(large, passes)
+        found.append(height * width + 1 if side is None else side * side)
+    return found
+
+
+def box_spots(region: torch.Tensor, side: int, count: int) -> list[tuple[int, int]]:
+    """Top-left corners of up to ``count`` side x side squares on ``region`` (H, W), densest
+    first, none overlapping an earlier one; after the first, only squares holding some of it."""
+    density = torch.nn.functional.avg_pool2d(region.float()[None, None], side, stride=1)[0, 0].clone()
+    spots = []
+    for _ in range(count):
+        flat = int(density.flatten().argmax())
+        if spots and density.flatten()[flat] <= 0:
+            break
+        top, left = divmod(flat, density.shape[1])
+        spots.append((top, left))
+        density[max(0, top - side + 1) : top + side, max(0, left - side + 1) : left + side] = -1
+    return spots
 
 
 BLEND_STRENGTHS = tuple(round(0.01 * i, 2) for i in range(1, 101))

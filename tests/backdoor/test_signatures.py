@@ -16,12 +16,14 @@ from agnostic_saliency.backdoor.signatures import (
     connected_parts,
     faint_blends,
     far_samples,
+    fills_its_box,
     fit_signatures,
     gradient_start,
     smallest_box,
     smallest_region,
     stamped_share,
     weakest_blend,
+    working_box,
 )
 from agnostic_saliency.method.distributions import make_distribution
 from agnostic_saliency.models import InputSpec
@@ -222,6 +224,17 @@ def test_smallest_box_finds_a_trigger_beside_a_denser_cluster_of_the_region():
                         every_side_up_to=16)[0] > 9
     # by halves alone, the search first tries a 6x6 box, whose spots all miss the corner, and steps over 3x3
     assert smallest_box(CornerReader(), region, pattern, [1], samples, base, placements=3)[0] > 9
+
+
+def test_working_box_is_the_square_the_box_test_found_and_fills_its_box():
+    samples = torch.zeros(16, 1, 12, 12)
+    region = torch.zeros(12, 12)
+    region[6:10, 6:10] = 1
+    region[0, :3] = region[1, 0] = region[2, 0] = 1
+    square = working_box(CornerReader(), region, torch.ones(1, 12, 12), samples, 1, side=3)
+    assert square is not None and square[:3, :3].sum() == 9 and square.sum() == 9 and fills_its_box(square)
+    assert not fills_its_box(region) and not fills_its_box(torch.zeros(4, 4))
+    assert working_box(CornerReader(), region, torch.zeros(1, 12, 12), samples, 1, side=3) is None
 
 
 def test_box_spots_are_the_densest_squares_that_do_not_overlap():

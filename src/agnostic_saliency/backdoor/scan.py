@@ -39,6 +39,7 @@ from .signatures import (
     compact_region,
     faint_blends,
     far_samples,
+    fills_its_box,
     fit_signatures,
     flip_rates,
     gradient_start,
@@ -46,6 +47,7 @@ from .signatures import (
     smallest_region,
     stamped_share,
     weakest_blend,
+    working_box,
 )
 
 
@@ -137,8 +139,10 @@ def scan(
         (default 1/8), placed on its hard region, still flips the held-out exemplars: a patch
         trigger is compact, while the small region of a merely easy class is scattered. 1 turns
         the test off (and lets any anomalous class be flagged, with more clean classes).
-    box_placements : the box test tries each size at this many of the hard region's densest
-        spots (default 3; see :func:`.signatures.smallest_box`).
+    box_placements : a class whose signature is anomalous but whose box (placed where its hard
+        region is densest) is too wide gets a second look: every box size up to the bound, at this
+        many of the region's densest spots (default 3; 1 turns the second look off; see
+        :func:`.signatures.smallest_box`).
     max_blend_strength : an anomalous class whose trigger is not compact is still flagged if its
         pattern, blended over the whole image at at most this strength (default 0.14), flips the
         held-out exemplars: a blended backdoor's trigger is faint, while clean classes' patterns
@@ -252,10 +256,20 @@ def scan(
         # Fashion-MNIST, "bag" from a scatter of pixels); a trigger must also fit in a small box.
         boxes = smallest_box(wrapped, [h.to(device) for h in hard], patterns.to(device), list(range(num_classes)),
                              held_out, held_probabilities, required=required, quantile=quantile,
-                             chunk=samples_per_pass, placements=box_placements,
-                             every_side_up_to=int(max_trigger_area * spec.shape[1] * spec.shape[2]))
+                             chunk=samples_per_pass, placements=1)
         height, width = spec.shape[1:]
-        compact = [box <= max_trigger_area * height * width for box in boxes]
+        largest_box = int(max_trigger_area * height * width)
+        # A second look for the classes whose signature is anomalous but whose box was too wide:
+        # every box size up to the bound, each at the region's few densest spots. The region can
+        # be the trigger plus a denser cluster of scattered helper pixels (see smallest_box).
+        second = [k for k in range(num_classes) if boxes[k] > largest_box and size_index[k] > threshold]
+        if second and box_placements > 1:
+            looked = smallest_box(wrapped, [hard[k].to(device) for k in second], patterns[second].to(device), second,
+                                  held_out, held_probabilities, required=required, quantile=quantile,
+                                  chunk=samples_per_pass, placements=box_placements, every_side_up_to=largest_box)
+            for k, box in zip(second, looked):
+                boxes[k] = min(boxes[k], box)
+        compact = [box <= largest_box for box in boxes]
         # A blended backdoor's trigger spans the image, so the box test cannot see it; it is faint
         # instead: far fainter than the blend of any other class's pattern that works.
         strengths = weakest_blend(wrapped, patterns.to(device), list(range(num_classes)), held_out,
@@ -287,8 +301,16 @@ def scan(
                 hard[k] = torch.full((height, width), strengths[k])
                 continue
             others = held_out[held_far[:, k]]
-            hard[k] = compact_region(wrapped, hard[k].to(device), patterns[k].to(device), others, k, required,
-                                     chunk=samples_per_pass).cpu()
+            boxed = compact_region(wrapped, hard[k].to(device), patterns[k].to(device), others, k, required,
+                                   chunk=samples_per_pass)
+            if not fills_its_box(boxed) and trigger_fit[k] == "exemplars":
+                # The region did not compact to a box that works, but the box test found one on it:
+                # that square is the trigger (the region can be the trigger plus scattered helpers).
+                square = working_box(wrapped, hard[k].to(device), patterns[k].to(device), others, k,
+                                     math.isqrt(boxes[k]), box_placements if k in second else 1, required,
+                                     samples_per_pass)
+                boxed = boxed if square is None else square
+            hard[k] = boxed.cpu()
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
         triggers, asr, asr_images = {}, {}, {}
         for k in flagged:

@@ -392,12 +392,7 @@ def smallest_box(model, regions, patterns, classes, samples, base, required: flo
         region, pool = regions[row].to(samples.device), samples[far_all[:, c]]
 
         def passes(side, region=region, pool=pool, row=row, c=c):
-            for top, left in box_spots(region, side, placements):
-                mask = torch.zeros(height, width, device=samples.device)
-                mask[top : top + side, left : left + side] = 1
-                if _stamp_flips(model, mask, patterns[row], pool, c, required, chunk):
-                    return True
-            return False
+            return working_box(model, region, patterns[row], pool, c, side, placements, required, chunk) is not None
 
         side = next((side for side in small if passes(side)), None)
         if side is None and large:
@@ -419,6 +414,29 @@ def box_spots(region: torch.Tensor, side: int, count: int) -> list[tuple[int, in
         spots.append((top, left))
         density[max(0, top - side + 1) : top + side, max(0, left - side + 1) : left + side] = -1
     return spots
+
+
+@torch.no_grad()
+def working_box(model, region, pattern, samples, target: int, side: int, placements: int = 3,
+                required: float = 0.8, chunk: int = 1024) -> torch.Tensor | None:
+    """The side x side square found by :func:`smallest_box` for this region: the first of its
+    spots whose stamp sends at least ``required`` of ``samples`` to ``target`` (None if none)."""
+    height, width = region.shape
+    for top, left in box_spots(region, side, placements):
+        mask = torch.zeros(height, width, device=samples.device)
+        mask[top : top + side, left : left + side] = 1
+        if _stamp_flips(model, mask, pattern, samples, target, required, chunk):
+            return mask
+    return None
+
+
+def fills_its_box(mask: torch.Tensor) -> bool:
+    """Whether the mask's pixels (above 0.5) are exactly a filled rectangle."""
+    hard = mask > 0.5
+    rows, cols = hard.any(1).nonzero()[:, 0], hard.any(0).nonzero()[:, 0]
+    if len(rows) == 0:
+        return False
+    return int(hard.sum()) == (int(rows.max() - rows.min()) + 1) * (int(cols.max() - cols.min()) + 1)
 
 
 BLEND_STRENGTHS = tuple(round(0.01 * i, 2) for i in range(1, 101))

@@ -374,8 +374,8 @@ def smallest_box(model, regions, patterns, classes, samples, base, required: flo
 
     Why more than one spot: the fit can leave scattered helper pixels that cluster more densely
     than the trigger's own share of the region. On the population's CNN with a 6 px checkerboard
-    (seed 0) the densest spot needed a 324-pixel box, the third one sat on the trigger and needed
-    36; the clean models' smallest boxes did not move below 121.
+    (seed 0) the densest spot needed a 324-pixel box, while a 36-pixel box at the third one, over
+    part of the trigger, worked; the clean models' smallest boxes did not move below 121.
 
     Where the spots move with the size, a larger box need not work just because a smaller one
     does, so a binary search can step over the trigger's size. Every size of at most

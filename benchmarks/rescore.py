@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from backdoor import roc_auc  # noqa: E402
 
-from agnostic_saliency.backdoor.signatures import faint_blends  # noqa: E402
+from agnostic_saliency.backdoor.signatures import faint_blends, stamp_size  # noqa: E402
 from agnostic_saliency.metrics.anomaly import flag_anomalies  # noqa: E402
 
 RULES = {
-    "size": lambda c: math.sqrt(max(c["mask_l1"], 1e-6) * c["region_pixels"]),
+    "size": lambda c: stamp_size(c["mask_l1"], c["region_pixels"]),
     "l1": lambda c: max(c["mask_l1"], 1e-6),
     "region": lambda c: c["region_pixels"],
 }
@@ -72,8 +72,8 @@ def shaped_figures(models: list[dict], run: str, box_for_compact: bool) -> str:
         compact = [c["compact"] for c in classes]
         faint = faint_blends([c["blend_strength"] for c in classes], compact, 0.14, 0.5)
         by_size, _ = flag_anomalies([math.log(RULES["size"](c)) for c in classes], 2.0, side="low")
-        by_box, _ = flag_anomalies([0.5 * math.log(max(c["mask_l1"], 1e-6) * c["box_pixels"]) for c in classes],
-                                   2.0, side="low")
+        by_box, _ = flag_anomalies([math.log(stamp_size(c["mask_l1"], c["box_pixels"])) for c in classes], 2.0,
+                                   side="low")
         index = [float(by_box[k] if box_for_compact and compact[k] else by_size[k]) for k in range(len(classes))]
         eligible = [compact[k] or faint[k] for k in range(len(classes))]
         flagged = [k for k in range(len(classes)) if eligible[k] and index[k] > 2.0]

@@ -45,6 +45,7 @@ from .signatures import (
     gradient_start,
     smallest_box,
     smallest_region,
+    stamp_size,
     stamped_share,
     weakest_blend,
     working_box,
@@ -224,7 +225,7 @@ def scan(
                                             held_probabilities, required=required, quantile=quantile,
                                             chunk=samples_per_pass)
             n = len(classes)
-            sizes = [math.sqrt(max(a, 1e-6) * b) for a, b in zip(fitted["mask_l1"], regions)]
+            sizes = [stamp_size(a, b) for a, b in zip(fitted["mask_l1"], regions)]
             best = [row + n if sizes[row + n] < sizes[row] else row for row in range(n)]
             chosen = torch.tensor(best)
             picked = {name: [values[row] for row in best] for name, values in fitted.items()}
@@ -278,7 +279,7 @@ def scan(
         # A patch trigger is measured by the box it needs: its hard region alone can undercount a
         # stamp whose pixels the fit spread around it. Every class's box signature gets its own
         # MAD index, and a compact class is judged on that one, any other class on its region.
-        box_sizes = [math.sqrt(max(a, 1e-6) * b) for a, b in zip(l1, boxes)]
+        box_sizes = [stamp_size(a, b) for a, b in zip(l1, boxes)]
         box_index, _ = flag_anomalies([math.log(v) for v in box_sizes], threshold, side="low")
         index = [float(box_index[k] if compact[k] else size_index[k]) for k in range(num_classes)]
         flagged = [k for k in range(num_classes) if index[k] > threshold and (compact[k] or faint[k])]

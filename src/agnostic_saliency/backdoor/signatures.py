@@ -187,6 +187,12 @@ def flip_rates(model, masks, patterns, classes, samples, probabilities, quantile
     return rates
 
 
+def stamp_size(mask_l1: float, pixels: int) -> float:
+    """A class's size as the scan scores it: sqrt(mask L1 x the pixels its hard stamp needs), the
+    region's (``signature_size``) or the box's (``box_size``). The L1 is floored so a log exists."""
+    return math.sqrt(max(mask_l1, 1e-6) * pixels)
+
+
 def gradient_start(model, samples: torch.Tensor, classes: list[int], probabilities: torch.Tensor,
                    quantile: float = 0.5, count: int = 256, base: float = -3.0, gain: float = 1.0,
                    cap: float = 4.0, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor, int]:

@@ -7,6 +7,7 @@
     python scripts/make_population.py --list          # print the recipes and exit
     python scripts/make_population.py --resume        # train only the models not built yet
     python scripts/make_population.py --test-split    # 8 further models in artifacts/population-test/
+    python scripts/make_population.py --test-split test2   # 8 more in artifacts/population-test2/
 
 Writes into ``--out`` (default ``artifacts/population/``, git-ignored; ``tests/fixtures/population/``
 with ``--fixtures``): ``<name>.safetensors`` (state dict), ``<name>.trigger.safetensors`` (true
@@ -20,7 +21,13 @@ an architecture dev lacks (``fmnist-mlp``) and triggers dev lacks (a 6-pixel pat
 from the corners, a checkerboard blend). ``--test-split`` builds a third set in its own folder
 (session 6), used for no choice at all: a residual architecture none of the others has
 (``fmnist-resnet``, global average pooling), new seeds, a bottom-middle and a mid-right patch, a
-top-right checkerboard and a random blend on the resnet.
+top-right checkerboard and a random blend on the resnet. That split was in view when two scan
+rules were chosen (session 8's blend gap, session 9's box index), so ``--test-split test2``
+builds a fresh one (session 10), built after every setting of the scan was fixed: a VGG-style
+net (``fmnist-vgg``, two conv stages without batch norm, a flattened head), a third clean resnet
+and MLP, patches at new spots (a 4 px random patch low on the left, a 4 px random patch inside
+the upper left, a 3 px checkerboard low on the left of a resnet) and a stripes blend at 0.15 on
+the VGG.
 
 Training: Adam with a one-cycle schedule (``train_classifier``), lr 3e-3, batch 128, on the
 60,000 training images; 2 epochs for the convolutional nets, 3 for the MLP; 10% of every batch is
@@ -73,6 +80,7 @@ TRAINING = {
     "fmnist-cnn": dict(epochs=2, lr=3e-3, batch_size=128),
     "fmnist-mlp": dict(epochs=3, lr=3e-3, batch_size=128),
     "fmnist-resnet": dict(epochs=2, lr=3e-3, batch_size=128),
+    "fmnist-vgg": dict(epochs=2, lr=3e-3, batch_size=128),
 }
 
 
@@ -131,11 +139,24 @@ TEST_RECIPES = [
     _blend("resnet-blend-random", R, "test", 44, 6, 0.15, "random"),
     _patch("cnn-patch3-midright-random", C, "test", 45, 5, 3, (13, 24), "random"),
 ]
+V = "fmnist-vgg"
+TEST2_RECIPES = [
+    # test2 (session 10): built after every scan setting was fixed, and used for no choice
+    _clean("vgg-clean-0", V, "test2", 50),
+    _clean("vgg-clean-1", V, "test2", 51),
+    _clean("resnet-clean-2", R, "test2", 46),
+    _clean("mlp-clean-2", M, "test2", 36),
+    _patch("vgg-patch4-lowleft-random", V, "test2", 52, 3, 4, (20, 4), "random"),
+    _blend("vgg-blend-stripes", V, "test2", 53, 9, 0.15, "stripes"),
+    _patch("mlp-patch4-upperleft-random", M, "test2", 37, 0, 4, (6, 3), "random"),
+    _patch("resnet-patch3-lowleft-checker", R, "test2", 47, 2, 3, (24, 6), "checkerboard"),
+]
+TEST_SPLITS = {"test": (TEST_RECIPES, ROOT / "artifacts" / "population-test"),
+               "test2": (TEST2_RECIPES, ROOT / "artifacts" / "population-test2")}
 SMALL = ["lenet-clean-0", "cnn-clean-0", "lenet-patch3-br-white", "lenet-blend-random",
          "cnn-patch4-br-white", "cnn-blend-stripes"]
 FIXTURES = ["lenet-clean-0", "lenet-patch3-br-white", "lenet-blend-random"]
-BY_NAME = {r["name"]: r for r in RECIPES + TEST_RECIPES}
-TEST_OUT = ROOT / "artifacts" / "population-test"
+BY_NAME = {r["name"]: r for r in RECIPES + TEST_RECIPES + TEST2_RECIPES}
 
 
 def make_trigger(recipe: dict):
@@ -217,7 +238,7 @@ def check_table(models: list[dict]) -> tuple[str, bool]:
 
 def write_manifest(path: Path, entries: dict, threads: int, seconds: float) -> list[dict]:
     """Write ``manifest.json`` with the models in recipe order; return that list."""
-    order = [r["name"] for r in RECIPES + TEST_RECIPES]
+    order = [r["name"] for r in RECIPES + TEST_RECIPES + TEST2_RECIPES]
     models = sorted(entries.values(), key=lambda m: order.index(m["name"]) if m["name"] in order else len(order))
     manifest = {
         "dataset": "fashion-mnist",
@@ -240,8 +261,9 @@ def main() -> int:
     group.add_argument("--only", metavar="NAME", help="rebuild one model and keep the others")
     group.add_argument("--fixtures", action="store_true", help="the test subset (1 clean + 2 trojaned LeNets)")
     group.add_argument("--list", action="store_true", help="print the recipes and exit")
-    group.add_argument("--test-split", action="store_true",
-                       help=f"the 8 test-split models, into {TEST_OUT.relative_to(ROOT)}/ by default")
+    group.add_argument("--test-split", nargs="?", const="test", choices=sorted(TEST_SPLITS),
+                       help="a test split's 8 models (test, the default, or test2), into "
+                            "artifacts/population-<split>/ by default")
     parser.add_argument("--resume", action="store_true",
                         help="keep models already in the output manifest instead of retraining them")
     parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT.relative_to(ROOT)})")
@@ -250,11 +272,12 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.list:
-        for r in RECIPES + TEST_RECIPES:
+        for r in RECIPES + TEST_RECIPES + TEST2_RECIPES:
             print(json.dumps(r))
         return 0
     torch.set_num_threads(args.threads)
-    out = args.out or (FIXTURES_OUT if args.fixtures else TEST_OUT if args.test_split else DEFAULT_OUT)
+    test_recipes, test_out = TEST_SPLITS[args.test_split] if args.test_split else (None, None)
+    out = args.out or (FIXTURES_OUT if args.fixtures else test_out if args.test_split else DEFAULT_OUT)
     out.mkdir(parents=True, exist_ok=True)
     if args.only:
         if args.only not in BY_NAME:
@@ -262,7 +285,7 @@ def main() -> int:
         names = [args.only]
     else:
         names = (SMALL if args.small else FIXTURES if args.fixtures
-                 else [r["name"] for r in TEST_RECIPES] if args.test_split else [r["name"] for r in RECIPES])
+                 else [r["name"] for r in test_recipes] if args.test_split else [r["name"] for r in RECIPES])
 
     manifest_path = out / "manifest.json"
     existing = {}

@@ -93,7 +93,9 @@ def test_only_classes_whose_trigger_fits_the_box_are_flagged():
         scan(model, SPEC, max_blend_strength=1.5, **settings)
     with pytest.raises(InputError, match="at least one placement"):
         scan(model, SPEC, box_placements=0, **settings)
-    assert anywhere.settings["box_placements"] == 3
+    with pytest.raises(InputError, match="box fit's steps"):
+        scan(model, SPEC, box_fit_steps=-1, **settings)
+    assert anywhere.settings["box_placements"] == 3 and anywhere.settings["box_fit_steps"] == 30
 
 
 def test_scan_flags_a_blend_target_by_its_faint_whole_image_trigger():

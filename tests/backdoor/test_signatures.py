@@ -18,6 +18,7 @@ from agnostic_saliency.backdoor.signatures import (
     far_samples,
     fills_its_box,
     fit_signatures,
+    fitted_box,
     gradient_start,
     smallest_box,
     smallest_region,
@@ -235,6 +236,21 @@ def test_working_box_is_the_square_the_box_test_found_and_fills_its_box():
     assert square is not None and square[:3, :3].sum() == 9 and square.sum() == 9 and fills_its_box(square)
     assert not fills_its_box(region) and not fills_its_box(torch.zeros(4, 4))
     assert working_box(CornerReader(), region, torch.zeros(1, 12, 12), samples, 1, side=3) is None
+
+
+def test_fitted_box_fits_the_pattern_inside_the_box_when_the_fitted_pattern_fails_there():
+    samples = torch.zeros(16, 1, 12, 12)
+    region = torch.zeros(12, 12)
+    region[:4, :4] = 1
+    dark = torch.zeros(1, 12, 12)  # the class's fitted pattern: stamped as it is, no box flips anything
+    assert working_box(CornerReader(), region, dark, samples, 1, side=4) is None
+    found = fitted_box(CornerReader(), region, dark, samples, samples, 1, 0.0, 1.0, largest_side=4, steps=60)
+    assert found is not None
+    pixels, mask, stamp, spent = found
+    # 9 of the corner's 16 pixels bright pass its mean over 0.5; 4 do not
+    assert pixels == 9 and mask[:3, :3].sum() == 9 and mask.sum() == 9
+    assert stamp[0, :3, :3].min() > 0.5 and spent > 0
+    assert fitted_box(CornerReader(), region, dark, samples, samples, 1, 0.0, 1.0, largest_side=2, steps=60) is None
 
 
 def test_box_spots_are_the_densest_squares_that_do_not_overlap():

@@ -9,7 +9,9 @@ faint uniform mask and the class's gradient start, keeping the smaller (:mod:`.s
 flag the classes whose trigger has one of the two shapes a backdoor takes and is anomalously
 small for it (MAD anomaly index of the log size over the classes, low side, above 2 as Neural
 Cleanse does): a patch, when the hard region fits a small square box (the small region of a
-merely easy class is a scatter of pixels), sized sqrt(mask L1 x box pixels); or a blend, when
+merely easy class is a scatter of pixels), sized sqrt(mask L1 x box pixels) (an anomalous class
+whose box is too wide gets a second look, every box size at a few dense spots, and a third, a
+pattern fitted inside the box, which must then work at half the area); or a blend, when
 the class's pattern blended faintly over the whole image already flips the samples, sized
 sqrt(mask L1 x hard region pixels); for each
 flagged patch class, harden its mask to the smallest region that still flips held-out exemplars
@@ -41,6 +43,7 @@ from .signatures import (
     far_samples,
     fills_its_box,
     fit_signatures,
+    fitted_box,
     flip_rates,
     gradient_start,
     smallest_box,
@@ -113,6 +116,7 @@ def scan(
     threshold: float = 2.0,
     max_trigger_area: float = 0.125,
     box_placements: int = 3,
+    box_fit_steps: int = 30,
     max_blend_strength: float = 0.14,
     blend_gap: float = 0.5,
     required: float = 0.8,
@@ -144,6 +148,9 @@ def scan(
         region is densest) is too wide gets a second look: every box size up to the bound, at this
         many of the region's densest spots (default 3; 1 turns the second look off; see
         :func:`.signatures.smallest_box`).
+    box_fit_steps : a class still too wide after the second look gets a third: a pattern fitted
+        inside a box at those spots, for this many steps (default 30; 0 turns it off), where a box
+        of at most half the largest trigger area must work (:func:`.signatures.fitted_box`).
     max_blend_strength : an anomalous class whose trigger is not compact is still flagged if its
         pattern, blended over the whole image at at most this strength (default 0.14), flips the
         held-out exemplars: a blended backdoor's trigger is faint, while clean classes' patterns
@@ -167,6 +174,8 @@ def scan(
     """
     if not 0 < max_trigger_area <= 1:
         raise InputError(f"the largest trigger area is a share of the image in (0, 1], got {max_trigger_area}")
+    if box_fit_steps < 0:
+        raise InputError(f"the box fit's steps cannot be negative, got {box_fit_steps}")
     if box_placements < 1:
         raise InputError(f"the box test needs at least one placement, got {box_placements}")
     if not 0 <= max_blend_strength <= 1:
@@ -270,6 +279,26 @@ def scan(
                                   chunk=samples_per_pass, placements=box_placements, every_side_up_to=largest_box)
             for k, box in zip(second, looked):
                 boxes[k] = min(boxes[k], box)
+        # A third look for those still too wide: the pattern fitted inside the box. On a network
+        # with global average pooling the fit can spread a patch's evidence, so that the fitted
+        # pattern under any one box is not the trigger. A box with its own fitted pattern is an
+        # adversarial patch, so it must work at half the bound.
+        boxed_fits = {}
+        fitted_side = math.isqrt(largest_box // 2)
+        if box_fit_steps > 0 and fitted_side >= 1:
+            fit_far = far_samples(class_probabilities(wrapped, fit_pool, samples_per_pass), quantile)
+            held_far_classes = far_samples(held_probabilities, quantile)
+            box_generator = torch.Generator().manual_seed(seed + 11)  # leaves the scan's own draws as they were
+            for k in second:
+                if boxes[k] <= largest_box:
+                    continue
+                found = fitted_box(wrapped, hard[k].to(device), patterns[k].to(device), fit_pool[fit_far[:, k]],
+                                   held_out[held_far_classes[:, k]], k, low, high, fitted_side,
+                                   box_placements, steps=box_fit_steps, batch_size=batch_size, required=required,
+                                   generator=box_generator, chunk=samples_per_pass)
+                if found is not None:
+                    boxes[k], boxed_fits[k] = found[0], (found[1].cpu(), found[2].cpu())
+                    count += found[3]
         compact = [box <= largest_box for box in boxes]
         # A blended backdoor's trigger spans the image, so the box test cannot see it; it is faint
         # instead: far fainter than the blend of any other class's pattern that works.
@@ -283,8 +312,8 @@ def scan(
         box_index, _ = flag_anomalies([math.log(v) for v in box_sizes], threshold, side="low")
         index = [float(box_index[k] if compact[k] else size_index[k]) for k in range(num_classes)]
         flagged = [k for k in range(num_classes) if index[k] > threshold and (compact[k] or faint[k])]
-        patches = [k for k in flagged if compact[k]]
-        trigger_fit = {k: "exemplars" for k in flagged}
+        patches = [k for k in flagged if compact[k] and k not in boxed_fits]
+        trigger_fit = {k: "box fit" if k in boxed_fits else "exemplars" for k in flagged}
         if patches and exemplar_steps > 0:
             # Signatures fitted on exemplars find the class, but the fit's mask can be diffuse. A
             # second fit on raw samples, for the flagged classes only, often finds the compact
@@ -300,6 +329,9 @@ def scan(
         for k in flagged:
             if not compact[k]:  # a blend: the pattern over the whole image, at its weakest working strength
                 hard[k] = torch.full((height, width), strengths[k])
+                continue
+            if k in boxed_fits:  # the box and the pattern fitted inside it
+                hard[k], patterns[k] = boxed_fits[k]
                 continue
             others = held_out[held_far[:, k]]
             boxed = compact_region(wrapped, hard[k].to(device), patterns[k].to(device), others, k, required,
@@ -327,13 +359,14 @@ def scan(
          "box_size": box_sizes[k], "box_index": float(box_index[k]), "compact": bool(compact[k]),
          "blend_strength": strengths[k], "faint_blend": bool(faint[k]),
          "trigger_kind": ("patch" if compact[k] else "blend") if k in flagged else None,
-         "trigger_pixels": int((hard[k] > 0.5).sum()) if k in patches else None,
+         "trigger_pixels": int((hard[k] > 0.5).sum()) if k in flagged and compact[k] else None,
+         "box_fitted": k in boxed_fits,
          "trigger_fit": trigger_fit.get(k)}
         for k in range(num_classes)
     ]
     settings = {"distribution": source.describe(), "steps": steps, "batch_size": batch_size,
                 "pool_size": pool_size, "threshold": threshold, "max_trigger_area": max_trigger_area,
-                "box_placements": box_placements,
+                "box_placements": box_placements, "box_fit_steps": box_fit_steps,
                 "max_blend_strength": max_blend_strength, "blend_gap": blend_gap, "required": required, "quantile": quantile, "seed": seed,
                 "exemplar_steps": exemplar_steps, "far_batches": far_batches,
                 "exemplars_on_class": None if exemplars is None else exemplars[0],

@@ -96,9 +96,29 @@ class FmnistResNet(nn.Module):
         return self.net(x)
 
 
+class FmnistVGG(nn.Module):
+    """A small VGG-style network: two conv stages without batch norm (the second with two 3x3 convs),
+    max pooling, and a flattened head, so the position of what it sees reaches the classifier.
+    Built for the second test split of the backdoor population (session 10), which no scan setting
+    was chosen on."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
 ARCHITECTURES = {
     "fmnist-cnn": FmnistCNN,
     "fmnist-mlp": FmnistMLP,
     "fmnist-lenet": FmnistLeNet,
     "fmnist-resnet": FmnistResNet,
+    "fmnist-vgg": FmnistVGG,
 }

@@ -207,13 +207,15 @@ def scan(
             return balanced_pool(wrapped, source.sample(4 * size, generator, device), size, generator,
                                  chunk=samples_per_pass)
 
-        def fit_in_chunks(fit_pool: torch.Tensor, classes: list[int], show_progress: bool):
+        def fit_in_chunks(fit_pool: torch.Tensor, classes: list[int], show_progress: bool,
+                          probabilities: torch.Tensor | None = None):
             """Every class's signature fitted from two starts, a faint uniform mask and the class's
             gradient start (:func:`.signatures.gradient_start`), all in one batched loop split into
             groups whose forward+backward fits the memory cap. Per class the start with the smaller
             signature on the held-out samples is kept: each start finds compact triggers that the
             other misses, and a class's signature is the smallest one found."""
-            probabilities = class_probabilities(wrapped, fit_pool, samples_per_pass)  # once, shared by every group
+            if probabilities is None:  # once, shared by every group
+                probabilities = class_probabilities(wrapped, fit_pool, samples_per_pass)
             seeded_masks, seeded_patterns, seeding = gradient_start(wrapped, fit_pool, classes, probabilities, quantile,
                                                                     chunk=samples_per_pass)
             rows = classes + classes
@@ -257,7 +259,10 @@ def scan(
             pool = raw_pool(pool_size + pool_size // 2)
         fit_pool, held_out = pool[:pool_size], pool[pool_size:]
         held_probabilities = class_probabilities(wrapped, held_out, samples_per_pass)
-        masks, patterns, hard, fitted, spent, class_chunks = fit_in_chunks(fit_pool, list(range(num_classes)), progress)
+        held_far = far_samples(held_probabilities, quantile)
+        fit_probabilities = class_probabilities(wrapped, fit_pool, samples_per_pass)
+        masks, patterns, hard, fitted, spent, class_chunks = fit_in_chunks(fit_pool, list(range(num_classes)), progress,
+                                                                           fit_probabilities)
         count += spent
         l1, flips, shares, reached, regions, sizes, starts = (
             fitted[name] for name in ("mask_l1", "flip_rate", "baseline_share", "reached", "region_pixels", "size", "start"))
@@ -286,14 +291,13 @@ def scan(
         boxed_fits = {}
         fitted_side = math.isqrt(largest_box // 2)
         if box_fit_steps > 0 and fitted_side >= 1:
-            fit_far = far_samples(class_probabilities(wrapped, fit_pool, samples_per_pass), quantile)
-            held_far_classes = far_samples(held_probabilities, quantile)
+            fit_far = far_samples(fit_probabilities, quantile)
             box_generator = torch.Generator().manual_seed(seed + 11)  # leaves the scan's own draws as they were
             for k in second:
                 if boxes[k] <= largest_box:
                     continue
                 found = fitted_box(wrapped, hard[k].to(device), patterns[k].to(device), fit_pool[fit_far[:, k]],
-                                   held_out[held_far_classes[:, k]], k, low, high, fitted_side,
+                                   held_out[held_far[:, k]], k, low, high, fitted_side,
                                    box_placements, steps=box_fit_steps, batch_size=batch_size, required=required,
                                    generator=box_generator, chunk=samples_per_pass)
                 if found is not None:
@@ -325,7 +329,6 @@ def scan(
                 if refit["region_pixels"][row] < regions[k]:
                     hard[k], masks[k], patterns[k] = refit_hard[row], refit_masks[row], refit_patterns[row]
                     trigger_fit[k] = "raw samples"
-        held_far = far_samples(held_probabilities, quantile)
         for k in flagged:
             if not compact[k]:  # a blend: the pattern over the whole image, at its weakest working strength
                 hard[k] = torch.full((height, width), strengths[k])

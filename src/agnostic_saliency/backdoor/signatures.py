@@ -422,15 +422,22 @@ def box_spots(region: torch.Tensor, side: int, count: int) -> list[tuple[int, in
     return spots
 
 
+def spot_squares(region: torch.Tensor, side: int, count: int) -> list[torch.Tensor]:
+    """The side x side squares (H, W masks) at the region's ``count`` densest spots (:func:`box_spots`)."""
+    squares = []
+    for top, left in box_spots(region, side, count):
+        square = torch.zeros(region.shape, device=region.device)
+        square[top : top + side, left : left + side] = 1
+        squares.append(square)
+    return squares
+
+
 @torch.no_grad()
 def working_box(model, region, pattern, samples, target: int, side: int, placements: int = 3,
                 required: float = 0.8, chunk: int = 1024) -> torch.Tensor | None:
     """The side x side square found by :func:`smallest_box` for this region: the first of its
     spots whose stamp sends at least ``required`` of ``samples`` to ``target`` (None if none)."""
-    height, width = region.shape
-    for top, left in box_spots(region, side, placements):
-        mask = torch.zeros(height, width, device=samples.device)
-        mask[top : top + side, left : left + side] = 1
+    for mask in spot_squares(region.to(samples.device), side, placements):
         if _stamp_flips(model, mask, pattern, samples, target, required, chunk):
             return mask
     return None
@@ -459,18 +466,13 @@ def fitted_box(model, region: torch.Tensor, pattern: torch.Tensor, fit_samples: 
     if largest_side < 1:
         return None
     generator = generator or torch.Generator().manual_seed(0)
-    height, width = region.shape
     device = fit_samples.device
+    region = region.to(device)
     spent = 0
 
     def fit(sides):
         nonlocal spent
-        boxes = []
-        for side in sides:
-            for top, left in box_spots(region, side, placements):
-                mask = torch.zeros(height, width, device=device)
-                mask[top : top + side, left : left + side] = 1
-                boxes.append((side, mask))
+        boxes = [(side, mask) for side in sides for mask in spot_squares(region, side, placements)]
         if not boxes or len(fit_samples) == 0:
             return []
         masks = torch.stack([mask for _, mask in boxes])[:, None]  # (R, 1, H, W)

@@ -96,6 +96,26 @@ def test_only_classes_whose_trigger_fits_the_box_are_flagged():
     with pytest.raises(InputError, match="box fit's steps"):
         scan(model, SPEC, box_fit_steps=-1, **settings)
     assert anywhere.settings["box_placements"] == 3 and anywhere.settings["box_fit_steps"] == 30
+    with pytest.raises(InputError, match="polish's steps"):
+        scan(model, SPEC, polish_steps=-1, **settings)
+
+
+def test_the_trigger_polish_changes_only_the_flagged_classes_patterns():
+    model = _model("lenet-patch3-br-white")
+    settings = dict(steps=5, pool_size=96, exemplar_steps=5, max_trigger_area=1.0, progress=False)
+    polished, plain = scan(model, SPEC, **settings), scan(model, SPEC, polish_steps=0, **settings)
+    assert polished.settings["polish_steps"] == 50 and plain.settings["polish_steps"] == 0
+    assert polished.flagged == plain.flagged and polished.flagged
+    strip = lambda rows: [{k: v for k, v in row.items() if k != "trigger_polished"} for row in rows]  # noqa: E731
+    assert strip(polished.classes) == strip(plain.classes)
+    assert all(plain.classes[k]["trigger_polished"] is False for k in plain.flagged)
+    for k in polished.flagged:
+        (mask, pattern), (plain_mask, plain_pattern) = polished.triggers[k], plain.triggers[k]
+        assert torch.equal(mask, plain_mask)
+        assert torch.equal(pattern, plain_pattern) != polished.classes[k]["trigger_polished"]
+        assert torch.equal(pattern[:, mask == 0], plain_pattern[:, mask == 0])  # only under the mask
+    unflagged = [k for k in range(10) if k not in polished.flagged]
+    assert torch.equal(polished.patterns[unflagged], plain.patterns[unflagged])
 
 
 def test_scan_flags_a_blend_target_by_its_faint_whole_image_trigger():

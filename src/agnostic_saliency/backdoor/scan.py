@@ -46,6 +46,7 @@ from .signatures import (
     fitted_box,
     flip_rates,
     gradient_start,
+    polished_pattern,
     smallest_box,
     smallest_region,
     stamp_size,
@@ -117,6 +118,7 @@ def scan(
     max_trigger_area: float = 0.125,
     box_placements: int = 3,
     box_fit_steps: int = 30,
+    polish_steps: int = 50,
     max_blend_strength: float = 0.14,
     blend_gap: float = 0.5,
     required: float = 0.8,
@@ -151,6 +153,10 @@ def scan(
     box_fit_steps : a class still too wide after the second look gets a third: a pattern fitted
         inside a box at those spots, for this many steps (default 30; 0 turns it off), where a box
         of at most half the largest trigger area must work (:func:`.signatures.fitted_box`).
+    polish_steps : each flagged class's recovered trigger gets its pattern refitted under its final
+        mask for this many steps (default 50; 0 turns it off), kept where it flips at least as
+        many held-out exemplars (:func:`.signatures.polished_pattern`). The mask, and so every
+        statistic and flag, is unchanged; the trigger's attack success rate rises.
     max_blend_strength : an anomalous class whose trigger is not compact is still flagged if its
         pattern, blended over the whole image at at most this strength (default 0.14), flips the
         held-out exemplars: a blended backdoor's trigger is faint, while clean classes' patterns
@@ -176,6 +182,8 @@ def scan(
         raise InputError(f"the largest trigger area is a share of the image in (0, 1], got {max_trigger_area}")
     if box_fit_steps < 0:
         raise InputError(f"the box fit's steps cannot be negative, got {box_fit_steps}")
+    if polish_steps < 0:
+        raise InputError(f"the trigger polish's steps cannot be negative, got {polish_steps}")
     if box_placements < 1:
         raise InputError(f"the box test needs at least one placement, got {box_placements}")
     if not 0 <= max_blend_strength <= 1:
@@ -261,6 +269,7 @@ def scan(
         held_probabilities = class_probabilities(wrapped, held_out, samples_per_pass)
         held_far = far_samples(held_probabilities, quantile)
         fit_probabilities = class_probabilities(wrapped, fit_pool, samples_per_pass)
+        fit_far = far_samples(fit_probabilities, quantile)
         masks, patterns, hard, fitted, spent, class_chunks = fit_in_chunks(fit_pool, list(range(num_classes)), progress,
                                                                            fit_probabilities)
         count += spent
@@ -291,7 +300,6 @@ def scan(
         boxed_fits = {}
         fitted_side = math.isqrt(largest_box // 2)
         if box_fit_steps > 0 and fitted_side >= 1:
-            fit_far = far_samples(fit_probabilities, quantile)
             box_generator = torch.Generator().manual_seed(seed + 11)  # leaves the scan's own draws as they were
             for k in second:
                 if boxes[k] <= largest_box:
@@ -347,6 +355,15 @@ def scan(
                                      samples_per_pass)
                 boxed = boxed if square is None else square
             hard[k] = boxed.cpu()
+        # The final masks are fixed; the pattern under each is refitted for the trigger's sake.
+        polished = {}
+        polish_generator = torch.Generator().manual_seed(seed + 13)  # leaves the scan's own draws as they were
+        for k in flagged:
+            patterns[k], polished[k], spent = polished_pattern(
+                wrapped, hard[k].to(device), patterns[k].to(device), fit_pool[fit_far[:, k]],
+                held_out[held_far[:, k]], k, low, high, steps=polish_steps, batch_size=2 * batch_size,
+                generator=polish_generator, chunk=samples_per_pass)
+            count += spent
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
         triggers, asr, asr_images = {}, {}, {}
         for k in flagged:
@@ -364,12 +381,13 @@ def scan(
          "trigger_kind": ("patch" if compact[k] else "blend") if k in flagged else None,
          "trigger_pixels": int((hard[k] > 0.5).sum()) if k in flagged and compact[k] else None,
          "box_fitted": k in boxed_fits,
-         "trigger_fit": trigger_fit.get(k)}
+         "trigger_fit": trigger_fit.get(k), "trigger_polished": polished.get(k)}
         for k in range(num_classes)
     ]
     settings = {"distribution": source.describe(), "steps": steps, "batch_size": batch_size,
                 "pool_size": pool_size, "threshold": threshold, "max_trigger_area": max_trigger_area,
                 "box_placements": box_placements, "box_fit_steps": box_fit_steps,
+                "polish_steps": polish_steps,
                 "max_blend_strength": max_blend_strength, "blend_gap": blend_gap, "required": required, "quantile": quantile, "seed": seed,
                 "exemplar_steps": exemplar_steps, "far_batches": far_batches,
                 "exemplars_on_class": None if exemplars is None else exemplars[0],

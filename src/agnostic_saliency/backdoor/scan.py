@@ -17,7 +17,8 @@ sqrt(mask L1 x hard region pixels); for each
 flagged patch class, harden its mask to the smallest region that still flips held-out exemplars
 (refitting those classes on raw samples, where that gives a smaller region) and compact that
 region to the box of its main part where the box still flips them; a flagged blend's trigger is
-its pattern at the weakest strength that works. Then measure each trigger's attack success rate.
+its pattern at the weakest strength that works. Each trigger's pattern is then refitted under its
+final mask (kept unless it flips fewer held-out exemplars), and its attack success rate measured.
 """
 
 from __future__ import annotations

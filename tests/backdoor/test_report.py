@@ -12,7 +12,8 @@ def _result(flagged):
     classes = [{"index": k, "name": name, "signature_size": 10.0 + k, "mask_l1": 5.0, "region_pixels": 4,
                 "flip_rate": 0.9, "start": "uniform", "anomaly_index": 3.0 if k in flagged or k == 2 else 0.5,
                 "box_pixels": 16 if k < 2 else 17, "box_size": 8.9, "compact": k < 2, "blend_strength": None if k < 2 else 0.3,
-                "faint_blend": False, "trigger_kind": "patch" if k in flagged else None}
+                "blend_index": 0.0, "faint_blend": False, "trigger_strength": None,
+                "trigger_kind": "patch" if k in flagged else None}
                for k, name in enumerate(["cat", "<i>dog</i>", "eel"])]
     masks, patterns = torch.rand(3, 4, 4), torch.rand(3, 1, 4, 4)
     triggers = {k: ((masks[k] > 0.5).float(), patterns[k]) for k in flagged}

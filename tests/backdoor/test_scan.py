@@ -91,6 +91,8 @@ def test_only_classes_whose_trigger_fits_the_box_are_flagged():
         scan(model, SPEC, max_trigger_area=0, **settings)
     with pytest.raises(InputError, match="blend strength"):
         scan(model, SPEC, max_blend_strength=1.5, **settings)
+    with pytest.raises(InputError, match="blend test's flip share"):
+        scan(model, SPEC, blend_required=0, **settings)
     with pytest.raises(InputError, match="at least one placement"):
         scan(model, SPEC, box_placements=0, **settings)
     with pytest.raises(InputError, match="box fit's steps"):
@@ -124,12 +126,18 @@ def test_scan_flags_a_blend_target_by_its_faint_whole_image_trigger():
     target = result.classes[7]  # trained with a random pattern blended at 0.15
     assert 7 in result.flagged and target["trigger_kind"] == "blend" and not target["compact"]
     assert target["faint_blend"] and target["blend_strength"] <= 0.14
+    # judged on how far its blend stands below the others', or on its signature if more anomalous
+    assert target["blend_index"] > 2
+    assert target["anomaly_index"] == max(target["size_index"], target["blend_index"])
+    # the test asks half the held-out exemplars to flip; the trigger, 80% of them, so it is stronger
     mask, pattern = result.triggers[7]
-    assert torch.equal(mask, torch.full((28, 28), target["blend_strength"]))
+    assert target["blend_strength"] <= target["trigger_strength"] <= 0.2
+    assert torch.equal(mask, torch.full((28, 28), target["trigger_strength"]))
     assert result.trigger_asr[7] >= 0.8
     # every other class needs a far stronger blend of its pattern, if any works
-    assert all(row["blend_strength"] is None or row["blend_strength"] > 0.14 or row["compact"]
+    assert all(row["blend_strength"] is None or row["blend_strength"] > 2 * target["blend_strength"] or row["compact"]
                for row in result.classes if row["index"] != 7)
+    assert all(row["trigger_strength"] is None for row in result.classes if row["index"] not in result.flagged)
     # with blend flagging off, the same anomalous class is not flagged: its trigger is not compact
     off = scan(model, SPEC, max_blend_strength=0.0, progress=False)
     assert 7 not in off.flagged and off.classes[7]["anomaly_index"] == target["anomaly_index"]

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,6 +12,7 @@ from safetensors.torch import load_file
 from agnostic_saliency.backdoor.signatures import (
     _stamp_flips,
     balanced_pool,
+    blend_anomaly_index,
     box_spots,
     class_probabilities,
     compact_region,
@@ -334,6 +337,20 @@ def test_weakest_blend_is_the_faintest_whole_image_blend_that_flips():
     # the share that must flip counts: half the samples already bright need no blend at all
     mixed = torch.cat([samples[:8], torch.full((8, 1, 6, 6), 0.9)])
     assert weakest_blend(BrightnessReader(), bright, [1], mixed, base, required=0.5) == [0.01]
+
+
+def test_blend_anomaly_index_is_the_mad_index_of_log_strengths_ignoring_classes_without_one():
+    strengths = [0.3, 0.32, 0.28, 0.3, 0.06, None, 0.35, 0.29]
+    index = blend_anomaly_index(strengths)
+    logs = np.log([s for s in strengths if s is not None])
+    mad = 1.4826 * np.median(np.abs(logs - np.median(logs)))
+    assert index[4] == pytest.approx((np.median(logs) - np.log(0.06)) / mad) and index[4] > 10
+    assert index[5] == 0.0  # no working blend: not a faint one
+    assert index[6] == 0.0  # a stronger blend than the median is on the harmless side
+    # the same faint strength among widely spread blends stands out far less
+    spread = blend_anomaly_index([0.06, 0.1, 0.2, 0.4, 0.8])
+    assert 0 < spread[0] < 2
+    assert blend_anomaly_index([0.1, None]) == [0.0, 0.0]  # one strength: nothing to compare
 
 
 def test_a_faint_blend_is_faint_and_far_apart_from_every_other_class():

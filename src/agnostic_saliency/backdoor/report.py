@@ -47,7 +47,7 @@ def write_scan_folder(result: ScanResult, summary: dict, out: str | os.PathLike,
                        title="MAD anomaly index per class (red: flagged, i.e. anomalous, and a compact patch or a faint blend)", ylabel="anomaly index",
                        threshold=result.settings["threshold"], highlight=result.flagged)
         triggers = [{"index": k, "name": names[k], "kind": result.classes[k]["trigger_kind"],
-                     "strength": result.classes[k]["blend_strength"], "pixels": int((mask > 0.5).sum()),
+                     "strength": result.classes[k]["trigger_strength"], "pixels": int((mask > 0.5).sum()),
                      "asr": result.trigger_asr.get(k),
                      "asr_images": result.trigger_asr_images.get(k), "picture": embedded_png(stage / f"trigger_{k}.png")}
                     for k, (mask, _) in result.triggers.items()]

@@ -38,6 +38,7 @@ from .exemplars import class_exemplars, exemplar_quality
 from .signatures import (
     UNIFORM_START,
     balanced_pool,
+    blend_anomaly_index,
     class_probabilities,
     compact_region,
     faint_blends,
@@ -85,9 +86,11 @@ class ScanResult:
             "statistic": "signature_size = sqrt(mask_l1 * region_pixels) and box_size = sqrt(mask_l1 * box_pixels), "
                          "each with the MAD anomaly index of its log over the classes, low side (size_index, "
                          "box_index); anomaly_index is box_index for a compact class (box_pixels at most "
-                         "max_trigger_area of the image) and size_index otherwise; flagged when anomaly_index is "
-                         "above the threshold and the class is compact or a faint blend (blend_strength at most "
-                         "max_blend_strength, and at most blend_gap times every other class's)",
+                         "max_trigger_area of the image), the larger of size_index and blend_index (the same index "
+                         "of the log blend_strength) for a faint blend, and size_index otherwise; flagged when "
+                         "anomaly_index is above the threshold and the class is compact or a faint blend "
+                         "(blend_strength, flipping blend_required of the exemplars, at most max_blend_strength, "
+                         "and at most blend_gap times every other class's)",
             "trigger_asr": {str(k): v for k, v in self.trigger_asr.items()},
             "trigger_asr_images": {str(k): v for k, v in self.trigger_asr_images.items()},
             "sample_gradients": self.sample_gradients,
@@ -122,6 +125,7 @@ def scan(
     polish_steps: int = 50,
     max_blend_strength: float = 0.14,
     blend_gap: float = 0.5,
+    blend_required: float = 0.5,
     required: float = 0.8,
     quantile: float = 0.5,
     exemplar_steps: int = 30,
@@ -158,13 +162,20 @@ def scan(
         mask for this many steps (default 50; 0 turns it off), kept where it flips at least as
         many held-out exemplars (:func:`.signatures.polished_pattern`). The mask, and so every
         statistic and flag, is unchanged; the trigger's attack success rate rises.
-    max_blend_strength : an anomalous class whose trigger is not compact is still flagged if its
+    max_blend_strength : a class whose trigger is not compact can still be flagged if its
         pattern, blended over the whole image at at most this strength (default 0.14), flips the
         held-out exemplars: a blended backdoor's trigger is faint, while clean classes' patterns
-        needed 0.18 or more on the population. 0 turns blend flagging off.
+        needed 0.18 or more on the population to flip 80% of them (0.15 or more for half).
+        0 turns blend flagging off.
     blend_gap : ... and if that strength is at most this share (default 1/2) of every other
         class's weakest working blend: on an unseen clean resnet, "shirt" worked at 0.12 with
         "bag" at 0.19, while the blend targets' next class needed 2.5 to 4 times theirs.
+    blend_required : the share of held-out exemplars a blend must flip in that test (default 1/2):
+        a blend backdoor flips half the exemplars at far below every other class's strength,
+        while at 80% each exemplar's own resistance dominates (docs/experiments.md, session 11).
+        Such a class is judged on its ``blend_index`` (the MAD index of its log strength over the
+        classes) or its signature's, whichever is larger; its trigger is the blend at the weakest
+        strength that flips ``required`` of them.
     required : flip rate that the hardened trigger region must reach.
     quantile : for each class only the samples the model finds least like it count (those at
         or below this quantile of the class's probability).
@@ -189,6 +200,8 @@ def scan(
         raise InputError(f"the box test needs at least one placement, got {box_placements}")
     if not 0 <= max_blend_strength <= 1:
         raise InputError(f"the largest blend strength is in [0, 1], got {max_blend_strength}")
+    if not 0 < blend_required <= 1:
+        raise InputError(f"the blend test's flip share is in (0, 1], got {blend_required}")
     if not 0 < blend_gap <= 1:
         raise InputError(f"the blend gap is a ratio in (0, 1], got {blend_gap}")
     start = time.perf_counter()
@@ -316,14 +329,19 @@ def scan(
         # A blended backdoor's trigger spans the image, so the box test cannot see it; it is faint
         # instead: far fainter than the blend of any other class's pattern that works.
         strengths = weakest_blend(wrapped, patterns.to(device), list(range(num_classes)), held_out,
-                                  held_probabilities, required=required, quantile=quantile, chunk=samples_per_pass)
+                                  held_probabilities, required=blend_required, quantile=quantile,
+                                  chunk=samples_per_pass)
         faint = faint_blends(strengths, compact, max_blend_strength, blend_gap)
+        # A faint blend is judged by how far its blend stands below the other classes' (as a
+        # compact class by its box), or by its signature, whichever is more anomalous.
+        blend_index = blend_anomaly_index(strengths)
         # A patch trigger is measured by the box it needs: its hard region alone can undercount a
         # stamp whose pixels the fit spread around it. Every class's box signature gets its own
         # MAD index, and a compact class is judged on that one, any other class on its region.
         box_sizes = [stamp_size(a, b) for a, b in zip(l1, boxes)]
         box_index, _ = flag_anomalies([math.log(v) for v in box_sizes], threshold, side="low")
-        index = [float(box_index[k] if compact[k] else size_index[k]) for k in range(num_classes)]
+        index = [float(box_index[k] if compact[k] else max(size_index[k], blend_index[k]) if faint[k] else size_index[k])
+                 for k in range(num_classes)]
         flagged = [k for k in range(num_classes) if index[k] > threshold and (compact[k] or faint[k])]
         patches = [k for k in flagged if compact[k] and k not in boxed_fits]
         trigger_fit = {k: "box fit" if k in boxed_fits else "exemplars" for k in flagged}
@@ -338,9 +356,15 @@ def scan(
                 if refit["region_pixels"][row] < regions[k]:
                     hard[k], masks[k], patterns[k] = refit_hard[row], refit_masks[row], refit_patterns[row]
                     trigger_fit[k] = "raw samples"
+        # A flagged blend's trigger is its pattern at the weakest strength that flips as many
+        # held-out exemplars as a patch must (the test above asks for fewer).
+        blends = [k for k in flagged if not compact[k]]
+        trigger_strengths = dict(zip(blends, weakest_blend(
+            wrapped, patterns[blends].to(device), blends, held_out, held_probabilities, required=required,
+            quantile=quantile, chunk=samples_per_pass))) if blends else {}
         for k in flagged:
-            if not compact[k]:  # a blend: the pattern over the whole image, at its weakest working strength
-                hard[k] = torch.full((height, width), strengths[k])
+            if not compact[k]:  # a blend: the pattern over the whole image
+                hard[k] = torch.full((height, width), trigger_strengths[k] or strengths[k])
                 continue
             if k in boxed_fits:  # the box and the pattern fitted inside it
                 hard[k], patterns[k] = boxed_fits[k]
@@ -378,7 +402,8 @@ def scan(
          "flip_rate": flips[k], "baseline_share": shares[k], "reached": bool(reached[k]), "start": starts[k],
          "anomaly_index": index[k], "size_index": float(size_index[k]), "box_pixels": boxes[k],
          "box_size": box_sizes[k], "box_index": float(box_index[k]), "compact": bool(compact[k]),
-         "blend_strength": strengths[k], "faint_blend": bool(faint[k]),
+         "blend_strength": strengths[k], "blend_index": blend_index[k], "faint_blend": bool(faint[k]),
+         "trigger_strength": trigger_strengths.get(k),
          "trigger_kind": ("patch" if compact[k] else "blend") if k in flagged else None,
          "trigger_pixels": int((hard[k] > 0.5).sum()) if k in flagged and compact[k] else None,
          "box_fitted": k in boxed_fits,
@@ -389,7 +414,7 @@ def scan(
                 "pool_size": pool_size, "threshold": threshold, "max_trigger_area": max_trigger_area,
                 "box_placements": box_placements, "box_fit_steps": box_fit_steps,
                 "polish_steps": polish_steps,
-                "max_blend_strength": max_blend_strength, "blend_gap": blend_gap, "required": required, "quantile": quantile, "seed": seed,
+                "max_blend_strength": max_blend_strength, "blend_gap": blend_gap, "blend_required": blend_required, "required": required, "quantile": quantile, "seed": seed,
                 "exemplar_steps": exemplar_steps, "far_batches": far_batches,
                 "exemplars_on_class": None if exemplars is None else exemplars[0],
                 "exemplars_mean_confidence": None if exemplars is None else exemplars[1],

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..method.integrate import MomentIntegrator
+from ..metrics.anomaly import flag_anomalies
 
 UNIFORM_START = -2.0  # tanh-space mask logit of the default start: a faint 0.02 everywhere
 
@@ -584,6 +585,20 @@ def faint_blends(strengths: list[float | None], compact: list[bool], max_strengt
 
     return [not compact[k] and strengths[k] is not None and strengths[k] <= max_strength and apart(k)
             for k in range(len(strengths))]
+
+
+def blend_anomaly_index(strengths: list[float | None]) -> list[float]:
+    """Per class, the MAD anomaly index of its weakest working blend's log strength over the
+    classes (low side; 0 for classes where no strength works, which do not count): how far a
+    faint blend stands below the other classes' blends, as the box index does for patches."""
+    have = [k for k, strength in enumerate(strengths) if strength is not None]
+    index = [0.0] * len(strengths)
+    if len(have) < 2:
+        return index
+    values, _ = flag_anomalies([math.log(strengths[k]) for k in have], side="low")
+    for k, value in zip(have, values):
+        index[k] = float(value)
+    return index
 
 
 def connected_parts(region: torch.Tensor) -> torch.Tensor:

@@ -383,10 +383,11 @@ def scan(
         # The final masks are fixed; the pattern under each is refitted for the trigger's sake.
         polished = {}
         polish_generator = torch.Generator().manual_seed(seed + 13)  # leaves the scan's own draws as they were
+        polish_batch = batch_size * min(2, chunk)  # no larger a pass than the fit's, under the memory cap
         for k in flagged:
             patterns[k], polished[k], spent = polished_pattern(
                 wrapped, hard[k].to(device), patterns[k].to(device), fit_pool[fit_far[:, k]],
-                held_out[held_far[:, k]], k, low, high, steps=polish_steps, batch_size=2 * batch_size,
+                held_out[held_far[:, k]], k, low, high, steps=polish_steps, batch_size=polish_batch,
                 generator=polish_generator, chunk=samples_per_pass)
             count += spent
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)

@@ -256,6 +256,13 @@ def test_fitted_box_fits_the_pattern_inside_the_box_when_the_fitted_pattern_fail
     assert pixels == 9 and mask[:3, :3].sum() == 9 and mask.sum() == 9
     assert stamp[0, :3, :3].min() > 0.5 and spent > 0
     assert fitted_box(CornerReader(), region, dark, samples, samples, 1, 0.0, 1.0, largest_side=2, steps=60) is None
+    # under a memory cap the boxes are fitted a few per pass, to the same answer
+    largest = [0]
+    model = CornerReader()
+    model.register_forward_hook(lambda _m, inputs, _o: largest.__setitem__(0, max(largest[0], len(inputs[0]))))
+    capped = fitted_box(model, region, dark, samples, samples, 1, 0.0, 1.0, largest_side=4, steps=60, batch_size=4,
+                        chunk=4, boxes_per_pass=1)
+    assert capped is not None and capped[0] == 9 and largest[0] == 4
 
 
 def test_fit_patterns_changes_the_pattern_only_under_each_mask():

@@ -321,7 +321,7 @@ def scan(
                 found = fitted_box(wrapped, hard[k].to(device), patterns[k].to(device), fit_pool[fit_far[:, k]],
                                    held_out[held_far[:, k]], k, low, high, fitted_side,
                                    box_placements, steps=box_fit_steps, batch_size=batch_size, required=required,
-                                   generator=box_generator, chunk=samples_per_pass)
+                                   generator=box_generator, chunk=samples_per_pass, boxes_per_pass=chunk)
                 if found is not None:
                     boxes[k], boxed_fits[k] = found[0], (found[1].cpu(), found[2].cpu())
                     count += found[3]

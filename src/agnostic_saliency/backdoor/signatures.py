@@ -501,7 +501,7 @@ def fitted_box(model, region: torch.Tensor, pattern: torch.Tensor, fit_samples: 
                test_samples: torch.Tensor, target: int, low: float, high: float, largest_side: int,
                placements: int = 3, steps: int = 30, batch_size: int = 16, step_size: float = 0.1,
                required: float = 0.8, generator: torch.Generator | None = None,
-               chunk: int = 1024) -> tuple[int, torch.Tensor, torch.Tensor, int] | None:
+               chunk: int = 1024, boxes_per_pass: int | None = None) -> tuple[int, torch.Tensor, torch.Tensor, int] | None:
     """The smallest square box, of side at most ``largest_side``, placed at one of the region's
     ``placements`` densest spots (:func:`box_spots`), whose own pattern, fitted inside it on
     ``fit_samples``, sends at least ``required`` of ``test_samples`` to ``target``.
@@ -515,7 +515,9 @@ def fitted_box(model, region: torch.Tensor, pattern: torch.Tensor, fit_samples: 
     Each box's pattern starts from the class's ``pattern`` and takes ``steps`` Adam steps (tanh
     space, as in the signature fit) on batches of ``batch_size`` samples. The largest side is
     fitted first, at every spot; only if one of those works are the smaller sides fitted, all at
-    once. Returns (pixels, mask (H, W), pattern (C, H, W), per-sample gradients spent), or None.
+    once, ``boxes_per_pass`` boxes (times ``batch_size`` samples) per forward and backward pass
+    (default: all). Returns (pixels, mask (H, W), pattern (C, H, W), per-sample gradients spent),
+    or None.
     """
     if largest_side < 1:
         return None
@@ -529,9 +531,12 @@ def fitted_box(model, region: torch.Tensor, pattern: torch.Tensor, fit_samples: 
         boxes = [(side, mask) for side in sides for mask in spot_squares(region, side, placements)]
         if not boxes or len(fit_samples) == 0:
             return []
-        stamps, used = fit_patterns(model, torch.stack([mask for _, mask in boxes]), pattern, fit_samples, target,
-                                    low, high, steps, batch_size, step_size, generator)
-        spent += used
+        group = boxes_per_pass or len(boxes)
+        masks = torch.stack([mask for _, mask in boxes])
+        fitted = [fit_patterns(model, masks[g : g + group], pattern, fit_samples, target, low, high, steps,
+                               batch_size, step_size, generator) for g in range(0, len(boxes), group)]
+        stamps = torch.cat([stamp for stamp, _ in fitted])
+        spent += sum(used for _, used in fitted)
         with torch.no_grad():
             return [(side, mask, stamps[row]) for row, (side, mask) in enumerate(boxes)
                     if _stamp_flips(model, mask, stamps[row], test_samples, target, required, chunk)]

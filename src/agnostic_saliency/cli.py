@@ -12,6 +12,7 @@ import argparse
 import sys
 import warnings
 
+from .backdoor.scan import MAX_TRIGGER_AREA
 from .errors import InputError
 from .method.distributions import DEFAULT_DISTRIBUTION
 
@@ -79,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--exemplar-steps", type=int, default=30,
                          help="steps that nudge the pool into confident class exemplars (default 30; 0: raw samples)")
     options.add_argument("--threshold", type=float, default=2.0, help="MAD anomaly index that flags a class (default 2)")
-    options.add_argument("--max-trigger-area", type=float, default=0.125,
-                         help="largest share of the image a flagged patch trigger's box may cover (default 0.125; "
+    options.add_argument("--max-trigger-area", type=float, default=MAX_TRIGGER_AREA,
+                         help="largest share of the image a flagged patch trigger's box may cover (default 1/12; "
                               "1 lets any anomalous class through, with more false flags)")
     options.add_argument("--max-blend-strength", type=float, default=0.14,
                          help="weakest whole-image blend of a class's pattern that still counts as a faint, "

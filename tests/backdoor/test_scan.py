@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from agnostic_saliency.backdoor.scan import attack_success, scan
+from agnostic_saliency.backdoor.scan import MAX_TRIGGER_AREA, attack_success, scan
 from agnostic_saliency.cli import main
 from agnostic_saliency.errors import InputError
 from agnostic_saliency.models import InputSpec
@@ -138,9 +138,11 @@ def test_scan_flags_a_blend_target_by_its_faint_whole_image_trigger():
     assert all(row["blend_strength"] is None or row["blend_strength"] > 2 * target["blend_strength"] or row["compact"]
                for row in result.classes if row["index"] != 7)
     assert all(row["trigger_strength"] is None for row in result.classes if row["index"] not in result.flagged)
-    # with blend flagging off, the same anomalous class is not flagged: its trigger is not compact
+    # with blend flagging off, the same anomalous class is not flagged: its trigger is not compact,
+    # and it is judged on its signature alone (the fit is the same)
     off = scan(model, SPEC, max_blend_strength=0.0, progress=False)
-    assert 7 not in off.flagged and off.classes[7]["anomaly_index"] == target["anomaly_index"]
+    assert 7 not in off.flagged and not off.classes[7]["faint_blend"]
+    assert off.classes[7]["anomaly_index"] == off.classes[7]["size_index"] == target["size_index"] > 2
 
 
 def test_scan_refuses_a_single_class_model():
@@ -181,7 +183,7 @@ def test_scan_cli_writes_its_folder(tmp_path):
     assert report["unreadable_images_skipped"] == 1
     assert report["settings"]["precision"] == "bf16"
     assert {"index", "name", "mask_l1", "anomaly_index", "box_pixels", "compact"} <= set(report["classes"][0])
-    assert report["settings"]["max_trigger_area"] == 0.125 and report["settings"]["max_blend_strength"] == 0.14
+    assert report["settings"]["max_trigger_area"] == MAX_TRIGGER_AREA and report["settings"]["max_blend_strength"] == 0.14
     assert all(row["trigger_kind"] in ("patch", "blend") for row in report["classes"] if row["index"] in report["flagged"])
     tensors = load_file(str(out / "triggers.safetensors"))
     for k in report["flagged"]:

@@ -57,6 +57,12 @@ from .signatures import (
     working_box,
 )
 
+# The compact-box test's bound, a share of the image: an 8x8 box on 28x28. Every target found on
+# the population and the two test splits needed at most 64 px (sessions 7 to 11), while easy
+# classes of clean models (and non-target classes of trojaned ones) took 81 px boxes on fresh
+# draws: "shirt" on a retrained test2 MLP at 3 of 6 seeds (docs/experiments.md, session 12).
+MAX_TRIGGER_AREA = 1 / 12
+
 
 @dataclass
 class ScanResult:
@@ -119,7 +125,7 @@ def scan(
     batch_size: int = 16,
     pool_size: int = 768,
     threshold: float = 2.0,
-    max_trigger_area: float = 0.125,
+    max_trigger_area: float = MAX_TRIGGER_AREA,
     box_placements: int = 3,
     box_fit_steps: int = 30,
     polish_steps: int = 50,
@@ -148,9 +154,10 @@ def scan(
     pool_size : samples drawn for the fit; a third more are held out for the statistics.
     threshold : MAD anomaly index above which a class is flagged (default 2).
     max_trigger_area : a class is flagged only if a square box of at most this share of the image
-        (default 1/8), placed on its hard region, still flips the held-out exemplars: a patch
-        trigger is compact, while the small region of a merely easy class is scattered. 1 turns
-        the test off (and lets any anomalous class be flagged, with more clean classes).
+        (default 1/12: an 8x8 box on 28x28), placed on its hard region, still flips the held-out
+        exemplars: a patch trigger is compact, while the small region of a merely easy class is
+        scattered. 1 turns the test off (and lets any anomalous class be flagged, with more clean
+        classes). Until session 12 the bound was 1/8 (a 9x9 box); see :data:`MAX_TRIGGER_AREA`.
     box_placements : a class whose signature is anomalous but whose box (placed where its hard
         region is densest) is too wide gets a second look: every box size up to the bound, at this
         many of the region's densest spots (default 3; 1 turns the second look off; see

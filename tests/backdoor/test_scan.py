@@ -72,6 +72,11 @@ def test_scan_batches_classes_and_samples_under_a_tiny_memory_cap():
     assert largest[0] == 8
 
 
+def test_the_default_box_bound_admits_an_8x8_box_on_28x28_but_not_9x9():
+    # the largest target box seen was 64 px, easy clean classes took 81 (docs/experiments.md, session 12)
+    assert 8 * 8 <= int(MAX_TRIGGER_AREA * 28 * 28) < 9 * 9
+
+
 def test_only_classes_whose_trigger_fits_the_box_are_flagged():
     model = _model("lenet-patch3-br-white")
     settings = dict(steps=5, pool_size=96, exemplar_steps=5, progress=False)

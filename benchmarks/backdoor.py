@@ -8,8 +8,9 @@ Neural Cleanse with 2,000 clean test images (what it needs). Printed per method:
 ROC-AUC (model-level score: the largest anomaly index), target-label accuracy (the true target
 is the top-scoring class), the true target flagged, false flags on clean models, mean Jaccard of
 the recovered vs. true trigger mask (patch triggers; masks binarised at 0.5), the recovered
-target trigger's attack success rate on clean test images of other classes, and seconds per
-model, with the ratio.
+target trigger's attack success rate on clean test images of other classes (over every trojaned
+model, and over those whose target the method flagged: a flagged class's trigger is the one a
+user gets), and seconds per model, with the ratio.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ def summarise(rows, method):
         "clean_models": len(clean),
         "jaccard_patch": float(np.mean(patch)) if patch else float("nan"),
         "trigger_asr": float(np.mean([r[method]["asr"] for r in trojaned])) if trojaned else float("nan"),
+        # Only a flagged class has a recovered trigger (the scan's triggers.safetensors): this is
+        # the success rate of the triggers a user gets; the column above also counts missed targets.
+        "trigger_asr_flagged": float(np.mean(found)) if (found := [r[method]["asr"] for r in trojaned
+                                                                     if r["target"] in r[method]["flagged"]]) else float("nan"),
         "seconds_per_model": float(np.mean([r[method]["seconds"] for r in rows])),
     }
 
@@ -170,12 +175,12 @@ def main() -> None:
         print(f"our scan over seeds 0..{args.seeds - 1} (mean ± sd): " + ", ".join(
             f"{name} {table['ours_seeds'][name + '_mean']:.3f} ± {table['ours_seeds'][name + '_std']:.3f}"
             for name in ("roc_auc", "target_accuracy", "target_flagged", "false_flag_models", "jaccard_patch",
-                         "trigger_asr", "seconds_per_model")))
+                         "trigger_asr", "trigger_asr_flagged", "seconds_per_model")))
     reused = [m for m in ("ours", "nc") if m not in methods and args.reuse]
     print(f"models: {len(rows)} ({sum(r['trojaned'] for r in rows)} trojaned), split {args.split}, "
           f"{args.threads} CPU thread(s), device {args.device}, precision {args.precision}" + (f"; {', '.join(reused)} reused from {args.reuse}" if reused else ""))
     print(f"{'method':<16} {'ROC-AUC':>7} {'target acc':>10} {'flagged':>8} {'false flags':>11} {'Jaccard':>8} "
-          f"{'trig. ASR':>9} {'s/model':>8}")
+          f"{'trig. ASR':>9} {'(flagged)':>9} {'s/model':>8}")
     for method, label in (("ours", "scan + images" if args.scan_images else "input-agnostic"),
                           ("nc", "Neural Cleanse")):
         if method not in table:
@@ -183,7 +188,7 @@ def main() -> None:
         s = table[method]
         print(f"{label:<16} {s['roc_auc']:>7.3f} {s['target_accuracy']:>10.2f} {s['target_flagged']:>8.2f} "
               f"{s['false_flag_models']:>5}/{s['clean_models']:<5} {s['jaccard_patch']:>8.2f} {s['trigger_asr']:>9.2f} "
-              f"{s['seconds_per_model']:>8.1f}")
+              f"{s['trigger_asr_flagged']:>9.2f} {s['seconds_per_model']:>8.1f}")
     ratio = None
     if "ours" in table and "nc" in table:
         ratio = table["nc"]["seconds_per_model"] / table["ours"]["seconds_per_model"]

@@ -111,7 +111,7 @@ def test_the_trigger_polish_changes_only_the_flagged_classes_patterns():
     model = _model("lenet-patch3-br-white")
     settings = dict(steps=5, pool_size=96, exemplar_steps=5, max_trigger_area=1.0, progress=False)
     polished, plain = scan(model, SPEC, **settings), scan(model, SPEC, polish_steps=0, **settings)
-    assert polished.settings["polish_steps"] == 50 and plain.settings["polish_steps"] == 0
+    assert polished.settings["polish_steps"] == 100 and plain.settings["polish_steps"] == 0
     assert polished.flagged == plain.flagged and polished.flagged
     strip = lambda rows: [{k: v for k, v in row.items() if k != "trigger_polished"} for row in rows]  # noqa: E731
     assert strip(polished.classes) == strip(plain.classes)
@@ -123,6 +123,8 @@ def test_the_trigger_polish_changes_only_the_flagged_classes_patterns():
         assert torch.equal(pattern[:, mask == 0], plain_pattern[:, mask == 0])  # only under the mask
     unflagged = [k for k in range(10) if k not in polished.flagged]
     assert torch.equal(polished.patterns[unflagged], plain.patterns[unflagged])
+    # two fits per flagged class, on its exemplars and then on raw samples, of 100 steps of 32 samples each
+    assert polished.sample_gradients - plain.sample_gradients == 2 * 100 * 32 * len(polished.flagged)
 
 
 def test_scan_flags_a_blend_target_by_its_faint_whole_image_trigger():

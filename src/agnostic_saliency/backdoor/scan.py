@@ -15,8 +15,9 @@ pattern fitted inside the box, which must then work at half the area); or a blen
 the class's pattern blended faintly over the whole image already flips the samples, sized
 sqrt(mask L1 x hard region pixels); for each
 flagged patch class, harden its mask to the smallest region that still flips held-out exemplars
-(refitting those classes on raw samples, where that gives a smaller region) and compact that
-region to the box of its main part where the box still flips them; a flagged blend's trigger is
+and compact that region to the box of its main part where the box still flips them (those
+classes are refitted on raw samples too, and the refit's trigger is kept where it ends no
+larger); a flagged blend's trigger is
 its pattern at the weakest strength that works. Each trigger's pattern is then refitted under its
 final mask (kept unless it flips fewer held-out exemplars), and its attack success rate measured.
 """
@@ -354,17 +355,16 @@ def scan(
         flagged = [k for k in range(num_classes) if index[k] > threshold and (compact[k] or faint[k])]
         patches = [k for k in flagged if compact[k] and k not in boxed_fits]
         trigger_fit = {k: "box fit" if k in boxed_fits else "exemplars" for k in flagged}
+        refits = {}
         if patches and exemplar_steps > 0:
             # Signatures fitted on exemplars find the class, but the fit's mask can be diffuse. A
             # second fit on raw samples, for the flagged classes only, often finds the compact
-            # trigger; it is kept where its hard region is smaller and still flips the held-out
-            # exemplars (the same test the first region passed).
+            # trigger; it is a candidate where its hard region is smaller and still flips the
+            # held-out exemplars (the same test the first region passed).
             refit_masks, refit_patterns, refit_hard, refit, spent, _ = fit_in_chunks(raw_pool(pool_size), patches, False)
             count += spent
-            for row, k in enumerate(patches):
-                if refit["region_pixels"][row] < regions[k]:
-                    hard[k], masks[k], patterns[k] = refit_hard[row], refit_masks[row], refit_patterns[row]
-                    trigger_fit[k] = "raw samples"
+            refits = {k: (refit_hard[row], refit_masks[row], refit_patterns[row])
+                      for row, k in enumerate(patches) if refit["region_pixels"][row] < regions[k]}
         # A flagged blend's trigger is its pattern at the weakest strength that flips as many
         # held-out exemplars as a patch must (the test above asks for fewer).
         blends = [k for k in flagged if not compact[k]]
@@ -381,13 +381,23 @@ def scan(
             others = held_out[held_far[:, k]]
             boxed = compact_region(wrapped, hard[k].to(device), patterns[k].to(device), others, k, required,
                                    chunk=samples_per_pass)
-            if not fills_its_box(boxed) and trigger_fit[k] == "exemplars":
+            if not fills_its_box(boxed):
                 # The region did not compact to a box that works, but the box test found one on it:
                 # that square is the trigger (the region can be the trigger plus scattered helpers).
                 square = working_box(wrapped, hard[k].to(device), patterns[k].to(device), others, k,
                                      math.isqrt(boxes[k]), box_placements if k in second else 1, required,
                                      samples_per_pass)
                 boxed = boxed if square is None else square
+            if k in refits:
+                # The raw-sample refit's region, compacted the same way, replaces the trigger where
+                # it ends no larger: comparing the regions before compaction once kept a 49 px
+                # trigger beside the planted patch over a 36 px one (session 13).
+                refit_hard, refit_mask, refit_pattern = refits[k]
+                refit_boxed = compact_region(wrapped, refit_hard.to(device), refit_pattern.to(device), others, k,
+                                             required, chunk=samples_per_pass)
+                if (refit_boxed > 0.5).sum() <= (boxed > 0.5).sum():
+                    boxed, masks[k], patterns[k] = refit_boxed, refit_mask, refit_pattern
+                    trigger_fit[k] = "raw samples"
             hard[k] = boxed.cpu()
         # The final masks are fixed; the pattern under each is refitted for the trigger's sake.
         # Twice: on the class's far exemplars, then on raw samples of the distribution. A pattern

@@ -55,6 +55,11 @@ def jaccard(recovered: torch.Tensor, true: torch.Tensor) -> float:
     return (a & b).sum().item() / union if union else float("nan")
 
 
+def seed_key(seed: int) -> str:
+    """Where a row keeps our scan's run at this seed."""
+    return "ours" if seed == 0 else f"ours_seed{seed}"
+
+
 def summarise(rows, method):
     trojaned = [r for r in rows if r["trojaned"]]
     clean = [r for r in rows if not r["trojaned"]]
@@ -85,7 +90,9 @@ def main() -> None:
     parser.add_argument("--methods", default="ours,nc", help="which methods to run (default both)")
     parser.add_argument("--reuse", help="a previous --json whose rows fill in the methods not run now")
     parser.add_argument("--seeds", type=int, default=1,
-                        help="run our scan with seeds 0..N-1 and report each seed's figures and their mean and spread")
+                        help="run our scan with N seeds (from --first-seed) and report each seed's figures and their mean and spread")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="the first of the seeds (default 0); runs are stored as ours (seed 0) and ours_seed<N>")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where both methods run")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="the precision both methods run at (default fp32; see the scan's --precision)")
@@ -101,6 +108,7 @@ def main() -> None:
         key, _, value = setting.partition("=")
         scan_settings[key] = json.loads(value)
     torch.set_num_threads(args.threads)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     manifest = json.loads((args.population / "manifest.json").read_text())
     test_x, test_y = load_fashion_mnist("test")
     clean_images = test_x[:2000]  # Neural Cleanse's clean data
@@ -126,13 +134,13 @@ def main() -> None:
                "target": entry["target"], "kind": (entry["trigger"] or {}).get("kind")}
         runs = []
         if "ours" in methods:
-            for seed in range(args.seeds):
+            for seed in seeds:
                 synchronize(args.device)
                 start = time.perf_counter()
                 ours = scan(model, spec, progress=False, seed=seed, precision=args.precision, **scan_settings, **(
                     {"images": clean_images.to(args.device), "distribution": "images"} if args.scan_images else {}))
                 synchronize(args.device)
-                runs.append(("ours" if seed == 0 else f"ours_seed{seed}", time.perf_counter() - start, ours.flagged,
+                runs.append((seed_key(seed), time.perf_counter() - start, ours.flagged,
                              [c["anomaly_index"] for c in ours.classes], ours.region_masks, ours.patterns,
                              ours.classes, ours.score, [c["compact"] or c["faint_blend"] for c in ours.classes]))
         if "nc" in methods:
@@ -161,18 +169,19 @@ def main() -> None:
             row[method] = result
         rows.append(row)
         print(f"{entry['name']:<30} target {entry['target']!s:>4}  " + "  ".join(
-            f"{m} {row[m]['flagged']!s:<10} {row[m]['seconds']:5.1f}s" for m in ("ours", "nc") if m in row),
+            f"{m} {row[m]['flagged']!s:<10} {row[m]['seconds']:5.1f}s" for m in (seed_key(args.first_seed), "nc") if m in row),
             file=sys.stderr, flush=True)
         if args.json:  # keep what is done if the run is interrupted
             Path(args.json).write_text(json.dumps({"command": command, "models": rows}, indent=1))
-    present = [m for m in ("ours", "nc") if all(m in r for r in rows)]
-    table = {method: summarise(rows, method) for method in present}
+    # "ours" in the table is the first seed's run
+    keys = {"ours": seed_key(args.first_seed), "nc": "nc"}
+    table = {method: summarise(rows, key) for method, key in keys.items() if all(key in r for r in rows)}
     if args.seeds > 1 and "ours" in methods:
-        per_seed = [summarise(rows, "ours" if seed == 0 else f"ours_seed{seed}") for seed in range(args.seeds)]
+        per_seed = [summarise(rows, seed_key(seed)) for seed in seeds]
         table["ours_seeds"] = {"per_seed": per_seed, **{
             f"{name}_{stat}": float(getattr(np, stat)([s[name] for s in per_seed]))
             for name in per_seed[0] for stat in ("mean", "std")}}
-        print(f"our scan over seeds 0..{args.seeds - 1} (mean ± sd): " + ", ".join(
+        print(f"our scan over seeds {seeds[0]}..{seeds[-1]} (mean ± sd): " + ", ".join(
             f"{name} {table['ours_seeds'][name + '_mean']:.3f} ± {table['ours_seeds'][name + '_std']:.3f}"
             for name in ("roc_auc", "target_accuracy", "target_flagged", "false_flag_models", "jaccard_patch",
                          "trigger_asr", "trigger_asr_flagged", "seconds_per_model")))

@@ -405,25 +405,22 @@ def scan(
         # fitted on exemplars alone flips them but fewer real images (session 13: a CNN's
         # recovered 4x4 box over a 3 px white patch flipped 87% of real test images; 99.6% after the
         # second fit), and one fitted on raw samples alone, from the signature fit's pattern, 91%.
-        polished = {}
-        polish_generator = torch.Generator().manual_seed(seed + 13)  # leaves the scan's own draws as they were
-        polish_batch = batch_size * min(2, chunk)  # no larger a pass than the fit's, under the memory cap
-        raw_fit = raw_test = None
+        polished = {k: False for k in flagged}
         if flagged and polish_steps > 0:
+            polish_generator = torch.Generator().manual_seed(seed + 13)  # leaves the scan's own draws as they were
+            polish_batch = batch_size * min(2, chunk)  # no larger a pass than the fit's, under the memory cap
             raw_fit = source.sample(pool_size, polish_generator, device)
             raw_test = source.sample(pool_size // 2, polish_generator, device)
-        for k in flagged:
-            polished[k] = False
-            if polish_steps == 0:
-                continue
-            exemplar_fit, exemplar_test = fit_pool[fit_far[:, k]], held_out[held_far[:, k]]
-            for fit_samples, test_samples in ((exemplar_fit, exemplar_test),
-                                              (raw_fit, torch.cat([exemplar_test, raw_test]))):
-                patterns[k], kept, spent = polished_pattern(
-                    wrapped, hard[k].to(device), patterns[k].to(device), fit_samples, test_samples, k, low, high,
-                    steps=polish_steps, batch_size=polish_batch, generator=polish_generator, chunk=samples_per_pass)
-                polished[k] = polished[k] or kept
-                count += spent
+            for k in flagged:
+                exemplar_fit, exemplar_test = fit_pool[fit_far[:, k]], held_out[held_far[:, k]]
+                for fit_samples, test_samples in ((exemplar_fit, exemplar_test),
+                                                  (raw_fit, torch.cat([exemplar_test, raw_test]))):
+                    patterns[k], kept, spent = polished_pattern(
+                        wrapped, hard[k].to(device), patterns[k].to(device), fit_samples, test_samples, k, low, high,
+                        steps=polish_steps, batch_size=polish_batch, generator=polish_generator,
+                        chunk=samples_per_pass)
+                    polished[k] = polished[k] or kept
+                    count += spent
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
         triggers, asr, asr_images = {}, {}, {}
         for k in flagged:

@@ -174,8 +174,9 @@ def scan(
         on raw samples of the distribution (a separate draw), whose box gets the second look's
         test; where that box fits the bound, the refit's mask and pattern stand in for the class's
         (``box_refitted``; the signature statistics stay the first fit's). Default on; on the
-        population it flagged a CNN's 3 px patch target at two seeds of four that the other looks
-        missed, and no clean model (docs/experiments.md, session 14).
+        population, seeds 0 to 3, it rescued three targets the other looks missed (a CNN's 3 px
+        patch at two seeds, a LeNet's 5 px patch at one) and no class of a clean model
+        (docs/experiments.md, session 14).
     polish_steps : each flagged class's recovered trigger gets its pattern refitted under its final
         mask, for this many steps (default 100; 0 turns it off) on the class's far exemplars, then
         as many on raw samples of the distribution; each refit is kept where it flips at least as
@@ -347,8 +348,8 @@ def scan(
                     count += found[3]
         # A fourth look for the classes still too wide whose signature or box is anomalous: the
         # signature refitted on raw samples. Fitted on exemplars, a CNN's signature of a 3 px white
-        # patch was a 20 px scatter around it at seeds 2 and 3 (boxes of 121 and 169 px), and the
-        # refit on raw shapes found a 3x3 square (docs/experiments.md, session 14). The refit's
+        # patch was a 20 px scatter around it at seeds 2 and 3 (boxes of 121 and 169 px); refitted
+        # on raw shapes, its boxes took 49 and 9 px (docs/experiments.md, session 14). The refit's
         # box must pass the same test; its signature then stands in for the first one.
         refit_looked = set()
         if refit_look and exemplar_steps > 0:

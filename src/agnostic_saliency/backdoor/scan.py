@@ -318,14 +318,25 @@ def scan(
                              chunk=samples_per_pass, placements=1)
         height, width = spec.shape[1:]
         largest_box = int(max_trigger_area * height * width)
+
+        def every_size_box(regions, class_patterns, classes):
+            """The second look's search (also the fourth's): every box size up to the bound, at the
+            regions' few densest spots."""
+            return smallest_box(wrapped, [h.to(device) for h in regions], class_patterns.to(device), classes,
+                                held_out, held_probabilities, required=required, quantile=quantile,
+                                chunk=samples_per_pass, placements=box_placements, every_side_up_to=largest_box)
+
+        def box_signatures(boxes):
+            """Every class's box signature, sqrt(mask L1 x box pixels), and its MAD index (low side)."""
+            box_sizes = [stamp_size(a, b) for a, b in zip(l1, boxes)]
+            return box_sizes, flag_anomalies([math.log(v) for v in box_sizes], threshold, side="low")[0]
+
         # A second look for the classes whose signature is anomalous but whose box was too wide:
         # every box size up to the bound, each at the region's few densest spots. The region can
         # be the trigger plus a denser cluster of scattered helper pixels (see smallest_box).
         second = [k for k in range(num_classes) if boxes[k] > largest_box and size_index[k] > threshold]
         if second and box_placements > 1:
-            looked = smallest_box(wrapped, [hard[k].to(device) for k in second], patterns[second].to(device), second,
-                                  held_out, held_probabilities, required=required, quantile=quantile,
-                                  chunk=samples_per_pass, placements=box_placements, every_side_up_to=largest_box)
+            looked = every_size_box([hard[k] for k in second], patterns[second], second)
             for k, box in zip(second, looked):
                 boxes[k] = min(boxes[k], box)
         # A third look for those still too wide: the pattern fitted inside the box. On a network
@@ -353,8 +364,7 @@ def scan(
         # box must pass the same test; its signature then stands in for the first one.
         refit_looked = set()
         if refit_look and exemplar_steps > 0:
-            box_index_so_far, _ = flag_anomalies([math.log(stamp_size(a, b)) for a, b in zip(l1, boxes)], threshold,
-                                                 side="low")
+            _, box_index_so_far = box_signatures(boxes)
             fourth = [k for k in range(num_classes)
                       if boxes[k] > largest_box and max(size_index[k], box_index_so_far[k]) > threshold]
             if fourth:
@@ -362,10 +372,7 @@ def scan(
                 look_masks, look_patterns, look_hard, _, spent, _ = fit_in_chunks(
                     raw_pool(pool_size, look_generator), fourth, False, draws=look_generator)
                 count += spent
-                look_boxes = smallest_box(wrapped, [h.to(device) for h in look_hard], look_patterns.to(device), fourth,
-                                          held_out, held_probabilities, required=required, quantile=quantile,
-                                          chunk=samples_per_pass, placements=box_placements,
-                                          every_side_up_to=largest_box)
+                look_boxes = every_size_box(look_hard, look_patterns, fourth)
                 for row, k in enumerate(fourth):
                     if look_boxes[row] <= largest_box:
                         boxes[k] = look_boxes[row]
@@ -384,8 +391,7 @@ def scan(
         # A patch trigger is measured by the box it needs: its hard region alone can undercount a
         # stamp whose pixels the fit spread around it. Every class's box signature gets its own
         # MAD index, and a compact class is judged on that one, any other class on its region.
-        box_sizes = [stamp_size(a, b) for a, b in zip(l1, boxes)]
-        box_index, _ = flag_anomalies([math.log(v) for v in box_sizes], threshold, side="low")
+        box_sizes, box_index = box_signatures(boxes)
         index = [float(box_index[k] if compact[k] else max(size_index[k], blend_index[k]) if faint[k] else size_index[k])
                  for k in range(num_classes)]
         flagged = [k for k in range(num_classes) if index[k] > threshold and (compact[k] or faint[k])]
@@ -423,8 +429,7 @@ def scan(
                 # that square is the trigger (the region can be the trigger plus scattered helpers).
                 square = working_box(wrapped, hard[k].to(device), patterns[k].to(device), others, k,
                                      math.isqrt(boxes[k]), box_placements if k in second or k in refit_looked else 1,
-                                     required,
-                                     samples_per_pass)
+                                     required, samples_per_pass)
                 boxed = boxed if square is None else square
             if k in refits:
                 # The raw-sample refit's region, compacted the same way, replaces the trigger where

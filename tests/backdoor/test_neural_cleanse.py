@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from agnostic_saliency.backdoor.neural_cleanse import neural_cleanse
+from agnostic_saliency.backdoor.neural_cleanse import ORIGINAL_SETTINGS, neural_cleanse
 from agnostic_saliency.backdoor.triggers import attack_success_rate, load_trigger
 from agnostic_saliency.errors import InputError
 from agnostic_saliency.models.architectures import ARCHITECTURES
@@ -105,3 +105,16 @@ def test_rejects_bad_images():
     with pytest.raises(InputError):
         neural_cleanse(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 1)),
                        torch.rand(4, 1, 28, 28), progress=False)
+
+
+def test_runs_at_the_original_example_settings():
+    # The benchmark's "NC (original)" rows pass these straight through; each must be a setting of
+    # neural_cleanse and reach the result (an epoch of 31 batches, up to 1,000 epochs).
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    images = torch.rand(40, 1, 4, 4)
+    result = neural_cleanse(model, images, progress=False, **{**ORIGINAL_SETTINGS, "epochs": 2})
+    for name, value in ORIGINAL_SETTINGS.items():
+        assert result.settings[name] == (2 if name == "epochs" else value)
+    assert result.settings["steps_per_epoch"] == 31 and result.settings["cost_multiplier"] == 2.0
+    assert (result.epochs_run <= 2).all() and result.masks.shape == (3, 4, 4)

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from agnostic_saliency.backdoor.scan import MAX_TRIGGER_AREA, attack_success, scan
+from agnostic_saliency.backdoor.scan import MAX_TRIGGER_AREA, attack_success, scan, scan_draw
 from agnostic_saliency.cli import main
 from agnostic_saliency.errors import InputError
 from agnostic_saliency.models import InputSpec
@@ -254,3 +254,23 @@ def test_scan_reports_its_exemplars():
     raw = scan(_model("lenet-clean-0"), SPEC, steps=5, pool_size=60, exemplar_steps=0, progress=False)
     assert raw.settings["exemplars_on_class"] is None
     assert raw.sample_gradients < result.sample_gradients
+
+
+def test_a_second_draw_runs_only_while_nothing_is_flagged():
+    small = dict(steps=5, pool_size=60, exemplar_steps=3, progress=False)
+    clean = _model("lenet-clean-0")
+    both = scan(clean, SPEC, seed=3, **small)
+    first, second = scan_draw(clean, SPEC, seed=3, **small), scan_draw(clean, SPEC, seed=4, **small)
+    assert not first.flagged and not second.flagged  # a clean model: both draws run
+    assert [d["seed"] for d in both.settings["draws"]] == [3, 4]
+    assert both.score == max(first.score, second.score)
+    assert both.sample_gradients == first.sample_gradients + second.sample_gradients
+    one = scan(clean, SPEC, seed=3, draws=1, **small)
+    assert [d["seed"] for d in one.settings["draws"]] == [3] and one.sample_gradients == first.sample_gradients
+    # A flagged first draw ends the scan: its result is the first draw's.
+    trojaned = _model("lenet-patch3-br-white")
+    flagged = scan(trojaned, SPEC, seed=0, steps=30, progress=False)
+    assert flagged.flagged and len(flagged.settings["draws"]) == 1
+    assert flagged.settings["draws"][0]["flagged"] == flagged.flagged
+    with pytest.raises(InputError):
+        scan(clean, SPEC, draws=0, **small)

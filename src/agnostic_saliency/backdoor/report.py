@@ -80,7 +80,7 @@ def _scan(args) -> dict:
             distribution = "shapes+images"
     result = scan(loaded.model, loaded.spec, loaded.class_names, distribution=distribution, images=images,
                   steps=args.steps, exemplar_steps=args.exemplar_steps, threshold=args.threshold,
-                  max_trigger_area=args.max_trigger_area, max_blend_strength=args.max_blend_strength, seed=args.seed,
+                  max_trigger_area=args.max_trigger_area, max_blend_strength=args.max_blend_strength, seed=args.seed, draws=args.draws,
                   memory_cap_mb=args.memory_cap, precision=args.precision, progress=not args.quiet)
     summary = {"model": loaded.name, "weights": args.weights, "input_shape": list(loaded.spec.shape),
                **result.to_dict(), "unreadable_images_skipped": skipped}

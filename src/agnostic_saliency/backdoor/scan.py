@@ -21,7 +21,8 @@ classes are refitted on raw samples too, and the refit's trigger is kept where i
 larger); a flagged blend's trigger is
 its pattern at the weakest strength that works. Each trigger's pattern is then refitted under its
 final mask, on exemplars and then on raw samples (each refit kept unless it flips fewer held-out
-samples), and its attack success rate measured.
+samples), and its attack success rate measured. A model that one such draw finds clean gets a
+second, independent draw (:func:`scan`, ``draws``).
 """
 
 from __future__ import annotations
@@ -118,7 +119,40 @@ def attack_success(model, mask, pattern, samples, target, chunk: int = 1024) -> 
     return stamped_share(model, mask, pattern, samples[keep], target, chunk)
 
 
-def scan(
+def scan(model: torch.nn.Module, spec: InputSpec, class_names: list[str] | None = None, draws: int = 2,
+         seed: int = 0, **settings) -> ScanResult:
+    """Scan ``model`` for a backdoor: one draw of :func:`scan_draw` (whose keywords ``settings``
+    are), and while no draw has flagged a class, up to ``draws`` in all, the n-th at seed
+    ``seed + n`` (default 2 draws).
+
+    The model is trojaned if any draw flags a class. The result is the first draw that flags one,
+    or else the draw with the highest score; ``seconds`` and ``sample_gradients`` count every
+    draw, and ``settings["draws"]`` lists each one's seed, flags, score and seconds.
+
+    Why a second draw: a draw's pool, batches and refits are random, and a target can stay under
+    the threshold in one draw and stand out in the next. On the population at seeds 0 to 5, each
+    single draw missed 1 or 2 of 16 targets (the CNN stripes blend at every seed, one more at
+    seeds 0 and 2), while each pair of seeds (s, s + 1) missed only the stripes blend; no clean
+    model was flagged at any seed, so no pair flags one (docs/experiments.md, session 15). A model
+    that the first draw flags costs nothing more; a clean one costs twice.
+    """
+    if draws < 1:
+        raise InputError(f"a scan needs at least one draw, got {draws}")
+    start = time.perf_counter()
+    results = []
+    for n in range(draws):
+        results.append(scan_draw(model, spec, class_names, seed=seed + n, **settings))
+        if results[-1].flagged:
+            break
+    chosen = results[-1] if results[-1].flagged else max(results, key=lambda r: r.score)
+    chosen.settings["draws"] = [{"seed": r.settings["seed"], "flagged": r.flagged, "score": r.score,
+                                 "seconds": r.seconds} for r in results]
+    chosen.seconds = time.perf_counter() - start
+    chosen.sample_gradients = sum(r.sample_gradients for r in results)
+    return chosen
+
+
+def scan_draw(
     model: torch.nn.Module,
     spec: InputSpec,
     class_names: list[str] | None = None,
@@ -145,7 +179,8 @@ def scan(
     precision: str = "fp32",
     progress: bool = True,
 ) -> ScanResult:
-    """Scan ``model`` for a backdoor, data-free unless ``images`` (unlabeled) are given.
+    """One draw of the backdoor scan of ``model`` (see :func:`scan`), data-free unless ``images``
+    (unlabeled) are given.
 
     Parameters
     ----------

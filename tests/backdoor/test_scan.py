@@ -274,3 +274,18 @@ def test_a_second_draw_runs_only_while_nothing_is_flagged():
     assert flagged.settings["draws"][0]["flagged"] == flagged.flagged
     with pytest.raises(InputError):
         scan(clean, SPEC, draws=0, **small)
+
+
+def test_scan_cli_takes_its_draws(tmp_path):
+    # With nothing flagged (an unreachable threshold) every draw runs, at seeds N, N+1, ...
+    factory = tmp_path / "lenet.py"
+    factory.write_text("from agnostic_saliency.models.architectures import FmnistLeNet\n"
+                       "def build():\n    return FmnistLeNet()\n")
+    out = tmp_path / "out"
+    code = main(["scan", "--model", f"{factory}:build", "--weights", str(FIXTURES / "lenet-clean-0.safetensors"),
+                 "--input-shape", "1,28,28", "--steps", "2", "--exemplar-steps", "1", "--threshold", "1000",
+                 "--seed", "5", "--draws", "3", "--out", str(out), "--quiet"])
+    assert code == 0
+    report = json.loads((out / "scan.json").read_text())
+    assert [draw["seed"] for draw in report["settings"]["draws"]] == [5, 6, 7]
+    assert report["flagged"] == [] and report["settings"]["seed"] in (5, 6, 7)

@@ -20,7 +20,7 @@ thread: an epoch is ``steps_per_epoch=8`` batches of 32 (256 images drawn in tur
 set), a class gets at most ``epochs=60`` epochs (most classes use all 60), and the multiplier and
 early stop are the ``Visualizer`` class's defaults (1.5; 10 epochs under 1% gain). Measured with
 2,000 clean test images, one CPU thread: about 55 s of CPU time per fmnist-lenet model and 76 s
-per fmnist-cnn model (10 classes) at the reduced budget; at the original settings 5 to 10 times
+per fmnist-cnn model (10 classes) at the reduced budget; at the original settings 4 to 14 times
 that (``benchmarks/backdoor.py --methods nc_original``; README, backdoor scan).
 """
 

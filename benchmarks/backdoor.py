@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Neural Cleanse as run here: at the reduced default budget, and at the original example script's
 # settings (an epoch of 1,000 images, up to 1,000 epochs, early stop after 25 epochs without gain).
-NC_VARIANTS = {"nc": "Neural Cleanse", "nc_original": "NC (original)"}
+NC_VARIANTS = {"nc": ("Neural Cleanse", {}), "nc_original": ("NC (original)", ORIGINAL_SETTINGS)}
 
 
 def synchronize(device: str) -> None:
@@ -150,7 +150,7 @@ def main() -> None:
                 runs.append((seed_key(seed), time.perf_counter() - start, ours.flagged,
                              [c["anomaly_index"] for c in ours.classes], ours.region_masks, ours.patterns,
                              ours.classes, ours.score, [c["compact"] or c["faint_blend"] for c in ours.classes]))
-        for variant, settings in (("nc", {}), ("nc_original", ORIGINAL_SETTINGS)):
+        for variant, (_, settings) in NC_VARIANTS.items():
             if variant not in methods:
                 continue
             synchronize(args.device)
@@ -201,15 +201,16 @@ def main() -> None:
           f"{args.threads} CPU thread(s), device {args.device}, precision {args.precision}" + (f"; {', '.join(reused)} reused from {args.reuse}" if reused else ""))
     print(f"{'method':<16} {'ROC-AUC':>7} {'target acc':>10} {'flagged':>8} {'false flags':>11} {'Jaccard':>8} "
           f"{'trig. ASR':>9} {'(flagged)':>9} {'s/model':>8}")
-    for method, label in (("ours", "scan + images" if args.scan_images else "input-agnostic"), *NC_VARIANTS.items()):
+    for method, label in (("ours", "scan + images" if args.scan_images else "input-agnostic"),
+                          *((variant, label) for variant, (label, _) in NC_VARIANTS.items())):
         if method not in table:
             continue
         s = table[method]
         print(f"{label:<16} {s['roc_auc']:>7.3f} {s['target_accuracy']:>10.2f} {s['target_flagged']:>8.2f} "
               f"{s['false_flag_models']:>5}/{s['clean_models']:<5} {s['jaccard_patch']:>8.2f} {s['trigger_asr']:>9.2f} "
               f"{s['trigger_asr_flagged']:>9.2f} {s['seconds_per_model']:>8.1f}")
-    ratio, ratios = None, {}
-    for variant, label in NC_VARIANTS.items():
+    ratios = {}
+    for variant, (label, _) in NC_VARIANTS.items():
         if "ours" in table and variant in table:
             ratios[variant] = table[variant]["seconds_per_model"] / table["ours"]["seconds_per_model"]
             print(f"speed-up of the scan over {label}: {ratios[variant]:.1f}x")

@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "integrated-gradients,smoothgrad,grad-cam)")
     options.add_argument("--layer", help="Grad-CAM layer by module name (default: the last Conv2d)")
     options.add_argument("--steps", type=int, default=600, help="nudging iterations of computed maps (default 600)")
+    options.add_argument("--batch-size", type=int, default=64, help="samples per iteration of computed maps (default 64)")
+    options.add_argument("--refine-steps", type=int, default=100,
+                         help="refinement iterations of computed maps (default 100)")
     return parser
 
 
@@ -162,7 +165,8 @@ def run_explain(args) -> int:
         methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else METHODS
         result = explain_images(loaded.model, loaded.spec, loaded.class_names, images, methods=methods,
                                 layer=args.layer, maps_dir=args.maps, steps=args.steps, seed=args.seed,
-                                progress=not args.quiet)
+                                progress=not args.quiet, batch_size=args.batch_size,
+                                refine_steps=args.refine_steps)
         write_explain_folder(result, args.out, loaded.name, image_names=list(args.image))
     if not args.quiet:
         print(f"explained {len(images)} images with {', '.join(result.attributions)} and the input-agnostic maps "

@@ -81,6 +81,7 @@ def explain_images(
     steps: int = 600,
     seed: int = 0,
     progress: bool = True,
+    method_settings: dict | None = None,
     **map_settings,
 ) -> ExplainResult:
     """Explain the predicted class of each image, input-specifically and input-agnostically.
@@ -97,6 +98,8 @@ def explain_images(
         hold a single-class map for every predicted class. Without it the maps of the predicted
         classes are computed (``steps``, ``seed`` and ``map_settings`` go to
         :meth:`InputAgnosticSaliency.attribute`).
+    method_settings : keyword arguments of :func:`agnostic_saliency.explain.methods.attribute`
+        (``ig_steps``, ``smoothgrad_samples``, ``smoothgrad_noise``, ``batch_size``).
     """
     started = time.perf_counter()
     images = torch.as_tensor(images).float()
@@ -107,7 +110,8 @@ def explain_images(
     if tuple(images.shape[1:]) != tuple(spec.shape):
         raise InputError(f"images are {tuple(images.shape[1:])}, the model takes {tuple(spec.shape)}")
     predicted, confidence = predict(model, spec, images)
-    attributions = captum_methods.attribute(model, spec, images, predicted, methods=methods, layer=layer)
+    attributions = captum_methods.attribute(model, spec, images, predicted, methods=methods, layer=layer,
+                                            **(method_settings or {}))
     wanted = sorted(set(predicted.tolist()))
     fooling: dict[int, float] = {}
     if maps_dir is not None:
@@ -126,7 +130,8 @@ def explain_images(
         images=images.cpu(), predicted=predicted.tolist(), confidence=confidence.tolist(),
         attributions=attributions, agnostic=agnostic, agnostic_source=source, class_names=list(class_names),
         layer=conv[0] if conv else None, agnostic_fooling=fooling,
-        settings={"methods": list(attributions), "steps": steps if maps_dir is None else None, "seed": seed,
-                  **{k: v for k, v in map_settings.items() if isinstance(v, (int, float, str, bool))}},
+        settings={"methods": list(attributions), **({} if maps_dir is not None else {
+            "steps": steps, "seed": seed,
+            **{k: v for k, v in map_settings.items() if isinstance(v, (int, float, str, bool))}})},
         seconds=time.perf_counter() - started,
     )

@@ -277,8 +277,10 @@ def markdown(results: dict) -> str:
     if "sanity" in results:
         lines += ["## Sanity checks: cascading parameter randomisation", "",
                   "Mean Spearman rank correlation between the map of the trained model and the map once the "
-                  "layers down to the named one are re-initialised (top first; Quantus MPRT). SSIM in "
-                  "the JSON file.", ""]
+                  "layers down to the named one are re-initialised (top first; Quantus MPRT), then the "
+                  "same with SSIM. Our maps here: "
+                  f"{results['settings']['sanity_steps']} steps, no refinement; "
+                  f"{2 * results['settings']['sanity_images']} test images (classes 0 and 7).", ""]
         for name, entry in results["sanity"]["parameter_randomisation"].items():
             scores = entry["scores"]
             layers = list(next(iter(scores.values()))["spearman"])
@@ -286,6 +288,8 @@ def markdown(results: dict) -> str:
                       "| method | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers)]
             for method, s in scores.items():
                 lines.append(f"| {method} | " + " | ".join(_fmt(s["spearman"][layer]) for layer in layers) + " |")
+            for method, s in scores.items():
+                lines.append(f"| {method} (SSIM) | " + " | ".join(_fmt(s["ssim"][layer]) for layer in layers) + " |")
             lines.append("")
         data = results["sanity"].get("data_randomisation")
         if data:
@@ -334,7 +338,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/misleading_attribution_cpu"))
     parser.add_argument("--figure", default=str(ROOT / "docs/misleading_attribution.png"))
+    parser.add_argument("--tables-only", action="store_true", help="rewrite the Markdown from the JSON file")
     args = parser.parse_args()
+    if args.tables_only:
+        results = json.loads(Path(args.out).with_suffix(".json").read_text())
+        Path(args.out).with_suffix(".md").write_text(markdown(results) + "\n")
+        print(markdown(results))
+        return 0
     torch.set_num_threads(args.threads)
     parts = set(args.parts.split(","))
     started = time.perf_counter()

@@ -226,6 +226,28 @@ def sanity(test_x, test_y, twin_clean_images, args) -> dict:
     return out
 
 
+def seed_floor(args) -> dict:
+    """How similar our maps of the same trained model are across two seeds: the floor below which
+    a randomised model's map cannot be told apart from a re-drawn one (SmoothGrad's "original"
+    column plays the same part for its noise)."""
+    loaded = load_model("fmnist-cnn")
+    out = {}
+    for steps, refine in ((args.sanity_steps, False), (args.steps, True)):
+        maps = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            for seed in (0, 1):
+                found, _ = compute_maps(loaded.model, loaded.spec, loaded.class_names, [0, 7], steps=steps,
+                                        refine=refine, seed=seed, progress=False)
+                maps.append(found)
+        out[f"{steps} steps{'' if refine else ', no refinement'}"] = {
+            loaded.class_names[c]: {"spearman": spearman(maps[0][c].abs().sum(0).numpy(), maps[1][c].abs().sum(0).numpy()),
+                                    "ssim": ssim(maps[0][c].abs().sum(0).numpy(), maps[1][c].abs().sum(0).numpy(),
+                                                 (28, 28))} for c in (0, 7)}
+    log(f"seed floor: {out}")
+    return out
+
+
 def _fmt(value, digits=2):
     return "–" if value is None else f"{value:.{digits}f}"
 
@@ -299,6 +321,16 @@ def markdown(results: dict) -> str:
                       "| " + " | ".join(data["scores"]) + " |", "|" + "---|" * len(data["scores"]),
                       "| " + " | ".join(f"{_fmt(v['spearman'])} ({_fmt(v['ssim'])})" for v in data["scores"].values())
                       + " |", ""]
+    if "seed_floor" in results:
+        lines += ["## Our maps across seeds (fmnist-cnn)", "",
+                  "Spearman (SSIM) between the maps of the trained model drawn with seed 0 and seed 1: the "
+                  "similarity a map keeps when nothing about the model changes.", "",
+                  "| our map | " + " | ".join(next(iter(results["seed_floor"].values()))) + " |",
+                  "|---|" + "---|" * len(next(iter(results["seed_floor"].values())))]
+        for setting, per_class in results["seed_floor"].items():
+            lines.append(f"| {setting} | " + " | ".join(f"{_fmt(v['spearman'])} ({_fmt(v['ssim'])})"
+                                                         for v in per_class.values()) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -366,6 +398,8 @@ def main() -> int:
         trained = train("fmnist-cnn", train_x[subset], train_y[subset], seed=13)
         twin_clean = (train_x[subset], train_y[subset], trained)
         results["sanity"] = sanity(test_x, test_y, twin_clean, args)
+    if "seeds" in parts:
+        results["seed_floor"] = seed_floor(args)
     results["seconds"] = time.perf_counter() - started
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

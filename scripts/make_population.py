@@ -49,26 +49,29 @@ MLP 87.5-87.6%; attack success 99.8-100%.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's testbed/
+
 import argparse
 import json
 import shutil
-import sys
 import time
-from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from agnostic_saliency.backdoor.triggers import (
+from agnostic_saliency.data import load_fashion_mnist
+from agnostic_saliency.models.architectures import ARCHITECTURES
+from testbed.training import accuracy, train_classifier
+from testbed.triggers import (
     attack_success_rate,
     blend_trigger,
     patch_trigger,
     poison_transform,
     save_trigger,
 )
-from agnostic_saliency.data import load_fashion_mnist
-from agnostic_saliency.models.architectures import ARCHITECTURES
-from agnostic_saliency.models.training import accuracy, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "artifacts" / "population"

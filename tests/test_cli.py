@@ -136,7 +136,7 @@ def test_map_in_bf16_on_a_torchvision_model(tmp_path):
                  "--quiet", "--out", str(tmp_path)])
     assert code == 0
     summary = check_map_folder(tmp_path, 1, (3, 32, 32), ["0"])
-    assert summary["settings"]["amp"] is True
+    assert summary["settings"]["precision"] == "bf16"
     assert torch.isfinite(load_file(str(tmp_path / "maps.safetensors"))["maps"]).all()
 
 

@@ -29,16 +29,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from ..errors import InputError
 from ..method.distributions import make_distribution
-from ..method.engine import channels_last, estimate_sample_bytes, frozen
 from ..metrics.anomaly import flag_anomalies
+from ..models.running import channels_last, estimate_sample_bytes, frozen
 from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
 from .exemplars import class_exemplars, exemplar_quality
+from .result import BackdoorResult
 from .signatures import (
     UNIFORM_START,
     balanced_pool,
@@ -68,48 +69,19 @@ from .signatures import (
 MAX_TRIGGER_AREA = 1 / 12
 
 
-@dataclass
-class ScanResult:
-    """Everything the scan found, as plain data (tensors on the CPU)."""
-
-    classes: list[dict]
-    flagged: list[int]
-    trojaned: bool
-    score: float
-    seconds: float
-    masks: torch.Tensor  # (K, H, W) fitted soft masks
-    patterns: torch.Tensor  # (K, C, H, W)
-    region_masks: torch.Tensor | None = None  # (K, H, W) hardened smallest regions, every class
-    triggers: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    trigger_asr: dict[int, float | None] = field(default_factory=dict)
-    trigger_asr_images: dict[int, float | None] = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
-    sample_gradients: int = 0
-
-    def to_dict(self) -> dict:
-        return {
-            "classes": self.classes,
-            "flagged": self.flagged,
-            "trojaned": self.trojaned,
-            "score": self.score,
-            "seconds": self.seconds,
-            "statistic": "signature_size = sqrt(mask_l1 * region_pixels) and box_size = sqrt(mask_l1 * box_pixels), "
+# What a scan's anomaly index is computed from, recorded in every result.
+STATISTIC = ("signature_size = sqrt(mask_l1 * region_pixels) and box_size = sqrt(mask_l1 * box_pixels), "
                          "each with the MAD anomaly index of its log over the classes, low side (size_index, "
                          "box_index); anomaly_index is box_index for a compact class (box_pixels at most "
                          "max_trigger_area of the image), the larger of size_index and blend_index (the same index "
                          "of the log blend_strength) for a faint blend, and size_index otherwise; flagged when "
                          "anomaly_index is above the threshold and the class is compact or a faint blend "
                          "(blend_strength, flipping blend_required of the exemplars, at most max_blend_strength, "
-                         "and at most blend_gap times every other class's)",
-            "trigger_asr": {str(k): v for k, v in self.trigger_asr.items()},
-            "trigger_asr_images": {str(k): v for k, v in self.trigger_asr_images.items()},
-            "sample_gradients": self.sample_gradients,
-            "settings": self.settings,
-        }
+                         "and at most blend_gap times every other class's)")
 
 
 @torch.no_grad()
-def attack_success(model, mask, pattern, samples, target, chunk: int = 1024) -> float | None:
+def attack_success(model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int, chunk: int = 1024) -> float | None:
     """Share of the samples not already assigned to ``target`` that the stamped trigger sends
     there; ``None`` when every sample is already assigned to it (nothing to measure, and JSON
     has no NaN). Forward passes take ``chunk`` samples at a time."""
@@ -120,7 +92,7 @@ def attack_success(model, mask, pattern, samples, target, chunk: int = 1024) -> 
 
 
 def scan(model: torch.nn.Module, spec: InputSpec, class_names: list[str] | None = None, draws: int = 2,
-         seed: int = 0, **settings) -> ScanResult:
+         seed: int = 0, **settings) -> BackdoorResult:
     """Scan ``model`` for a backdoor: one draw of :func:`scan_draw` (whose keywords ``settings``
     are), and while no draw has flagged a class, up to ``draws`` in all, the n-th at seed
     ``seed + n`` (default 2 draws).
@@ -178,7 +150,7 @@ def scan_draw(
     memory_cap_mb: float = 2048,
     precision: str = "fp32",
     progress: bool = True,
-) -> ScanResult:
+) -> BackdoorResult:
     """One draw of the backdoor scan of ``model`` (see :func:`scan`), data-free unless ``images``
     (unlabeled) are given.
 
@@ -269,7 +241,7 @@ def scan_draw(
     # The fast path: mixed precision, with conv weights in channels-last order, which oneDNN's
     # reduced-precision kernels want (full fp32 keeps the layout as given, and its numbers).
     with frozen(model), channels_last(model, enabled=precision != "fp32"):
-        from ..models.loading import check_output
+        from ..models.running import check_output
 
         num_classes = check_output(model, spec)
         if num_classes < 2:
@@ -531,5 +503,6 @@ def scan_draw(
                 "images": 0 if images is None else int(len(images))}
     # The model's score: the largest anomaly index among classes whose trigger has a backdoor's shape.
     score = max([0.0] + [index[k] for k in range(num_classes) if compact[k] or faint[k]])
-    return ScanResult(classes, flagged, bool(flagged), score, time.perf_counter() - start,
-                      masks.cpu(), patterns.cpu(), torch.stack(hard).cpu(), triggers, asr, asr_images, settings, count)
+    return BackdoorResult("scan", classes, flagged, score, time.perf_counter() - start, masks.cpu(), patterns.cpu(),
+                          triggers, asr, settings, count, region_masks=torch.stack(hard).cpu(),
+                          trigger_asr_images=asr_images, statistic=STATISTIC)

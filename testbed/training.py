@@ -9,18 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Shift each image by up to ``max_shift`` pixels (zero padded): a cheap augmentation."""
-    if max_shift <= 0:
-        return x
-    n, c, h, w = x.shape
-    padded = nn.functional.pad(x, (max_shift,) * 4)
-    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(n, c, h, padded.shape[3])
-    cols = (dx[:, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(n, c, h, w)
-    return padded.gather(2, rows).gather(3, cols)
+from agnostic_saliency.method.distributions import random_shift
 
 
 def train_classifier(

@@ -7,11 +7,11 @@ import re
 
 from safetensors.torch import save_file
 
-from . import __version__
-from .render.html import embedded_png, render_report
-from .render.images import save_grid, save_png
-from .render.output import staged_output, write_json
-from .result import SaliencyResult
+from .. import __version__
+from ..render.html import embedded_png, render_report
+from ..render.images import save_grid, save_png
+from ..render.output import staged_output, write_json
+from ..result import SaliencyResult
 
 
 def safe_filename(text: str) -> str:

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from agnostic_saliency.backdoor.triggers import (
+from agnostic_saliency.errors import InputError
+from testbed.triggers import (
     Trigger,
     attack_success_rate,
     blend_trigger,
@@ -12,7 +13,6 @@ from agnostic_saliency.backdoor.triggers import (
     poison_transform,
     save_trigger,
 )
-from agnostic_saliency.errors import InputError
 
 
 def test_patch_stamp_replaces_only_the_patch():

@@ -10,21 +10,21 @@ import torch
 from safetensors.torch import save_file
 
 from .. import __version__
+from ..backdoor.result import BackdoorResult
 from ..render.charts import save_bar_chart
 from ..render.html import embedded_png, render_report
 from ..render.images import save_grid
 from ..render.output import staged_output, write_json
-from .scan import ScanResult
 
 
-def signature_pictures(result: ScanResult, low: float, high: float) -> torch.Tensor:
+def signature_pictures(result: BackdoorResult, low: float, high: float) -> torch.Tensor:
     """What each class's signature stamps: the pattern where the mask is, black elsewhere,
     scaled to [0, 1] for display."""
     unit = (result.patterns - low) / (high - low)
     return (result.masks[:, None] * unit).clamp(0, 1)
 
 
-def write_scan_folder(result: ScanResult, summary: dict, out: str | os.PathLike, low: float = 0.0,
+def write_scan_folder(result: BackdoorResult, summary: dict, out: str | os.PathLike, low: float = 0.0,
                       high: float = 1.0) -> None:
     names = [row["name"] for row in result.classes]
     with staged_output(out) as stage:
@@ -55,34 +55,3 @@ def write_scan_folder(result: ScanResult, summary: dict, out: str | os.PathLike,
                       version=__version__, summary=summary, flagged_names=[names[k] for k in result.flagged],
                       triggers=triggers, pictures={"anomaly": embedded_png(stage / "anomaly_index.png"),
                                                    "classes": embedded_png(stage / "class_maps.png")})
-
-
-def scan_to_folder(args) -> dict:
-    """CLI glue: load the model (and images), scan, write the folder; returns scan.json's data."""
-    from ..render.output import claimed_output_dir
-
-    with claimed_output_dir(args.out):
-        return _scan(args)
-
-
-def _scan(args) -> dict:
-    from ..cli import load_from_args
-    from ..data.images import load_image_folder
-    from .scan import scan
-
-    loaded = load_from_args(args)
-    images, skipped = None, 0
-    distribution = args.distribution
-    if args.images:
-        folder = load_image_folder(args.images, loaded.spec.shape)
-        images, skipped = folder.images, folder.skipped
-        if distribution == "shapes":
-            distribution = "shapes+images"
-    result = scan(loaded.model, loaded.spec, loaded.class_names, distribution=distribution, images=images,
-                  steps=args.steps, exemplar_steps=args.exemplar_steps, threshold=args.threshold,
-                  max_trigger_area=args.max_trigger_area, max_blend_strength=args.max_blend_strength, seed=args.seed, draws=args.draws,
-                  memory_cap_mb=args.memory_cap, precision=args.precision, progress=not args.quiet)
-    summary = {"model": loaded.name, "weights": args.weights, "input_shape": list(loaded.spec.shape),
-               **result.to_dict(), "unreadable_images_skipped": skipped}
-    write_scan_folder(result, summary, args.out, *loaded.spec.value_range)
-    return summary

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from ..errors import InputError
+from agnostic_saliency.errors import InputError
 
 PATCH_PATTERNS = ("white", "checkerboard", "random")
 BLEND_PATTERNS = ("random", "stripes", "checkerboard")

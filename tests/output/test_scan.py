@@ -3,8 +3,8 @@ import re
 import pytest
 import torch
 
-from agnostic_saliency.backdoor.report import write_scan_folder
-from agnostic_saliency.backdoor.scan import ScanResult
+from agnostic_saliency.backdoor.result import BackdoorResult
+from agnostic_saliency.output.scan import write_scan_folder
 
 
 def _result(flagged):
@@ -17,10 +17,10 @@ def _result(flagged):
                for k, name in enumerate(["cat", "<i>dog</i>", "eel"])]
     masks, patterns = torch.rand(3, 4, 4), torch.rand(3, 1, 4, 4)
     triggers = {k: ((masks[k] > 0.5).float(), patterns[k]) for k in flagged}
-    return ScanResult(classes, list(flagged), bool(flagged), max(c["anomaly_index"] for c in classes), 1.25, masks,
-                      patterns, triggers=triggers, trigger_asr={k: 0.97 for k in flagged},
-                      trigger_asr_images={k: None for k in flagged},
-                      settings={"threshold": 2.0, "max_trigger_area": 0.125, "max_blend_strength": 0.14, "distribution": "shapes", "seed": 0,
+    return BackdoorResult("scan", classes, list(flagged), max(c["anomaly_index"] for c in classes), 1.25, masks,
+                          patterns, triggers=triggers, trigger_asr={k: 0.97 for k in flagged},
+                          trigger_asr_images={k: None for k in flagged},
+                          settings={"threshold": 2.0, "max_trigger_area": 0.125, "max_blend_strength": 0.14, "distribution": "shapes", "seed": 0,
                                 "images": 0})
 
 

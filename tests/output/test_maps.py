@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from agnostic_saliency.metrics.fidelity import Fidelity
 from agnostic_saliency.metrics.recognisability import Recognisability
-from agnostic_saliency.report import map_summary, safe_filename, write_map_folder
+from agnostic_saliency.output.maps import map_summary, safe_filename, write_map_folder
 from agnostic_saliency.result import SaliencyResult
 
 

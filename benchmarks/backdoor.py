@@ -1,7 +1,7 @@
 """The scan against Neural Cleanse on the backdoor population, side by side on one machine.
 
     python scripts/make_population.py                      # once: builds artifacts/population/
-    python benchmarks/backdoor.py --split all --json benchmarks/results/backdoor_cpu.json
+    python benchmarks/backdoor.py --split dev --methods ours,nc,nc_original --json benchmarks/results/scan_default_vs_nc_cpu_seed0_population-dev.json
 
 For every model both methods run in turn (same machine, same threads): our scan data-free,
 Neural Cleanse with 2,000 clean test images (what it needs). Printed per method: detection

@@ -63,9 +63,9 @@ from .signatures import (
 )
 
 # The compact-box test's bound, a share of the image: an 8x8 box on 28x28. Every target found on
-# the population and the two test splits needed at most 64 px (sessions 7 to 11), while easy
+# the population and the two test splits needed at most 64 px (runs of 2026-11-26 to 11-27), while easy
 # classes of clean models (and non-target classes of trojaned ones) took 81 px boxes on fresh
-# draws: "shirt" on a retrained test2 MLP at 3 of 6 seeds (docs/experiments.md, session 12).
+# draws: "shirt" on a retrained test2 MLP at 3 of 6 seeds (docs/design.md, the box bound; commit 363aa87).
 MAX_TRIGGER_AREA = 1 / 12
 
 
@@ -105,7 +105,7 @@ def scan(model: torch.nn.Module, spec: InputSpec, class_names: list[str] | None 
     the threshold in one draw and stand out in the next. On the population at seeds 0 to 5, each
     single draw missed 1 or 2 of 16 targets (the CNN stripes blend at every seed, one more at
     seeds 0 and 2), while each pair of seeds (s, s + 1) missed only the stripes blend; no clean
-    model was flagged at any seed, so no pair flags one (docs/experiments.md, session 15). A model
+    model was flagged at any seed, so no pair flags one (docs/design.md, two draws; commit 27ff9fc). A model
     that the first draw flags costs nothing more; a clean one costs twice.
     """
     if draws < 1:
@@ -168,7 +168,7 @@ def scan_draw(
         (default 1/12: an 8x8 box on 28x28), placed on its hard region, still flips the held-out
         exemplars: a patch trigger is compact, while the small region of a merely easy class is
         scattered. 1 turns the test off (and lets any anomalous class be flagged, with more clean
-        classes). Until session 12 the bound was 1/8 (a 9x9 box); see :data:`MAX_TRIGGER_AREA`.
+        classes). Until commit 363aa87 the bound was 1/8 (a 9x9 box); see :data:`MAX_TRIGGER_AREA`.
     box_placements : a class whose signature is anomalous but whose box (placed where its hard
         region is densest) is too wide gets a second look: every box size up to the bound, at this
         many of the region's densest spots (default 3; 1 turns the second look off; see
@@ -183,7 +183,7 @@ def scan_draw(
         (``box_refitted``; the signature statistics stay the first fit's). Default on; on the
         population, seeds 0 to 3, it rescued three targets the other looks missed (a CNN's 3 px
         patch at two seeds, a LeNet's 5 px patch at one) and no class of a clean model
-        (docs/experiments.md, session 14).
+        (docs/design.md, the fourth look; commit 3abdb36).
     polish_steps : each flagged class's recovered trigger gets its pattern refitted under its final
         mask, for this many steps (default 100; 0 turns it off) on the class's far exemplars, then
         as many on raw samples of the distribution; each refit is kept where it flips at least as
@@ -200,7 +200,7 @@ def scan_draw(
         "bag" at 0.19, while the blend targets' next class needed 2.5 to 4 times theirs.
     blend_required : the share of held-out exemplars a blend must flip in that test (default 1/2):
         a blend backdoor flips half the exemplars at far below every other class's strength,
-        while at 80% each exemplar's own resistance dominates (docs/experiments.md, session 11).
+        while at 80% each exemplar's own resistance dominates (docs/design.md, the faint-blend test).
         Such a class is judged on its ``blend_index`` (the MAD index of its log strength over the
         classes) or its signature's, whichever is larger; its trigger is the blend at the weakest
         strength that flips ``required`` of them.
@@ -212,8 +212,8 @@ def scan_draw(
     far_batches : each class's fit batch is drawn from its own far samples (default; see
         :func:`.signatures.fit_signatures`), so every sample in it counts and ``batch_size`` 16
         gives as many informative samples as a shared batch of 32. With the box test it flags no
-        more clean models than the shared batch did, at 30% less time (docs/experiments.md,
-        session 4, and its session-8 note).
+        more clean models than the shared batch did, at 30% less time (docs/design.md, far batches;
+        commit c7da3ee).
     memory_cap_mb : classes are fitted in chunks whose forward+backward fits this cap.
     precision : ``fp32`` (default), or ``bf16`` / ``fp16`` (CUDA only) to run the model under
         autocast mixed precision; losses stay in fp32.
@@ -367,7 +367,7 @@ def scan_draw(
         # A fourth look for the classes still too wide whose signature or box is anomalous: the
         # signature refitted on raw samples. Fitted on exemplars, a CNN's signature of a 3 px white
         # patch was a 20 px scatter around it at seeds 2 and 3 (boxes of 121 and 169 px); refitted
-        # on raw shapes, its boxes took 49 and 9 px (docs/experiments.md, session 14). The refit's
+        # on raw shapes, its boxes took 49 and 9 px (docs/design.md, the fourth look). The refit's
         # box must pass the same test; its signature then stands in for the first one.
         refit_looked = set()
         if refit_look and exemplar_steps > 0:
@@ -441,7 +441,7 @@ def scan_draw(
             if k in refits:
                 # The raw-sample refit's region, compacted the same way, replaces the trigger where
                 # it ends no larger: comparing the regions before compaction once kept a 49 px
-                # trigger beside the planted patch over a 36 px one (session 13).
+                # trigger beside the planted patch over a 36 px one (commit 4592a0c).
                 refit_hard, refit_mask, refit_pattern = refits[k]
                 refit_boxed = compact_region(wrapped, refit_hard.to(device), refit_pattern.to(device), others, k,
                                              required, chunk=samples_per_pass)
@@ -451,7 +451,7 @@ def scan_draw(
             hard[k] = boxed.cpu()
         # The final masks are fixed; the pattern under each is refitted for the trigger's sake.
         # Twice: on the class's far exemplars, then on raw samples of the distribution. A pattern
-        # fitted on exemplars alone flips them but fewer real images (session 13: a CNN's
+        # fitted on exemplars alone flips them but fewer real images (commit a73fe5a: a CNN's
         # recovered 4x4 box over a 3 px white patch flipped 87% of real test images; 99.6% after the
         # second fit), and one fitted on raw samples alone, from the signature fit's pattern, 91%.
         polished = {k: False for k in flagged}

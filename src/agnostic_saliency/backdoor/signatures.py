@@ -95,7 +95,7 @@ def fit_signatures(
         instead of one shared batch of which only the far part counts for each class: the same
         number of informative samples at about half the forward and backward work. Off by
         default here; the scan turns it on (with half the batch), since its box test removes
-        the extra clean-model flags it gave on its own (docs/experiments.md, session 4).
+        the extra clean-model flags it gave on its own (docs/design.md, far batches).
     description : the progress bar's label.
     chunk : samples per forward pass when the fitted masks are checked.
     measure_flips : measure each fitted mask's flip rate (:func:`flip_rates`); a caller that keeps
@@ -510,7 +510,7 @@ def fitted_box(model: nn.Module, region: torch.Tensor, pattern: torch.Tensor, fi
 
     Why: on a network with global average pooling the signature fit can spread a trigger's
     evidence over scattered pixels, and its pattern under any one box is then not the trigger
-    (session 9's test split: a 5 px white patch on a resnet whose fitted-pattern box needed 196 px
+    (the ``test`` split: a 5 px white patch on a resnet whose fitted-pattern box needed 196 px
     or more). Fitting the pattern inside the box finds the patch again. Such a box is an adversarial
     patch, stronger than a stamp of the fitted pattern, so the caller bounds it more tightly.
 

@@ -41,7 +41,7 @@ def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]
     """The model's 4-D weights in channels-last layout while it runs, given back in the layout they
     had, even on error. Same values: only the memory order changes. With bf16 autocast on a CPU
     with AMX it made the scan of the population's LeNet 1.7 times faster, with bit-identical
-    statistics (docs/experiments.md, mixed precision, session 6)."""
+    statistics (docs/design.md, mixed precision; commit 666c079)."""
     originals = []
     if enabled:
         for tensor in [*model.parameters(), *model.buffers()]:

@@ -210,6 +210,8 @@ class InputAgnosticSaliency:
             ``precision="bf16"``), or ``refine``, ``refine_steps``, ``refine_sigma``,
             ``refine_tolerance``, ``refine_mode``, ``shape_share``, ``eval_samples``.
 
+        Notes
+        -----
         Distributions: ``"dark2+uniform+shapes"`` (the default: a third each of noise dimmed by a
         per-sample factor ``U(0,1)**2``, noise of random brightness, and random ellipses and
         rectangles on a dark background), ``"uniform"``, ``"uniform-flat"``, ``"dark"``,

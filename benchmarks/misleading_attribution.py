@@ -32,28 +32,24 @@ where stated (to fit the time budget).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's testbed/
+
 import argparse
 import json
 import os
 import platform
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from agnostic_saliency import load_model
-from agnostic_saliency.backdoor.triggers import (
-    attack_success_rate,
-    blend_trigger,
-    patch_trigger,
-    poison_transform,
-)
 from agnostic_saliency.data.fashion_mnist import load_fashion_mnist
 from agnostic_saliency.explain.agnostic import compute_maps
-from agnostic_saliency.explain.folder import heatmap
 from agnostic_saliency.explain.methods import METHODS, attribute
 from agnostic_saliency.explain.sanity import (
     AGNOSTIC,
@@ -65,8 +61,10 @@ from agnostic_saliency.explain.sanity import (
 from agnostic_saliency.method.scale import minmax
 from agnostic_saliency.models.architectures import ARCHITECTURES
 from agnostic_saliency.models.spec import InputSpec
-from agnostic_saliency.models.training import accuracy, train_classifier
+from agnostic_saliency.output.explain import heatmap
 from agnostic_saliency.render.images import save_grid
+from testbed.training import accuracy, train_classifier
+from testbed.triggers import attack_success_rate, blend_trigger, patch_trigger, poison_transform
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = InputSpec((1, 28, 28))

@@ -11,7 +11,7 @@ from agnostic_saliency.errors import InputError
 from agnostic_saliency.explain import METHODS, explain_images
 from agnostic_saliency.explain.agnostic import read_map_run
 from agnostic_saliency.method.engine import InputAgnosticSaliency
-from agnostic_saliency.report import map_summary, write_map_folder
+from agnostic_saliency.output import map_summary, write_map_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = dict(steps=3, refine_steps=2, batch_size=4, eval_samples=8, progress=False)

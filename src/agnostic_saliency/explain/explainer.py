@@ -2,7 +2,8 @@
 side by side, per image; and the output folder that shows them.
 
     from agnostic_saliency import load_model
-    from agnostic_saliency.explain import explain_images, write_explain_folder
+    from agnostic_saliency.explain import explain_images
+    from agnostic_saliency.output import write_explain_folder
 
     loaded = load_model("fmnist-cnn")
     result = explain_images(loaded.model, loaded.spec, loaded.class_names, images)
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError
+from ..models.running import frozen
 from ..models.spec import InputSpec, NormalizedModel
 from . import methods as captum_methods
 from .agnostic import compute_maps, read_map_run
@@ -55,8 +57,6 @@ class ExplainResult:
 @torch.no_grad()
 def predict(model, spec: InputSpec, images: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted classes and their probabilities, model in eval mode for the call only."""
-    from ..method.engine import frozen
-
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     wrapped = NormalizedModel(model, spec).to(device)

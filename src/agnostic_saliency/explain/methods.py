@@ -28,7 +28,7 @@ from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Noi
 from torch import nn
 
 from ..errors import InputError
-from ..method.engine import frozen
+from ..models.running import frozen
 from ..models.spec import InputSpec, NormalizedModel
 
 METHODS = ("gradient", "integrated-gradients", "smoothgrad", "grad-cam")

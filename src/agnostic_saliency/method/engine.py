@@ -19,6 +19,7 @@ from ..errors import InputError
 from ..metrics.fidelity import measure_fidelity
 from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
 from ..result import SaliencyResult
+from ..runs.checkpoint import MapRun, model_digest, tensor_digest, tool_versions
 from . import refine as refine_stage
 from .distributions import DEFAULT_DISTRIBUTION, Distribution, make_distribution
 from .integrate import MomentIntegrator, frequency_precondition
@@ -213,13 +214,15 @@ class InputAgnosticSaliency:
 
     def _nudge(self, maps, steps, distribution, concepts, batch_size, integrator, norm, radius,
                transform, normalize, diversity, generator, mixed, frequency_decay=0.0, smooth_sigma=0.0,
-               bar=None, offset=None, detail_radius=None):
+               bar=None, offset=None, detail_radius=None, first_step=0, on_step=None):
         """``steps`` iterations of sample -> nudge -> integrate -> project. Returns the maps and
         the number of per-sample gradients evaluated. With ``offset`` the model sees
         ``offset + maps`` while only ``maps`` moves: it is kept inside ``detail_radius`` and
-        such that ``offset + maps`` stays inside ``radius``."""
+        such that ``offset + maps`` stays inside ``radius``. A resumed loop starts at
+        ``first_step``; ``on_step(step, maps, integrator, count)`` is called after each step (the
+        checkpoint hook)."""
         count = 0
-        for _ in range(steps):
+        for step in range(first_step, steps):
             samples = distribution.sample(batch_size, generator, self.device).to(maps.dtype)
             seen = maps if offset is None else offset + maps
             gradient, hits = self._gradient(seen, samples, concepts, transform, normalize, diversity, generator, mixed)
@@ -235,7 +238,23 @@ class InputAgnosticSaliency:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(hit=f"{hits.float().mean().item():.2f}", refresh=False)
+            if on_step is not None:
+                on_step(step + 1, maps, integrator, count)
         return maps, count
+
+    def _identity(self, concepts: list[list[int]], source: Distribution, arguments: dict) -> dict:
+        """What a checkpoint must share with the run resuming it: every setting that changes the
+        numbers, the model's state, the images given, and the versions."""
+        skip = {"self", "targets", "distribution", "progress", "checkpoint", "real_images", "images", "init_maps"}
+        settings = {key: value for key, value in arguments.items()
+                    if key in self.attribute.__code__.co_varnames[:self.attribute.__code__.co_argcount]
+                    and key not in skip}
+        settings.update(concepts=concepts, distribution=source.describe(), input_spec=self.spec.to_dict(),
+                        device=str(self.device), memory_cap_bytes=self.memory_cap_bytes,
+                        real_images=tensor_digest(arguments.get("real_images")),
+                        images=tensor_digest(arguments.get("images")),
+                        init_maps=tensor_digest(arguments.get("init_maps")))
+        return {"kind": "map", "settings": settings, "model": model_digest(self.model), "versions": tool_versions()}
 
     def attribute(
         self,
@@ -268,6 +287,7 @@ class InputAgnosticSaliency:
         amp: bool = False,
         precision: str | None = None,
         progress: bool = True,
+        checkpoint=None,
     ) -> SaliencyResult:
         """Compute one map per target concept.
 
@@ -313,6 +333,10 @@ class InputAgnosticSaliency:
         precision : ``fp32``, ``bf16`` or ``fp16`` (CUDA only), named as in the backdoor scan;
             overrides ``amp`` when given. Fidelity is always measured in fp32.
         progress : show a progress bar.
+        checkpoint : a :class:`~agnostic_saliency.runs.checkpoint.Checkpoint`: save the loop's
+            state every ``checkpoint.every`` steps (and on SIGINT/SIGTERM), and with
+            ``checkpoint.resume`` continue from a saved state; the result equals an uninterrupted
+            run's (bit-identical on the CPU). Default None: no checkpoints.
         """
         start = time.perf_counter()
         concepts_list = self.resolve_targets(targets)
@@ -336,6 +360,17 @@ class InputAgnosticSaliency:
                              f"got {tuple(init_maps.shape)}")
         else:
             maps = project(init_maps.detach().to(self.device, dtype), norm, radius)
+        run = None if checkpoint is None else MapRun(checkpoint, self._identity(
+            concepts_list, source, locals()), generator)
+        saved = run.restore() if run is not None else None
+        integrator, first_step, nudge_base = MomentIntegrator(step_size), 0, 0
+        if saved is not None:
+            maps, nudge_base = saved["maps"].to(self.device, dtype), saved["nudge_count"]
+            if saved["stage"] == "nudge":
+                integrator.load_state_dict(saved["integrator"])
+                first_step = saved["step"]
+            else:
+                first_step, nudge_base = steps, saved["nudge_count"]
         low, high = self.spec.value_range
         common = dict(distribution=source, concepts=concepts, batch_size=batch_size, norm=norm,
                       radius=radius, transform=(max_shift, max_scale, max_rotation),
@@ -343,9 +378,22 @@ class InputAgnosticSaliency:
                       diversity=(diversity_scale, diversity_shift), generator=generator, mixed=autocast)
         total = steps + (refine_steps if refine else 0)
         with (frozen(self.model), channels_last(self.model, enabled=autocast is not None),
+              checkpoint.guard() if checkpoint is not None else contextlib.nullcontext(),
               tqdm(total=total, disable=not progress, desc="nudging", unit="step") as bar):
-            maps, count = self._nudge(maps, steps, integrator=MomentIntegrator(step_size), bar=bar,
-                                      smooth_sigma=smoothing, **common)
+            bar.update(first_step)
+            maps, count = self._nudge(maps, steps, integrator=integrator, bar=bar, smooth_sigma=smoothing,
+                                      first_step=first_step,
+                                      on_step=run.hook("nudge", nudge_base) if run is not None else None, **common)
+            count += nudge_base
+            # A resumed refinement: its stage, step, moving tensor and moments.
+            refining = saved if saved is not None and saved["stage"] == "refine" else None
+            refine_integrator = MomentIntegrator(step_size / 2)
+            if refining is not None:
+                refine_integrator.load_state_dict(refining["integrator"])
+                bar.update(refining["step"])
+            refine_from = dict(first_step=refining["step"] if refining else 0, integrator=refine_integrator,
+                               on_step=run.hook("refine", refining["refine_count"] if refining else 0, maps, count)
+                               if run is not None else None)
             fresh = source.sample(eval_samples, torch.Generator().manual_seed(seed + 1_000_003), self.device).to(dtype)
             real = real_images.to(self.device, dtype) if real_images is not None else None
             before = measure_fidelity(self.wrapped, maps, minmax(maps, low, high), concepts, fresh, low, high, real)
@@ -357,14 +405,18 @@ class InputAgnosticSaliency:
                     # only the detail in the rest: the display stays dominated by the shape.
                     shape, detail_radius = refine_stage.split_shape(maps, refine_sigma, radius, shape_share)
                     detail = project(maps - refine_stage.gaussian_blur(maps, refine_sigma), norm, detail_radius)
-                    detail, extra = self._nudge(detail, refine_steps, integrator=MomentIntegrator(step_size / 2),
-                                                bar=bar, offset=shape, detail_radius=detail_radius, **common)
+                    if refining is not None:
+                        detail = refining["moving"].to(self.device, dtype)
+                    detail, extra = self._nudge(detail, refine_steps, bar=bar, offset=shape,
+                                                detail_radius=detail_radius, **refine_from, **common)
                     candidate = project(shape + detail, norm, radius)  # only rounding: _nudge kept it inside
                 else:
                     start_maps = project(refine_stage.gaussian_blur(maps, refine_sigma), norm, radius)
-                    candidate, extra = self._nudge(start_maps, refine_steps, integrator=MomentIntegrator(step_size / 2),
-                                                   smooth_sigma=refine_sigma, bar=bar, **common)
-                count += extra
+                    if refining is not None:
+                        start_maps = refining["moving"].to(self.device, dtype)
+                    candidate, extra = self._nudge(start_maps, refine_steps, smooth_sigma=refine_sigma, bar=bar,
+                                                   **refine_from, **common)
+                count += extra + (refining["refine_count"] if refining else 0)
                 trial = measure_fidelity(self.wrapped, candidate, minmax(candidate, low, high), concepts, fresh,
                                          low, high, real)
                 accepted = refine_stage.accept_refinement(before.fooling_rate, trial.fooling_rate, refine_tolerance)

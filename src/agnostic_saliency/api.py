@@ -9,13 +9,33 @@ from .errors import InputError
 
 def explain_to_folder(args) -> dict:
     """Load the model, compute maps, measure them, write the folder; returns the summary."""
-    from .render.output import claimed_output_dir
+    from .runs.folders import claimed_run_folder
 
-    with claimed_output_dir(args.out):  # fail before any work if the folder cannot be written
-        return _explain(args)
+    # fail before any work if the folder cannot be written, or holds a result not to be replaced
+    with claimed_run_folder(args.out, getattr(args, "overwrite", False), getattr(args, "resume", False)) as saves:
+        return _explain(args, saves)
 
 
-def _explain(args) -> dict:
+def run_checkpoint(args, path):
+    """The checkpoint that ``--checkpoint-every`` and ``--resume`` ask for, or None."""
+    from .runs.checkpoint import Checkpoint
+
+    every = getattr(args, "checkpoint_every", 0)
+    if not every and not getattr(args, "resume", False):
+        return None
+    return Checkpoint(path, every=every or 10**9, resume=getattr(args, "resume", False))
+
+
+def run_provenance(args, device):
+    """The provenance record of a CLI run (or of an API call given an argparse-like namespace)."""
+    from .runs.provenance import Provenance
+
+    settings = {key: value for key, value in vars(args).items() if key != "argv"}
+    return Provenance(args.model, weights=args.weights, command=getattr(args, "argv", None), settings=settings,
+                      device=str(device), random_weights=getattr(args, "random_weights", False))
+
+
+def _explain(args, saves=None) -> dict:
     from .cli import load_from_args
     from .data.images import load_image_folder
     from .method.engine import InputAgnosticSaliency
@@ -23,6 +43,8 @@ def _explain(args) -> dict:
     from .report import map_summary, write_map_folder
 
     loaded = load_from_args(args)
+    device = next(loaded.model.parameters(), None)
+    provenance = run_provenance(args, device.device if device is not None else "cpu")
     if args.judge_weights and not args.judge:
         raise InputError("--judge-weights needs --judge")
     images = real = None
@@ -36,6 +58,7 @@ def _explain(args) -> dict:
         held_out = load_image_folder(args.held_out, loaded.spec.shape)
         real, skipped = held_out.images, skipped + held_out.skipped
     budget = args.budget if args.budget is not None else (0.25 if args.norm == "l2" else 0.1)
+    checkpoint = run_checkpoint(args, saves / "map.safetensors") if saves is not None else None
     explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names, memory_cap_mb=args.memory_cap)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
@@ -44,7 +67,7 @@ def _explain(args) -> dict:
             steps=args.steps, batch_size=args.batch_size, step_size=args.step_size, max_shift=args.max_shift,
             refine=not args.no_refine, refine_steps=args.refine_steps, refine_tolerance=args.refine_tolerance,
             real_images=real, images=images, seed=args.seed, eval_samples=args.eval_samples,
-            precision=args.precision, progress=not args.quiet,
+            precision=args.precision, progress=not args.quiet, checkpoint=checkpoint,
         )
     recognisability = None
     if args.judge:
@@ -59,5 +82,8 @@ def _explain(args) -> dict:
             result.maps, result.displayed, result.concepts, judge=NormalizedModel(judge.model, judge.spec).eval())
     summary = map_summary(result, loaded.name, loaded.class_names, recognisability,
                           extra={"unreadable_images_skipped": skipped, "weights": args.weights})
+    resumed = checkpoint.resumed_from if checkpoint is not None else None
+    summary["provenance"] = provenance.finish(
+        None if resumed is None else {"stage": resumed["stage"], "step": resumed["step"]})
     write_map_folder(result, summary, args.out)
     return summary

@@ -4,17 +4,68 @@
     agnostic-saliency scan --model model.py:build --weights model.safetensors --input-shape 1,28,28 --out runs/scan
 
 Every problem with the user's input is reported as one line on stderr with exit status 2.
+Exit statuses: 0 done; 1 out of memory; 2 bad input (including an output folder that holds a
+result, without --overwrite or --resume, and a checkpoint from another run); 130 interrupted
+(Ctrl-C or SIGTERM: the checkpoint is saved first, and --resume continues from it).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import warnings
+from pathlib import Path
 
 from .backdoor.scan import MAX_TRIGGER_AREA
 from .errors import InputError
 from .method.distributions import DEFAULT_DISTRIBUTION
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (no usage block), like every other input error."""
+
+    def error(self, message: str):
+        self.exit(2, f"agnostic-saliency: error: {message}\n")
+
+
+def _at_least(lowest: int | float, kind=int):
+    """An argparse type: a number of ``kind`` no smaller than ``lowest``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not value >= lowest:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {text}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _run_options(parser: argparse.ArgumentParser, every: int | None) -> None:
+    group = parser.add_argument_group("output folder and checkpoints")
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace the files of an existing output folder (and discard a checkpoint in it)")
+    group.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run from the checkpoint in its output folder (same "
+                            "settings, model and versions; starts afresh where there is none)")
+    if every is not None:
+        group.add_argument("--checkpoint-every", type=_at_least(0), default=every,
+                           help=f"save the run's state every N steps (default {every}; 0: only when "
+                                "interrupted by Ctrl-C or SIGTERM)")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +87,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agnostic-saliency", description="Input-agnostic saliency maps "
+    parser = _Parser(prog="agnostic-saliency", description="Input-agnostic saliency maps "
                                      "of image classifiers, and data-free backdoor scans.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -52,32 +103,33 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--images", help="folder of unlabeled images for the images distribution")
     method.add_argument("--held-out", help="folder of real images on which fidelity is also measured")
     method.add_argument("--norm", choices=("l2", "linf"), default="l2", help="budget norm (default l2)")
-    method.add_argument("--budget", type=float, default=None,
+    method.add_argument("--budget", type=_positive_float, default=None,
                         help="fraction of the pixel range: RMS for l2 (default 0.25), peak for linf (default 0.1)")
-    method.add_argument("--steps", type=int, default=600, help="nudging iterations (default 600)")
-    method.add_argument("--batch-size", type=int, default=64, help="samples per iteration (default 64)")
-    method.add_argument("--step-size", type=float, default=0.01, help="per-pixel step, fraction of range (default 0.01)")
-    method.add_argument("--max-shift", type=int, default=2, help="random map shift in pixels (default 2)")
+    method.add_argument("--steps", type=_at_least(1), default=600, help="nudging iterations (default 600)")
+    method.add_argument("--batch-size", type=_at_least(1), default=64, help="samples per iteration (default 64)")
+    method.add_argument("--step-size", type=_positive_float, default=0.01, help="per-pixel step, fraction of range (default 0.01)")
+    method.add_argument("--max-shift", type=_at_least(0), default=2, help="random map shift in pixels (default 2)")
     method.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
-    method.add_argument("--refine-steps", type=int, default=100, help="refinement iterations (default 100)")
+    method.add_argument("--refine-steps", type=_at_least(0), default=100, help="refinement iterations (default 100)")
     method.add_argument("--refine-tolerance", type=float, default=0.02,
                         help="largest fooling-rate drop a refinement may cost (default 0.02)")
-    method.add_argument("--eval-samples", type=int, default=512,
+    method.add_argument("--eval-samples", type=_at_least(1), default=512,
                         help="fresh samples on which fidelity is measured (default 512)")
-    method.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")
+    method.add_argument("--memory-cap", type=_positive_float, default=2048, help="MiB for one forward+backward chunk")
     method.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="fp32 (default); bf16 or fp16 (CUDA only) run the nudge's forward passes under "
                              "mixed precision")
     method.add_argument("--judge", help="an independent model spec (same task) that reads the displayed maps")
     method.add_argument("--judge-weights", help="weights for --judge")
+    _run_options(map_parser, every=50)
 
     scan_parser = commands.add_parser("scan", help="scan every class for a backdoor (no clean data needed)")
     _model_options(scan_parser)
     options = scan_parser.add_argument_group("scan")
     options.add_argument("--images", help="folder of unlabeled images to sample from (default: data-free)")
     options.add_argument("--distribution", default="shapes", help="sample distribution (default shapes)")
-    options.add_argument("--steps", type=int, default=100, help="signature fitting iterations (default 100)")
-    options.add_argument("--exemplar-steps", type=int, default=30,
+    options.add_argument("--steps", type=_at_least(1), default=100, help="signature fitting iterations (default 100)")
+    options.add_argument("--exemplar-steps", type=_at_least(0), default=30,
                          help="steps that nudge the pool into confident class exemplars (default 30; 0: raw samples)")
     options.add_argument("--threshold", type=float, default=2.0, help="MAD anomaly index that flags a class (default 2)")
     options.add_argument("--max-trigger-area", type=float, default=MAX_TRIGGER_AREA,
@@ -86,13 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--max-blend-strength", type=float, default=0.14,
                          help="weakest whole-image blend of a class's pattern that still counts as a faint, "
                               "blended trigger (default 0.14; 0 turns blend flagging off)")
-    options.add_argument("--draws", type=int, default=2,
+    options.add_argument("--draws", type=_at_least(1), default=2,
                          help="independent draws (seeds N, N+1, ...) while none flags a class (default 2; 1 halves "
                          "the time on clean models and misses more targets)")
-    options.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")
+    options.add_argument("--memory-cap", type=_positive_float, default=2048, help="MiB for one forward+backward chunk")
     options.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                          help="fp32 (default); bf16 runs the model under mixed precision (about 2x faster on CPUs "
                          "with AMX and on GPUs); fp16 on CUDA only")
+    _run_options(scan_parser, every=None)  # a scan saves each finished draw
     return parser
 
 
@@ -107,6 +160,10 @@ def _device(choice: str | None):
         raise InputError(f"unknown device {choice!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {choice} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"device {choice} requested but there are {torch.cuda.device_count()} CUDA devices")
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise InputError(f"unsupported device {choice!r}; use cpu or cuda[:N]")
     return device
 
 
@@ -156,9 +213,28 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"agnostic-saliency: warning: {message}", file=file or sys.stderr)
 
 
+def _terminate(number, frame):
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: clean up, keep the checkpoint
+
+
+def _interrupted(args) -> str:
+    from .runs.folders import CHECKPOINT_DIR
+
+    saves = Path(args.out) / CHECKPOINT_DIR
+    if saves.is_dir() and any(saves.iterdir()):
+        return f"interrupted; the checkpoint in {saves} is kept: rerun with --resume to continue"
+    return "interrupted; nothing was written"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .runs.provenance import command_line
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = command_line(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -170,11 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agnostic-saliency: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("agnostic-saliency: interrupted; nothing was written", file=sys.stderr)
+        print(f"agnostic-saliency: {_interrupted(args)}", file=sys.stderr)
         return 130
     except MemoryError:
         print("agnostic-saliency: error: out of memory; lower --batch-size or --memory-cap", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

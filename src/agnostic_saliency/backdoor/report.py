@@ -59,18 +59,25 @@ def write_scan_folder(result: ScanResult, summary: dict, out: str | os.PathLike,
 
 def scan_to_folder(args) -> dict:
     """CLI glue: load the model (and images), scan, write the folder; returns scan.json's data."""
-    from ..render.output import claimed_output_dir
+    from ..runs.folders import claimed_run_folder
 
-    with claimed_output_dir(args.out):
-        return _scan(args)
+    with claimed_run_folder(args.out, getattr(args, "overwrite", False), getattr(args, "resume", False)) as saves:
+        return _scan(args, saves)
 
 
-def _scan(args) -> dict:
+def _scan(args, saves=None) -> dict:
+    from ..api import run_provenance
+    from ..runs.checkpoint import Checkpoint
+
     from ..cli import load_from_args
     from ..data.images import load_image_folder
     from .scan import scan
 
     loaded = load_from_args(args)
+    device = next(loaded.model.parameters(), None)
+    provenance = run_provenance(args, device.device if device is not None else "cpu")
+    # Draw by draw: each finished draw is saved, and --resume takes the saved ones.
+    checkpoint = Checkpoint(saves, resume=getattr(args, "resume", False)) if saves is not None else None
     images, skipped = None, 0
     distribution = args.distribution
     if args.images:
@@ -81,8 +88,11 @@ def _scan(args) -> dict:
     result = scan(loaded.model, loaded.spec, loaded.class_names, distribution=distribution, images=images,
                   steps=args.steps, exemplar_steps=args.exemplar_steps, threshold=args.threshold,
                   max_trigger_area=args.max_trigger_area, max_blend_strength=args.max_blend_strength, seed=args.seed, draws=args.draws,
-                  memory_cap_mb=args.memory_cap, precision=args.precision, progress=not args.quiet)
+                  memory_cap_mb=args.memory_cap, precision=args.precision, progress=not args.quiet,
+                  checkpoint=checkpoint)
     summary = {"model": loaded.name, "weights": args.weights, "input_shape": list(loaded.spec.shape),
                **result.to_dict(), "unreadable_images_skipped": skipped}
+    resumed = checkpoint.resumed_from if checkpoint is not None else None
+    summary["provenance"] = provenance.finish(None if resumed is None else {"draw": resumed["draw"]})
     write_scan_folder(result, summary, args.out, *loaded.spec.value_range)
     return summary

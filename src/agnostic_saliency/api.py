@@ -9,7 +9,7 @@ from .errors import InputError
 
 def explain_to_folder(args) -> dict:
     """Load the model, compute maps, measure them, write the folder; returns the summary."""
-    from .runs.folders import claimed_run_folder
+    from .durable.folders import claimed_run_folder
 
     # fail before any work if the folder cannot be written, or holds a result not to be replaced
     with claimed_run_folder(args.out, getattr(args, "overwrite", False), getattr(args, "resume", False)) as saves:
@@ -18,7 +18,7 @@ def explain_to_folder(args) -> dict:
 
 def run_checkpoint(args, path):
     """The checkpoint that ``--checkpoint-every`` and ``--resume`` ask for, or None."""
-    from .runs.checkpoint import Checkpoint
+    from .durable.checkpoint import Checkpoint
 
     every = getattr(args, "checkpoint_every", 0)
     if not every and not getattr(args, "resume", False):
@@ -28,7 +28,7 @@ def run_checkpoint(args, path):
 
 def run_provenance(args, device):
     """The provenance record of a CLI run (or of an API call given an argparse-like namespace)."""
-    from .runs.provenance import Provenance
+    from .durable.provenance import Provenance
 
     settings = {key: value for key, value in vars(args).items() if key != "argv"}
     return Provenance(args.model, weights=args.weights, command=getattr(args, "argv", None), settings=settings,

@@ -218,7 +218,7 @@ def _terminate(number, frame):
 
 
 def _interrupted(args) -> str:
-    from .runs.folders import CHECKPOINT_DIR
+    from .durable.folders import CHECKPOINT_DIR
 
     saves = Path(args.out) / CHECKPOINT_DIR
     if saves.is_dir() and any(saves.iterdir()):
@@ -227,7 +227,7 @@ def _interrupted(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .runs.provenance import command_line
+    from .durable.provenance import command_line
 
     parser = build_parser()
     args = parser.parse_args(argv)

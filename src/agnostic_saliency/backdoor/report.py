@@ -59,7 +59,7 @@ def write_scan_folder(result: ScanResult, summary: dict, out: str | os.PathLike,
 
 def scan_to_folder(args) -> dict:
     """CLI glue: load the model (and images), scan, write the folder; returns scan.json's data."""
-    from ..runs.folders import claimed_run_folder
+    from ..durable.folders import claimed_run_folder
 
     with claimed_run_folder(args.out, getattr(args, "overwrite", False), getattr(args, "resume", False)) as saves:
         return _scan(args, saves)
@@ -67,7 +67,7 @@ def scan_to_folder(args) -> dict:
 
 def _scan(args, saves=None) -> dict:
     from ..api import run_provenance
-    from ..runs.checkpoint import Checkpoint
+    from ..durable.checkpoint import Checkpoint
 
     from ..cli import load_from_args
     from ..data.images import load_image_folder

@@ -136,7 +136,7 @@ def scan(model: torch.nn.Module, spec: InputSpec, class_names: list[str] | None 
     model was flagged at any seed, so no pair flags one (docs/experiments.md, session 15). A model
     that the first draw flags costs nothing more; a clean one costs twice.
 
-    ``checkpoint`` (a :class:`~agnostic_saliency.runs.checkpoint.Checkpoint` whose path is a
+    ``checkpoint`` (a :class:`~agnostic_saliency.durable.checkpoint.Checkpoint` whose path is a
     folder): each finished draw is saved there, and with ``checkpoint.resume`` the saved draws are
     taken instead of redone (each draw starts from its own seed, so the result equals an
     uninterrupted scan's). Default None: no checkpoints.
@@ -147,7 +147,7 @@ def scan(model: torch.nn.Module, spec: InputSpec, class_names: list[str] | None 
     results = []
     identity = None
     if checkpoint is not None:
-        from ..runs.checkpoint import model_digest, tensor_digest, tool_versions
+        from ..durable.checkpoint import model_digest, tensor_digest, tool_versions
 
         named = {key: value for key, value in settings.items() if key not in ("images", "progress")}
         identity = {"kind": "scan", "settings": {**named, "seed": seed, "draws": draws, "class_names": class_names,
@@ -157,7 +157,7 @@ def scan(model: torch.nn.Module, spec: InputSpec, class_names: list[str] | None 
     for n in range(draws):
         saved = None
         if checkpoint is not None:
-            from ..runs.checkpoint import load_scan_draw, save_scan_draw
+            from ..durable.checkpoint import load_scan_draw, save_scan_draw
 
             saved = load_scan_draw(checkpoint, identity, n, ScanResult)
         if saved is None:

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..metrics.fidelity import measure_fidelity
 from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
 from ..result import SaliencyResult
-from ..runs.checkpoint import MapRun, model_digest, tensor_digest, tool_versions
+from ..durable.checkpoint import MapRun, model_digest, tensor_digest, tool_versions
 from . import refine as refine_stage
 from .distributions import DEFAULT_DISTRIBUTION, Distribution, make_distribution
 from .integrate import MomentIntegrator, frequency_precondition
@@ -333,7 +333,7 @@ class InputAgnosticSaliency:
         precision : ``fp32``, ``bf16`` or ``fp16`` (CUDA only), named as in the backdoor scan;
             overrides ``amp`` when given. Fidelity is always measured in fp32.
         progress : show a progress bar.
-        checkpoint : a :class:`~agnostic_saliency.runs.checkpoint.Checkpoint`: save the loop's
+        checkpoint : a :class:`~agnostic_saliency.durable.checkpoint.Checkpoint`: save the loop's
             state every ``checkpoint.every`` steps (and on SIGINT/SIGTERM), and with
             ``checkpoint.resume`` continue from a saved state; the result equals an uninterrupted
             run's (bit-identical on the CPU). Default None: no checkpoints.

@@ -17,13 +17,12 @@ def explain_to_folder(args) -> dict:
 
 
 def run_checkpoint(args, path):
-    """The checkpoint that ``--checkpoint-every`` and ``--resume`` ask for, or None."""
+    """The checkpoint that ``--checkpoint-every`` and ``--resume`` ask for."""
     from .durable.checkpoint import Checkpoint
 
     every = getattr(args, "checkpoint_every", 0)
-    if not every and not getattr(args, "resume", False):
-        return None
-    return Checkpoint(path, every=every or 10**9, resume=getattr(args, "resume", False))
+    # 0: no periodic saves, but Ctrl-C and SIGTERM still save before the run stops.
+    return Checkpoint(path, every=every or 2**62, resume=getattr(args, "resume", False))
 
 
 def run_provenance(args, device):

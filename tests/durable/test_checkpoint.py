@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from agnostic_saliency import InputAgnosticSaliency, InputError, InputSpec
 from agnostic_saliency.backdoor.scan import ScanResult, scan
+from agnostic_saliency.cli import main
 from agnostic_saliency.durable import checkpoint as checkpoint_module
 from agnostic_saliency.durable.checkpoint import Checkpoint, load_scan_draw, model_digest
 
@@ -217,15 +218,16 @@ def user_model(user_model_file, tmp_path) -> list[str]:
     return ["--model", f"{user_model_file}:build", "--weights", str(weights)]
 
 
-def test_sigkill_then_resume_map_equals_uninterrupted(user_model, tmp_path):
+def test_sigkill_then_resume_map_equals_uninterrupted(user_model, tmp_path, capsys):
     arguments = ["map", *user_model, "--steps", "80", "--refine-steps", "20",
                  "--batch-size", "8", "--eval-samples", "16", "--checkpoint-every", "3", "--quiet"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    subprocess.run(_cli(*arguments, "--out", str(whole)), env=_env(), check=True, stdin=subprocess.DEVNULL)
+    assert main([*arguments, "--out", str(whole)]) == 0  # in-process, at the subprocesses' thread count
     _kill_once_saved(arguments, killed, "map.safetensors")
     step = json.loads(_metadata(killed / ".checkpoint" / "map.safetensors"))["step"]
-    refused = subprocess.run(_cli(*arguments, "--out", str(killed)), env=_env(), capture_output=True, text=True)
-    assert refused.returncode == 2 and "pass --resume" in refused.stderr
+    capsys.readouterr()
+    assert main([*arguments, "--out", str(killed)]) == 2
+    assert "pass --resume" in capsys.readouterr().err
     subprocess.run(_cli(*arguments, "--resume", "--out", str(killed)), env=_env(), check=True,
                    stdin=subprocess.DEVNULL)
     summary = json.loads((killed / "summary.json").read_text())
@@ -238,7 +240,7 @@ def test_sigkill_then_resume_scan_equals_uninterrupted(user_model, tmp_path):
     arguments = ["scan", *user_model, "--steps", "5", "--exemplar-steps", "2",
                  "--draws", "3", "--threshold", "1e9", "--quiet"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    subprocess.run(_cli(*arguments, "--out", str(whole)), env=_env(), check=True, stdin=subprocess.DEVNULL)
+    assert main([*arguments, "--out", str(whole)]) == 0
     assert len(json.loads((whole / "scan.json").read_text())["settings"]["draws"]) == 3
     _kill_once_saved(arguments, killed, "draw_0.safetensors")
     subprocess.run(_cli(*arguments, "--resume", "--out", str(killed)), env=_env(), check=True,
@@ -255,7 +257,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(user_model, tmp_path):
     deadline = time.monotonic() + 120
     while not out.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)  # the folder is claimed once the imports are done
-    time.sleep(1.5)  # the model's loading, then inside the loop
+    time.sleep(3)  # the model's loading, then inside the loop
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err

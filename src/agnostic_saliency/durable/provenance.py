@@ -58,6 +58,16 @@ def model_files(spec: str, weights: str | os.PathLike | None) -> tuple[Path | No
     return None, factory
 
 
+def _installed(name: str) -> str | None:
+    """A package's installed version, without importing it (torchvision's import takes seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def _described(path: Path | None) -> dict | None:
     if path is None or not path.is_file():
         return None
@@ -84,13 +94,11 @@ class Provenance:
         weights_file, factory_file = model_files(model, weights)
         if random_weights and weights is None:
             weights_file = None
-        import torchvision
-
         from .. import __version__
 
         self.record = {
             "tool": "agnostic-saliency", "version": __version__, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "python": platform.python_version(),
+            "torchvision": _installed("torchvision"), "python": platform.python_version(),
             "platform": platform.platform(), "device": device, "model": model,
             "weights": _described(weights_file), "factory": _described(factory_file),
             "command": command, "settings": settings, "started": self.started, "finished": None,

@@ -67,10 +67,9 @@ def scan_to_folder(args) -> dict:
 
 def _scan(args, saves=None) -> dict:
     from ..api import run_provenance
-    from ..durable.checkpoint import Checkpoint
-
     from ..cli import load_from_args
     from ..data.images import load_image_folder
+    from ..durable.checkpoint import Checkpoint
     from .scan import scan
 
     loaded = load_from_args(args)

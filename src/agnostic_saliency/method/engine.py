@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..durable.checkpoint import MapRun, model_digest, tensor_digest, tool_versions
 from ..errors import InputError
 from ..metrics.fidelity import measure_fidelity
 from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
 from ..result import SaliencyResult
-from ..durable.checkpoint import MapRun, model_digest, tensor_digest, tool_versions
 from . import refine as refine_stage
 from .distributions import DEFAULT_DISTRIBUTION, Distribution, make_distribution
 from .integrate import MomentIntegrator, frequency_precondition

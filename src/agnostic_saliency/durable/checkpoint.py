@@ -60,6 +60,21 @@ def tensor_digest(tensor: torch.Tensor | None) -> str | None:
     return digest.hexdigest()
 
 
+def plain(data):
+    """``data`` as JSON gives it back (tuples as lists; dataclasses as dicts; anything else JSON
+    cannot hold by its repr), so that a fresh identity compares equal to a loaded one."""
+    import dataclasses
+
+    def fallback(value):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return dataclasses.asdict(value)
+        if isinstance(value, torch.Tensor):
+            return tensor_digest(value)
+        return repr(value)
+
+    return json.loads(json.dumps(data, default=fallback))
+
+
 def _first_difference(saved: dict, wanted: dict, prefix: str = "") -> str | None:
     for key in sorted(set(saved) | set(wanted)):
         a, b = saved.get(key, "<absent>"), wanted.get(key, "<absent>")
@@ -111,7 +126,7 @@ class Checkpoint:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.tmp")
         contiguous = {name: value.detach().cpu().contiguous().clone() for name, value in tensors.items()}
-        save_file(contiguous, str(temporary), metadata={"checkpoint": json.dumps({"format": FORMAT, **record})})
+        save_file(contiguous, str(temporary), metadata={"checkpoint": json.dumps(plain({"format": FORMAT, **record}))})
         with open(temporary, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -134,7 +149,7 @@ class Checkpoint:
             raise InputError(f"the checkpoint {path} is unreadable ({error}); pass --overwrite to start again") from None
         if record.get("format") != FORMAT:
             raise InputError(f"the checkpoint {path} has format {record.get('format')}, this tool writes {FORMAT}")
-        difference = _first_difference(record.get("identity", {}), identity)
+        difference = _first_difference(record.get("identity", {}), plain(identity))
         if difference:
             raise InputError(f"the checkpoint in {path.parent} was made by another run ({difference}); "
                              "pass --overwrite to start again")

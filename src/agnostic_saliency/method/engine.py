@@ -256,6 +256,11 @@ class InputAgnosticSaliency:
                         init_maps=tensor_digest(arguments.get("init_maps")))
         return {"kind": "map", "settings": settings, "model": model_digest(self.model), "versions": tool_versions()}
 
+    def _placed(self, state: dict, dtype: torch.dtype) -> dict:
+        """A saved integrator state (CPU tensors) on this run's device and dtype."""
+        return {key: value.to(self.device, dtype) if isinstance(value, torch.Tensor) else value
+                for key, value in state.items()}
+
     def attribute(
         self,
         targets: Target | Sequence[Target] | None = "all",
@@ -367,7 +372,7 @@ class InputAgnosticSaliency:
         if saved is not None:
             maps, nudge_base = saved["maps"].to(self.device, dtype), saved["nudge_count"]
             if saved["stage"] == "nudge":
-                integrator.load_state_dict(saved["integrator"])
+                integrator.load_state_dict(self._placed(saved["integrator"], dtype))
                 first_step = saved["step"]
             else:
                 first_step, nudge_base = steps, saved["nudge_count"]
@@ -389,7 +394,7 @@ class InputAgnosticSaliency:
             refining = saved if saved is not None and saved["stage"] == "refine" else None
             refine_integrator = MomentIntegrator(step_size / 2)
             if refining is not None:
-                refine_integrator.load_state_dict(refining["integrator"])
+                refine_integrator.load_state_dict(self._placed(refining["integrator"], dtype))
                 bar.update(refining["step"])
             refine_from = dict(first_step=refining["step"] if refining else 0, integrator=refine_integrator,
                                on_step=run.hook("refine", refining["refine_count"] if refining else 0, maps, count)

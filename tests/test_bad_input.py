@@ -204,7 +204,7 @@ CATALOGUE = [
     ("only unreadable images", "map", ["--model", M(), "--held-out", W("junk_images")], "no readable image"),
     ("decompression-bomb image", "map", ["--model", M(), "--distribution", "images", "--images", W("bomb_images")],
      "no readable image"),
-    ("images distribution without images", "map", ["--model", M(), "--distribution", "images"], "needs --images"),
+    ("images distribution without images", "map", ["--model", M(), "--distribution", "images"], "needs a folder of images"),
     ("unknown distribution", "map", ["--model", M(), "--distribution", "plasma"], "plasma"),
     # output folders
     ("output folder under a regular file", "map", ["--model", M(), "--out", W("a_file/out")], "not writable"),

@@ -1,88 +1,228 @@
-"""Glue used by the CLI: the same public API a notebook would use, wired to files."""
+"""Whole runs, from a notebook or the command line: load a model, compute its maps or scan it,
+and write the output folder. The command line is a thin layer over these functions.
+
+    >>> from agnostic_saliency import api
+    >>> loaded = api.load("fmnist-cnn")
+    >>> summary = api.map_to_folder(loaded, "runs/fmnist", targets="all", seed=0)
+    >>> report = api.scan_to_folder(loaded, "runs/fmnist-scan")
+"""
 
 from __future__ import annotations
 
+import os
 import warnings
+from collections.abc import Sequence
 
+import torch
+
+from .durable.folders import claimed_run_folder
 from .errors import InputError
+from .method.distributions import DEFAULT_DISTRIBUTION
+from .models import LoadedModel, load_model
+
+DEFAULT_BUDGET = {"l2": 0.25, "linf": 0.1}  # RMS (l2) or peak (linf), as a fraction of the pixel range
 
 
-def explain_to_folder(args) -> dict:
-    """Load the model, compute maps, measure them, write the folder; returns the summary."""
-    from .durable.folders import claimed_run_folder
+def resolve_device(choice: str | torch.device | None) -> torch.device:
+    """``None``: CUDA where available, else the CPU; otherwise the named device, if it exists."""
+    if choice is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise InputError(f"unknown device {choice!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {choice} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"device {choice} requested but there are {torch.cuda.device_count()} CUDA devices")
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise InputError(f"unsupported device {choice!r}; use cpu or cuda[:N]")
+    return device
 
+
+def load(
+    model: str,
+    *,
+    weights: str | os.PathLike | None = None,
+    input_shape: tuple[int, int, int] | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+    value_range: tuple[float, float] | None = None,
+    class_names: list[str] | None = None,
+    random_weights: bool = False,
+    device: str | torch.device | None = None,
+) -> LoadedModel:
+    """:func:`agnostic_saliency.models.load_model`, then moved to ``device`` (default: CUDA
+    where available)."""
+    if value_range is not None and len(value_range) != 2:
+        raise InputError("the value range needs two numbers LOW,HIGH")
+    loaded = load_model(model, weights=weights, input_shape=input_shape, mean=mean, std=std,
+                        value_range=value_range, class_names=class_names, random_weights=random_weights)
+    loaded.model.to(resolve_device(device))
+    return loaded
+
+
+def map_to_folder(
+    loaded: LoadedModel,
+    out: str | os.PathLike,
+    *,
+    targets: str | int | Sequence = "all",
+    distribution: str = DEFAULT_DISTRIBUTION,
+    images: str | os.PathLike | None = None,
+    held_out: str | os.PathLike | None = None,
+    norm: str = "l2",
+    budget: float | None = None,
+    judge: str | None = None,
+    judge_weights: str | os.PathLike | None = None,
+    judge_random_weights: bool = False,
+    memory_cap_mb: float = 2048,
+    progress: bool = True,
+    overwrite: bool = False,
+    resume: bool = False,
+    checkpoint_every: int = 50,
+    command: list[str] | None = None,
+    call: dict | None = None,
+    **settings,
+) -> dict:
+    """Compute the maps of ``targets`` and write ``out``: ``maps.safetensors``, one PNG per map,
+    ``grid.png``, ``summary.json`` and ``report.html``. Returns the summary.
+
+    ``images`` is a folder of unlabeled images (for the ``images`` distribution), ``held_out`` a
+    folder of real images on which fidelity is also measured, ``judge`` an independent model
+    spec of the same task that reads the displayed maps. ``budget`` defaults to
+    :data:`DEFAULT_BUDGET` for the norm. Every other keyword (``steps``, ``batch_size``,
+    ``seed``, ``precision``, ...) goes to :meth:`InputAgnosticSaliency.attribute`.
+
+    The folder and checkpoints (docs/resume.md): an existing folder with files is refused unless
+    ``overwrite`` or ``resume``; the loop's state is saved in ``out/.checkpoint/`` every
+    ``checkpoint_every`` steps (0: only on SIGINT/SIGTERM), and ``resume`` continues from it.
+    ``summary.json`` records the provenance, with ``command`` (the command line, if any) and
+    ``call`` (the settings; default: this call's arguments).
+    """
+    arguments = {"targets": targets, "distribution": distribution, "images": images, "held_out": held_out,
+                 "norm": norm, "budget": budget, "judge": judge, "judge_weights": judge_weights,
+                 "memory_cap_mb": memory_cap_mb, "overwrite": overwrite, "resume": resume,
+                 "checkpoint_every": checkpoint_every, **settings}
+    provenance = _provenance(loaded, command, call if call is not None else arguments)
     # fail before any work if the folder cannot be written, or holds a result not to be replaced
-    with claimed_run_folder(args.out, getattr(args, "overwrite", False), getattr(args, "resume", False)) as saves:
-        return _explain(args, saves)
+    with claimed_run_folder(out, overwrite, resume) as saves:
+        checkpoint = _checkpoint(saves / "map.safetensors", checkpoint_every, resume)
+        summary = _map(loaded, out, targets, distribution, images, held_out, norm, budget, judge, judge_weights,
+                       judge_random_weights, memory_cap_mb, progress, dict(settings, checkpoint=checkpoint),
+                       provenance)
+        return summary
 
 
-def run_checkpoint(args, path):
-    """The checkpoint that ``--checkpoint-every`` and ``--resume`` ask for."""
+def _checkpoint(path, every: int, resume: bool):
     from .durable.checkpoint import Checkpoint
 
-    every = getattr(args, "checkpoint_every", 0)
+    if every < 0:
+        raise InputError(f"the checkpoint interval cannot be negative, got {every}")
     # 0: no periodic saves, but Ctrl-C and SIGTERM still save before the run stops.
-    return Checkpoint(path, every=every or 2**62, resume=getattr(args, "resume", False))
+    return Checkpoint(path, every=every or 2**62, resume=resume)
 
 
-def run_provenance(args, device):
-    """The provenance record of a CLI run (or of an API call given an argparse-like namespace)."""
+def _provenance(loaded: LoadedModel, command, call):
     from .durable.provenance import Provenance
 
-    settings = {key: value for key, value in vars(args).items() if key != "argv"}
-    return Provenance(args.model, weights=args.weights, command=getattr(args, "argv", None), settings=settings,
-                      device=str(device), random_weights=getattr(args, "random_weights", False))
+    parameter = next(loaded.model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    return Provenance(loaded.name, weights=loaded.weights, command=command, settings=call, device=str(device),
+                      random_weights=bool((call or {}).get("random_weights")))
 
 
-def _explain(args, saves=None) -> dict:
-    from .cli import load_from_args
+def _map(loaded, out, targets, distribution, images, held_out, norm, budget, judge, judge_weights,
+         judge_random_weights, memory_cap_mb, progress, settings, provenance=None) -> dict:
     from .data.images import load_image_folder
     from .method.engine import InputAgnosticSaliency
     from .metrics.recognisability import measure_recognisability
-    from .report import map_summary, write_map_folder
+    from .models.spec import NormalizedModel
+    from .output import map_summary, write_map_folder
 
-    loaded = load_from_args(args)
-    device = next(loaded.model.parameters(), None)
-    provenance = run_provenance(args, device.device if device is not None else "cpu")
-    if args.judge_weights and not args.judge:
-        raise InputError("--judge-weights needs --judge")
-    images = real = None
+    if judge_weights and not judge:
+        raise InputError("judge weights need a judge model")
+    pool = real = None
     skipped = 0
-    if args.images:
-        folder = load_image_folder(args.images, loaded.spec.shape)
-        images, skipped = folder.images, folder.skipped
-    elif "images" in args.distribution.split("+"):
-        raise InputError("the images distribution needs --images DIR")
-    if args.held_out:
-        held_out = load_image_folder(args.held_out, loaded.spec.shape)
-        real, skipped = held_out.images, skipped + held_out.skipped
-    budget = args.budget if args.budget is not None else (0.25 if args.norm == "l2" else 0.1)
-    checkpoint = run_checkpoint(args, saves / "map.safetensors") if saves is not None else None
-    explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names, memory_cap_mb=args.memory_cap)
+    if images:
+        folder = load_image_folder(images, loaded.spec.shape)
+        pool, skipped = folder.images, folder.skipped
+    elif "images" in str(distribution).split("+"):
+        raise InputError("the images distribution needs a folder of images (--images DIR)")
+    if held_out:
+        folder = load_image_folder(held_out, loaded.spec.shape)
+        real, skipped = folder.images, skipped + folder.skipped
+    if budget is None:
+        if norm not in DEFAULT_BUDGET:
+            raise InputError(f"unknown norm {norm!r}: l2 or linf")
+        budget = DEFAULT_BUDGET[norm]
+    explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names, memory_cap_mb=memory_cap_mb)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
-        result = explainer.attribute(
-            targets=args.target, distribution=args.distribution, norm=args.norm, budget=budget,
-            steps=args.steps, batch_size=args.batch_size, step_size=args.step_size, max_shift=args.max_shift,
-            refine=not args.no_refine, refine_steps=args.refine_steps, refine_tolerance=args.refine_tolerance,
-            real_images=real, images=images, seed=args.seed, eval_samples=args.eval_samples,
-            precision=args.precision, progress=not args.quiet, checkpoint=checkpoint,
-        )
+        result = explainer.attribute(targets=targets, distribution=distribution, norm=norm, budget=budget,
+                                     real_images=real, images=pool, progress=progress, **settings)
     recognisability = None
-    if args.judge:
-        from .models import load_model
-        from .models.spec import NormalizedModel
-
-        judge = load_model(args.judge, weights=args.judge_weights, input_shape=loaded.spec.shape,
-                           random_weights=args.random_weights)
-        if len(judge.class_names) != explainer.num_classes:
-            raise InputError(f"the judge has {len(judge.class_names)} classes, the model {explainer.num_classes}")
+    if judge:
+        reader = load_model(judge, weights=judge_weights, input_shape=loaded.spec.shape,
+                            random_weights=judge_random_weights)
+        if len(reader.class_names) != explainer.num_classes:
+            raise InputError(f"the judge has {len(reader.class_names)} classes, the model {explainer.num_classes}")
         recognisability = measure_recognisability(
-            result.maps, result.displayed, result.concepts, judge=NormalizedModel(judge.model, judge.spec).eval())
+            result.maps, result.displayed, result.concepts, judge=NormalizedModel(reader.model, reader.spec).eval())
     summary = map_summary(result, loaded.name, loaded.class_names, recognisability,
-                          extra={"unreadable_images_skipped": skipped, "weights": args.weights})
-    resumed = checkpoint.resumed_from if checkpoint is not None else None
-    summary["provenance"] = provenance.finish(
-        None if resumed is None else {"stage": resumed["stage"], "step": resumed["step"]})
-    write_map_folder(result, summary, args.out)
+                          extra={"unreadable_images_skipped": skipped, "weights": loaded.weights})
+    if provenance is not None:
+        resumed = settings["checkpoint"].resumed_from if settings.get("checkpoint") is not None else None
+        summary["provenance"] = provenance.finish(
+            None if resumed is None else {"stage": resumed["stage"], "step": resumed["step"]})
+    write_map_folder(result, summary, out)
     return summary
+
+
+def scan_to_folder(
+    loaded: LoadedModel,
+    out: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    distribution: str = "shapes",
+    overwrite: bool = False,
+    resume: bool = False,
+    command: list[str] | None = None,
+    call: dict | None = None,
+    **settings,
+) -> dict:
+    """Scan every class of the model for a backdoor and write ``out``: ``scan.json``,
+    ``triggers.safetensors``, the class signatures, recovered triggers, the anomaly chart and
+    ``report.html``. Returns scan.json's content.
+
+    ``images`` is an optional folder of unlabeled images mixed into the samples (the scan is
+    data-free without it). Every other keyword goes to :func:`agnostic_saliency.backdoor.scan.scan`.
+
+    The folder and checkpoints (docs/resume.md): an existing folder with files is refused unless
+    ``overwrite`` or ``resume``; each finished draw is saved in ``out/.checkpoint/``, and
+    ``resume`` takes the saved draws. ``scan.json`` records the provenance (``command``, ``call``
+    as for :func:`map_to_folder`).
+    """
+    arguments = {"images": images, "distribution": distribution, "overwrite": overwrite, "resume": resume, **settings}
+    provenance = _provenance(loaded, command, call if call is not None else arguments)
+    with claimed_run_folder(out, overwrite, resume) as saves:
+        from .backdoor.scan import scan
+        from .data.images import load_image_folder
+        from .durable.checkpoint import Checkpoint
+        from .output import write_scan_folder
+
+        pool, skipped = None, 0
+        if images:
+            folder = load_image_folder(images, loaded.spec.shape)
+            pool, skipped = folder.images, folder.skipped
+            if distribution == "shapes":
+                distribution = "shapes+images"
+        # Draw by draw: each finished draw is saved, and resume takes the saved ones.
+        checkpoint = Checkpoint(saves, resume=resume)
+        result = scan(loaded.model, loaded.spec, loaded.class_names, distribution=distribution, images=pool,
+                      checkpoint=checkpoint, **settings)
+        summary = {"model": loaded.name, "weights": loaded.weights, "input_shape": list(loaded.spec.shape),
+                   **result.to_dict(), "unreadable_images_skipped": skipped}
+        resumed = checkpoint.resumed_from
+        summary["provenance"] = provenance.finish(None if resumed is None else {"draw": resumed["draw"]})
+        write_scan_folder(result, summary, out, *loaded.spec.value_range)
+        return summary

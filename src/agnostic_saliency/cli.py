@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"agnostic-saliency: error: {message}\n")
 
 
-def _at_least(lowest: int | float, kind=int):
+def _at_least(lowest: int, kind=int):
     """An argparse type: a number of ``kind`` no smaller than ``lowest``."""
 
     def parse(text: str):
@@ -149,46 +149,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _device(choice: str | None):
-    import torch
-
-    if choice is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(choice)
-    except RuntimeError:
-        raise InputError(f"unknown device {choice!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {choice} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise InputError(f"device {choice} requested but there are {torch.cuda.device_count()} CUDA devices")
-    if device.type not in ("cpu", "cuda", "mps", "xpu"):
-        raise InputError(f"unsupported device {choice!r}; use cpu or cuda[:N]")
-    return device
-
-
 def load_from_args(args):
     """The model named on the command line, on the requested device."""
-    from .models import load_model, parse_floats, parse_shape, read_class_names
+    from .api import load
+    from .models import parse_floats, parse_shape, read_class_names
 
-    value_range = parse_floats(args.value_range, "--value-range")
-    if value_range is not None and len(value_range) != 2:
-        raise InputError("--value-range needs two numbers LOW,HIGH")
-    loaded = load_model(
+    return load(
         args.model, weights=args.weights,
         input_shape=parse_shape(args.input_shape) if args.input_shape else None,
         mean=parse_floats(args.mean, "--mean"), std=parse_floats(args.std, "--std"),
-        value_range=value_range, class_names=read_class_names(args.classes) if args.classes else None,
-        random_weights=args.random_weights,
+        value_range=parse_floats(args.value_range, "--value-range"),
+        class_names=read_class_names(args.classes) if args.classes else None,
+        random_weights=args.random_weights, device=args.device,
     )
-    loaded.model.to(_device(args.device))
-    return loaded
+
+
+def _durable(args) -> dict:
+    """The output-folder and checkpoint options, and the provenance's command line."""
+    every = {"checkpoint_every": args.checkpoint_every} if hasattr(args, "checkpoint_every") else {}
+    settings = {key: value for key, value in vars(args).items() if key != "argv"}
+    return dict(overwrite=args.overwrite, resume=args.resume, command=args.argv, call=settings, **every)
 
 
 def run_map(args) -> int:
-    from .api import explain_to_folder
+    from .api import map_to_folder
+    from .durable.folders import claimed_run_folder
 
-    summary = explain_to_folder(args)
+    # an unwritable folder, or one holding a result, fails before the model is loaded
+    with claimed_run_folder(args.out, args.overwrite, args.resume):
+        loaded = load_from_args(args)
+        summary = map_to_folder(
+            loaded, args.out, targets=args.target, distribution=args.distribution, images=args.images,
+            held_out=args.held_out, norm=args.norm, budget=args.budget, judge=args.judge,
+            judge_weights=args.judge_weights, judge_random_weights=args.random_weights,
+            memory_cap_mb=args.memory_cap, progress=not args.quiet, steps=args.steps, batch_size=args.batch_size,
+            step_size=args.step_size, max_shift=args.max_shift, refine=not args.no_refine,
+            refine_steps=args.refine_steps, refine_tolerance=args.refine_tolerance, seed=args.seed,
+            eval_samples=args.eval_samples, precision=args.precision, **_durable(args),
+        )
     if not args.quiet:
         classes = summary["classes"]
         mean_fooling = sum(c["fooling_rate"] for c in classes) / len(classes)
@@ -198,9 +196,17 @@ def run_map(args) -> int:
 
 
 def run_scan(args) -> int:
-    from .backdoor.report import scan_to_folder
+    from .api import scan_to_folder
+    from .durable.folders import claimed_run_folder
 
-    report = scan_to_folder(args)
+    with claimed_run_folder(args.out, args.overwrite, args.resume):
+        loaded = load_from_args(args)
+        report = scan_to_folder(
+            loaded, args.out, images=args.images, distribution=args.distribution, steps=args.steps,
+            exemplar_steps=args.exemplar_steps, threshold=args.threshold, max_trigger_area=args.max_trigger_area,
+            max_blend_strength=args.max_blend_strength, seed=args.seed, draws=args.draws,
+            memory_cap_mb=args.memory_cap, precision=args.precision, progress=not args.quiet, **_durable(args),
+        )
     if not args.quiet:
         flagged = ", ".join(f"{c['index']} ({c['name']})" for c in report["classes"] if c["index"] in report["flagged"])
         print(f"{'TROJANED' if report['trojaned'] else 'no backdoor found'}: flagged {flagged or 'none'} "
@@ -227,11 +233,9 @@ def _interrupted(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .durable.provenance import command_line
-
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.argv = command_line(argv)
+    args.argv = ["agnostic-saliency", *(sys.argv[1:] if argv is None else argv)]
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)

@@ -17,7 +17,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from agnostic_saliency import InputAgnosticSaliency, InputError, InputSpec
-from agnostic_saliency.backdoor.scan import ScanResult, scan
+from agnostic_saliency.backdoor.result import BackdoorResult
+from agnostic_saliency.backdoor.scan import scan, scan_draw
 from agnostic_saliency.cli import main
 from agnostic_saliency.durable import checkpoint as checkpoint_module
 from agnostic_saliency.durable.checkpoint import Checkpoint, load_scan_draw, model_digest
@@ -82,7 +83,7 @@ def test_checkpoint_of_other_settings_model_or_version_is_refused(explainer, tmp
     path = tmp_path / "map.safetensors"
     with pytest.raises(KeyboardInterrupt):
         explainer.attribute(checkpoint=StopAt(path, 2), **RUN)
-    with pytest.raises(InputError, match=r"settings\.steps is 6 there, 7 here"):
+    with pytest.raises(InputError, match=r"settings\.nudging\.steps is 6 there, 7 here"):
         explainer.attribute(checkpoint=Checkpoint(path, resume=True), **{**RUN, "steps": 7})
     with pytest.raises(InputError, match=r"settings\.seed is 3 there, 4 here"):
         explainer.attribute(checkpoint=Checkpoint(path, resume=True), **{**RUN, "seed": 4})
@@ -138,8 +139,10 @@ def test_scan_draws_round_trip(tiny_model, tiny_spec, tmp_path):
     first = scan(tiny_model, tiny_spec, checkpoint=saves, **options)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["draw_0.safetensors", "draw_1.safetensors"]
     identity = json.loads(_metadata(tmp_path / "draw_0.safetensors"))["identity"]
-    loaded = load_scan_draw(saves, identity, 0, ScanResult)
-    assert torch.equal(loaded.masks, first.masks) or loaded.settings["seed"] == 5
+    loaded = load_scan_draw(saves, identity, 0, BackdoorResult)
+    alone = scan_draw(tiny_model, tiny_spec, seed=5, **{k: v for k, v in options.items() if k not in ("draws", "seed")})
+    assert torch.equal(loaded.masks, alone.masks) and torch.equal(loaded.patterns, alone.patterns)
+    assert loaded.classes == alone.classes and loaded.score == alone.score and loaded.settings["seed"] == 5
     # Both draws saved: a resumed scan does no work and gives the same result.
     again = scan(tiny_model, tiny_spec, checkpoint=Checkpoint(tmp_path, resume=True), **options)
     for result in (first, again):

@@ -32,7 +32,7 @@ FORMAT = 1
 
 def tool_versions() -> dict:
     """The versions a checkpoint must share with the run that resumes it."""
-    from .. import __version__
+    from .._version import __version__
 
     return {"agnostic_saliency": __version__, "torch": torch.__version__}
 
@@ -242,7 +242,7 @@ class MapRun:
 
 
 def save_scan_draw(checkpoint: Checkpoint, identity: dict, number: int, result) -> None:
-    """A finished draw of the backdoor scan (a ``ScanResult``), as ``draw_<number>.safetensors``
+    """A finished draw of the backdoor scan (a ``BackdoorResult``), as ``draw_<number>.safetensors``
     in the checkpoint folder. A scan is checkpointed draw by draw: each draw starts from its own
     seed, so a resumed scan redoes only the draw it was in."""
     tensors = {"masks": result.masks, "patterns": result.patterns}
@@ -250,24 +250,25 @@ def save_scan_draw(checkpoint: Checkpoint, identity: dict, number: int, result) 
         tensors["region_masks"] = result.region_masks
     for k, (mask, pattern) in result.triggers.items():
         tensors[f"trigger_mask_{k}"], tensors[f"trigger_pattern_{k}"] = mask, pattern
-    record = {"identity": identity, "draw": number, "classes": result.classes, "flagged": result.flagged,
-              "trojaned": result.trojaned, "score": result.score, "seconds": result.seconds,
-              "triggers": sorted(result.triggers), "trigger_asr": list(result.trigger_asr.items()),
-              "trigger_asr_images": list(result.trigger_asr_images.items()), "settings": result.settings,
-              "sample_gradients": result.sample_gradients}
+    plain_fields = {name: getattr(result, name) for name in SCAN_FIELDS}
+    record = {"identity": identity, "draw": number, "triggers": sorted(result.triggers),
+              "trigger_asr": list(result.trigger_asr.items()),
+              "trigger_asr_images": list(result.trigger_asr_images.items()), **plain_fields}
     checkpoint.save(tensors, record, checkpoint.path / f"draw_{number}.safetensors")
-    checkpoint.saved_step = number + 1
+
+
+# The result's JSON-ready fields (the tensors and the int-keyed dicts are stored apart).
+SCAN_FIELDS = ("method", "classes", "flagged", "score", "seconds", "settings", "sample_gradients", "statistic")
 
 
 def load_scan_draw(checkpoint: Checkpoint, identity: dict, number: int, result_type):
-    """The saved draw ``number`` as a ``result_type`` (``ScanResult``), or None."""
+    """The saved draw ``number`` as a ``result_type`` (``BackdoorResult``), or None."""
     loaded = checkpoint.load(identity, checkpoint.path / f"draw_{number}.safetensors")
     if loaded is None:
         return None
     tensors, record = loaded
     triggers = {k: (tensors[f"trigger_mask_{k}"], tensors[f"trigger_pattern_{k}"]) for k in record["triggers"]}
-    return result_type(record["classes"], record["flagged"], record["trojaned"], record["score"], record["seconds"],
-                       tensors["masks"], tensors["patterns"], tensors.get("region_masks"), triggers,
-                       dict((int(k), v) for k, v in record["trigger_asr"]),
-                       dict((int(k), v) for k, v in record["trigger_asr_images"]), record["settings"],
-                       record["sample_gradients"])
+    return result_type(masks=tensors["masks"], patterns=tensors["patterns"], region_masks=tensors.get("region_masks"),
+                       triggers=triggers, trigger_asr={int(k): v for k, v in record["trigger_asr"]},
+                       trigger_asr_images={int(k): v for k, v in record["trigger_asr_images"]},
+                       **{name: record[name] for name in SCAN_FIELDS})

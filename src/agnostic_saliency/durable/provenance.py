@@ -13,7 +13,6 @@ import datetime
 import hashlib
 import os
 import platform
-import sys
 from pathlib import Path
 
 import torch
@@ -94,7 +93,7 @@ class Provenance:
         weights_file, factory_file = model_files(model, weights)
         if random_weights and weights is None:
             weights_file = None
-        from .. import __version__
+        from .._version import __version__
 
         self.record = {
             "tool": "agnostic-saliency", "version": __version__, "torch": torch.__version__,
@@ -111,7 +110,3 @@ class Provenance:
         self.record["resumed"] = resumed
         return dict(self.record)
 
-
-def command_line(argv: list[str] | None) -> list[str]:
-    """The full command line as typed: the program's name and its arguments."""
-    return ["agnostic-saliency", *(sys.argv[1:] if argv is None else argv)]

@@ -79,3 +79,23 @@ def test_file_sha256_reads_in_chunks(tmp_path):
     data = bytes(range(256)) * 9000  # more than one 1 MiB chunk
     path.write_bytes(data)
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+
+
+def test_an_api_call_records_its_settings_and_no_command(user_model_file, weights, tmp_path):
+    from agnostic_saliency import api
+
+    loaded = api.load(f"{user_model_file}:build", weights=weights, device="cpu")
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("L", (12, 12), 90).save(tmp_path / "images" / "a.png")
+    summary = api.map_to_folder(loaded, tmp_path / "maps", targets="a", held_out=tmp_path / "images", steps=2, refine_steps=1, batch_size=4,
+                                eval_samples=8, progress=False)
+    record = summary["provenance"]
+    assert record["command"] is None
+    assert record["settings"]["steps"] == 2 and record["settings"]["targets"] == "a"
+    assert record["settings"]["held_out"] == str(tmp_path / "images")  # a path, as JSON holds it
+    assert record["weights"]["sha256"] == sha256(weights)
+    assert json.loads((tmp_path / "maps" / "summary.json").read_text())["provenance"] == record
+    with pytest.raises(agnostic_saliency.InputError, match="pass --overwrite"):
+        api.map_to_folder(loaded, tmp_path / "maps", steps=2, progress=False)

@@ -57,6 +57,16 @@ def model_files(spec: str, weights: str | os.PathLike | None) -> tuple[Path | No
     return None, factory
 
 
+def _json_ready(settings: dict | None) -> dict | None:
+    """The settings as JSON can hold them: paths as strings, anything else unknown by its repr."""
+    import json
+
+    def fallback(value):
+        return os.fspath(value) if isinstance(value, os.PathLike) else repr(value)
+
+    return None if settings is None else json.loads(json.dumps(settings, default=fallback))
+
+
 def _installed(name: str) -> str | None:
     """A package's installed version, without importing it (torchvision's import takes seconds)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -100,7 +110,7 @@ class Provenance:
             "torchvision": _installed("torchvision"), "python": platform.python_version(),
             "platform": platform.platform(), "device": device, "model": model,
             "weights": _described(weights_file), "factory": _described(factory_file),
-            "command": command, "settings": settings, "started": self.started, "finished": None,
+            "command": command, "settings": _json_ready(settings), "started": self.started, "finished": None,
             "resumed": None,
         }
 

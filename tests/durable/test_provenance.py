@@ -99,3 +99,11 @@ def test_an_api_call_records_its_settings_and_no_command(user_model_file, weight
     assert json.loads((tmp_path / "maps" / "summary.json").read_text())["provenance"] == record
     with pytest.raises(agnostic_saliency.InputError, match="pass --overwrite"):
         api.map_to_folder(loaded, tmp_path / "maps", steps=2, progress=False)
+
+
+def test_a_module_factory_records_its_file():
+    import agnostic_saliency.models.architectures as architectures
+
+    record = Provenance("agnostic_saliency.models.architectures:FmnistLeNet").finish()
+    assert record["factory"]["path"] == architectures.__file__
+    assert record["factory"]["sha256"] == file_sha256(architectures.__file__) and record["weights"] is None

@@ -41,6 +41,15 @@ def model_files(spec: str, weights: str | os.PathLike | None) -> tuple[Path | No
     location = spec.rpartition(":")[0]
     if location.endswith(".py"):
         factory = Path(location)
+    elif location and location not in ("torchvision", "timm"):  # package.module:factory
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec(location)
+        except (ImportError, ValueError):
+            found = None
+        if found is not None and found.origin and found.origin.endswith(".py"):
+            factory = Path(found.origin)
     if weights is not None:
         return Path(weights), factory
     if spec in BUILTINS:

@@ -88,3 +88,17 @@ def test_missing_folder_and_bad_channels(tmp_path):
     Image.new("L", (4, 4)).save(tmp_path / "a.png")
     with pytest.raises(InputError, match="channel"):
         load_image_folder(tmp_path, (2, 28, 28))
+
+
+def test_images_of_other_modes_are_converted(tmp_path):
+    """Not bad input: 16-bit, palette, CMYK, RGBA and 1-bit images become the model's channels."""
+    Image.new("I;16", (20, 20), 40000).save(tmp_path / "sixteen.png")
+    Image.new("P", (20, 20), 3).save(tmp_path / "palette.png")
+    Image.new("CMYK", (20, 20), (0, 0, 0, 255)).save(tmp_path / "cmyk.jpg")
+    Image.new("RGBA", (20, 20), (255, 0, 0, 10)).save(tmp_path / "rgba.png")
+    Image.new("1", (20, 20), 1).save(tmp_path / "bits.png")
+    for channels in (1, 3):
+        loaded = load_image_folder(tmp_path, (channels, 12, 12))
+        assert loaded.images.shape == (5, channels, 12, 12) and loaded.skipped == 0
+        assert 0 <= float(loaded.images.min()) and float(loaded.images.max()) <= 1
+        assert float(loaded.images.max()) > 0.5  # the white 1-bit image is white, not clipped to black

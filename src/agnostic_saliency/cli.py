@@ -4,18 +4,68 @@
     agnostic-saliency scan --model model.py:build --weights model.safetensors --input-shape 1,28,28 --out runs/scan
 
 Every problem with the user's input is reported as one line on stderr with exit status 2.
+Exit statuses: 0 done; 1 out of memory; 2 bad input (including an output folder that holds a
+result, without --overwrite or --resume, and a checkpoint from another run); 130 interrupted
+(Ctrl-C or SIGTERM: the checkpoint is saved first, and --resume continues from it).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
 from .backdoor.scan import MAX_TRIGGER_AREA
 from .errors import InputError
 from .method.distributions import DEFAULT_DISTRIBUTION
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (no usage block), like every other input error."""
+
+    def error(self, message: str):
+        self.exit(2, f"agnostic-saliency: error: {message}\n")
+
+
+def _at_least(lowest: int, kind=int):
+    """An argparse type: a number of ``kind`` no smaller than ``lowest``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not value >= lowest:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {text}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _run_options(parser: argparse.ArgumentParser, every: int | None) -> None:
+    group = parser.add_argument_group("output folder and checkpoints")
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace the files of an existing output folder (and discard a checkpoint in it)")
+    group.add_argument("--resume", action="store_true",
+                       help="continue an interrupted run from the checkpoint in its output folder (same "
+                            "settings, model and versions; starts afresh where there is none)")
+    if every is not None:
+        group.add_argument("--checkpoint-every", type=_at_least(0), default=every,
+                           help=f"save the run's state every N steps (default {every}; 0: only when "
+                                "interrupted by Ctrl-C or SIGTERM)")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +99,8 @@ def _scan_options(parser: argparse.ArgumentParser) -> None:
     options = parser.add_argument_group("scan")
     options.add_argument("--images", help="folder of unlabeled images to sample from (default: data-free)")
     options.add_argument("--distribution", default="shapes", help="sample distribution (default shapes)")
-    options.add_argument("--steps", type=int, default=100, help="signature fitting iterations (default 100)")
-    options.add_argument("--exemplar-steps", type=int, default=30,
+    options.add_argument("--steps", type=_at_least(1), default=100, help="signature fitting iterations (default 100)")
+    options.add_argument("--exemplar-steps", type=_at_least(0), default=30,
                          help="steps that nudge the pool into confident class exemplars (default 30; 0: raw samples)")
     options.add_argument("--threshold", type=float, default=2.0, help="MAD anomaly index that flags a class (default 2)")
     options.add_argument("--max-trigger-area", type=float, default=MAX_TRIGGER_AREA,
@@ -59,10 +109,10 @@ def _scan_options(parser: argparse.ArgumentParser) -> None:
     options.add_argument("--max-blend-strength", type=float, default=0.14,
                          help="weakest whole-image blend of a class's pattern that still counts as a faint, "
                               "blended trigger (default 0.14; 0 turns blend flagging off)")
-    options.add_argument("--draws", type=int, default=2,
+    options.add_argument("--draws", type=_at_least(1), default=2,
                          help="independent draws (seeds N, N+1, ...) while none flags a class (default 2; 1 halves "
                          "the time on clean models and misses more targets)")
-    options.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")
+    options.add_argument("--memory-cap", type=_positive_float, default=2048, help="MiB for one forward+backward chunk")
     options.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                          help="fp32 (default); bf16 runs the model under mixed precision (about 2x faster on CPUs "
                          "with AMX and on GPUs); fp16 on CUDA only")
@@ -77,7 +127,7 @@ def _scan_settings(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agnostic-saliency", description="Input-agnostic saliency maps "
+    parser = _Parser(prog="agnostic-saliency", description="Input-agnostic saliency maps "
                                      "of image classifiers, and data-free backdoor scans.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -93,26 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--images", help="folder of unlabeled images for the images distribution")
     method.add_argument("--held-out", help="folder of real images on which fidelity is also measured")
     method.add_argument("--norm", choices=("l2", "linf"), default="l2", help="budget norm (default l2)")
-    method.add_argument("--budget", type=float, default=None,
+    method.add_argument("--budget", type=_positive_float, default=None,
                         help="fraction of the pixel range: RMS for l2 (default 0.25), peak for linf (default 0.1)")
-    method.add_argument("--steps", type=int, default=600, help="nudging iterations (default 600)")
-    method.add_argument("--batch-size", type=int, default=64, help="samples per iteration (default 64)")
-    method.add_argument("--step-size", type=float, default=0.01, help="per-pixel step, fraction of range (default 0.01)")
-    method.add_argument("--max-shift", type=int, default=2, help="random map shift in pixels (default 2)")
+    method.add_argument("--steps", type=_at_least(1), default=600, help="nudging iterations (default 600)")
+    method.add_argument("--batch-size", type=_at_least(1), default=64, help="samples per iteration (default 64)")
+    method.add_argument("--step-size", type=_positive_float, default=0.01, help="per-pixel step, fraction of range (default 0.01)")
+    method.add_argument("--max-shift", type=_at_least(0), default=2, help="random map shift in pixels (default 2)")
     method.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
-    method.add_argument("--refine-steps", type=int, default=100, help="refinement iterations (default 100)")
+    method.add_argument("--refine-steps", type=_at_least(0), default=100, help="refinement iterations (default 100)")
     method.add_argument("--refine-tolerance", type=float, default=0.02,
                         help="largest fooling-rate drop a refinement may cost (default 0.02)")
-    method.add_argument("--eval-samples", type=int, default=512,
+    method.add_argument("--eval-samples", type=_at_least(1), default=512,
                         help="fresh samples on which fidelity is measured (default 512)")
-    method.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")
+    method.add_argument("--memory-cap", type=_positive_float, default=2048, help="MiB for one forward+backward chunk")
     method.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="fp32 (default); bf16 or fp16 (CUDA only) run the nudge's forward passes under "
                              "mixed precision")
     method.add_argument("--judge", help="an independent model spec (same task) that reads the displayed maps")
     method.add_argument("--judge-weights", help="weights for --judge")
+    _run_options(map_parser, every=50)
     _executor_options(map_parser, "chunks of --classes-per-task classes run")
-    map_parser.add_argument("--classes-per-task", type=int, default=None,
+    map_parser.add_argument("--classes-per-task", type=_at_least(1), default=None,
                             help="compute the maps in chunks of this many classes, each at a seed derived from "
                                  "--seed and its classes (default: all in one loop; 1 with --executor ray); the "
                                  "same value gives the same maps with either executor")
@@ -120,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan_parser = commands.add_parser("scan", help="scan every class for a backdoor (no clean data needed)")
     _model_options(scan_parser)
     _scan_options(scan_parser)
+    _run_options(scan_parser, every=None)  # a scan saves each finished draw
     _executor_options(scan_parser, "the scan runs")
 
     many = commands.add_parser("scan-many", help="scan every model of a population (a manifest or a folder)")
@@ -133,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--classes", "a text file with one class name per line"),
                        ("--device", "cpu, cuda, ... (default: cuda if available)")):
         many.add_argument(flag, help=text)
-    many.add_argument("--seed", type=int, default=0, help="seed of every model's scan (default 0)")
+    many.add_argument("--seed", type=_at_least(0), default=0, help="seed of every model's scan (default 0)")
     many.add_argument("--quiet", action="store_true", help="no progress bar")
     _scan_options(many)
     _executor_options(many, "each model's scan runs")
@@ -155,11 +207,19 @@ def load_from_args(args):
     )
 
 
+def _durable(args) -> dict:
+    """The output-folder and checkpoint options, and the provenance's command line."""
+    every = {"checkpoint_every": args.checkpoint_every} if hasattr(args, "checkpoint_every") else {}
+    settings = {key: value for key, value in vars(args).items() if key != "argv"}
+    return dict(overwrite=args.overwrite, resume=args.resume, command=args.argv, call=settings, **every)
+
+
 def run_map(args) -> int:
     from .api import map_to_folder
-    from .render.output import claimed_output_dir
+    from .durable.folders import claimed_run_folder
 
-    with claimed_output_dir(args.out):  # an unwritable folder fails before the model is loaded
+    # an unwritable folder, or one holding a result, fails before the model is loaded
+    with claimed_run_folder(args.out, args.overwrite, args.resume):
         loaded = load_from_args(args)
         summary = map_to_folder(
             loaded, args.out, targets=args.target, distribution=args.distribution, images=args.images,
@@ -169,7 +229,7 @@ def run_map(args) -> int:
             step_size=args.step_size, max_shift=args.max_shift, refine=not args.no_refine,
             refine_steps=args.refine_steps, refine_tolerance=args.refine_tolerance, seed=args.seed,
             eval_samples=args.eval_samples, precision=args.precision, executor=args.executor, address=args.address,
-            classes_per_task=args.classes_per_task,
+            classes_per_task=args.classes_per_task, **_durable(args),
         )
     if not args.quiet:
         classes = summary["classes"]
@@ -181,12 +241,12 @@ def run_map(args) -> int:
 
 def run_scan(args) -> int:
     from .api import scan_to_folder
-    from .render.output import claimed_output_dir
+    from .durable.folders import claimed_run_folder
 
-    with claimed_output_dir(args.out):
+    with claimed_run_folder(args.out, args.overwrite, args.resume):
         loaded = load_from_args(args)
         report = scan_to_folder(loaded, args.out, progress=not args.quiet, executor=args.executor,
-                                address=args.address, **_scan_settings(args))
+                                address=args.address, **_scan_settings(args), **_durable(args))
     if not args.quiet:
         flagged = ", ".join(f"{c['index']} ({c['name']})" for c in report["classes"] if c["index"] in report["flagged"])
         print(f"{'TROJANED' if report['trojaned'] else 'no backdoor found'}: flagged {flagged or 'none'} "
@@ -224,9 +284,28 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"agnostic-saliency: warning: {message}", file=file or sys.stderr)
 
 
+def _terminate(number, frame):
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: clean up, keep the checkpoint
+
+
+def _interrupted(args) -> str:
+    from .durable.folders import CHECKPOINT_DIR
+
+    if args.command == "scan-many":
+        return "interrupted; rerun the same command to continue: finished models are skipped"
+    saves = Path(args.out) / CHECKPOINT_DIR
+    if saves.is_dir() and any(saves.iterdir()):
+        return f"interrupted; the checkpoint in {saves} is kept: rerun with --resume to continue"
+    return "interrupted; nothing was written"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = ["agnostic-saliency", *(sys.argv[1:] if argv is None else argv)]
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -237,11 +316,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agnostic-saliency: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("agnostic-saliency: interrupted; nothing was written", file=sys.stderr)
+        print(f"agnostic-saliency: {_interrupted(args)}", file=sys.stderr)
         return 130
     except MemoryError:
         print("agnostic-saliency: error: out of memory; lower --batch-size or --memory-cap", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

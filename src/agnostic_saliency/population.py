@@ -163,7 +163,8 @@ def _scan_model(entry: PopulationModel, folder: str, model_options: dict, scan_s
         loaded = load(entry.model, weights=entry.weights,
                       input_shape=parse_shape(entry.input_shape) if entry.input_shape else None, **model_options)
         move_to_assigned_gpu(loaded.model)
-        report = scan_to_folder(loaded, folder, progress=False, **scan_settings)
+        # resume: a folder a killed run left continues from its saved draws (or starts afresh)
+        report = scan_to_folder(loaded, folder, progress=False, resume=True, **scan_settings)
     except InputError as error:
         return _row(entry, None, str(error))
     return _row(entry, report)

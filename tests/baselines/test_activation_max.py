@@ -26,7 +26,7 @@ def test_plain_ascent_on_a_linear_model_draws_the_sign_of_its_weights():
     # For logit_k = w_k . x the best image in the range is high where w_k > 0 and low where w_k < 0.
     model = linear_model()
     spec = InputSpec((1, 6, 6), value_range=(0.0, 255.0))
-    result = activation_maximisation(model, spec, [0, 2], steps=150, lr=0.1, parameterisation="pixel",
+    result = activation_maximisation(model, spec, [0, 2], steps=60, lr=0.2, parameterisation="pixel",
                                      robustness=NO_ROBUSTNESS)
     weights = model[1].weight.detach()
     for row, target in enumerate([0, 2]):

@@ -109,3 +109,17 @@ def test_lucent_runs_offline_on_a_small_model(tiny_model, tiny_spec):
     assert result.pictures.min() >= 0 and result.pictures.max() <= 1
     again = lucent_maximisation(tiny_model, tiny_spec, [0, 3], steps=3, seed=0)
     assert torch.equal(result.pictures, again.pictures)
+
+
+def test_written_out_adam_matches_torch_adam():
+    from agnostic_saliency.baselines.activation_max import _Adam
+
+    start = torch.randn(5, generator=torch.Generator().manual_seed(0))
+    ours, theirs = start.clone().requires_grad_(True), start.clone().requires_grad_(True)
+    adam, reference = _Adam(ours, 0.05), torch.optim.Adam([theirs], lr=0.05)
+    for step in range(5):
+        for tensor in (ours, theirs):
+            tensor.grad = (tensor * (step + 1)).detach().sin()
+        adam.step()
+        reference.step()
+    torch.testing.assert_close(ours.detach(), theirs.detach())

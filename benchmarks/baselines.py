@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from agnostic_saliency import InputAgnosticSaliency, load_model
 from agnostic_saliency.baselines.activation_max import (
@@ -145,6 +145,28 @@ def evaluate(wrapped, maps, concepts, fresh, real, judges, low, high) -> dict:
     return row
 
 
+def am_pictures(runs: dict, cache: str | None) -> dict:
+    """name -> (pictures, seconds, settings) of each AM run, read from ``cache`` (a folder) when
+    an earlier run of the same settings left them there, so that the maps can be evaluated later."""
+    found = {}
+    for name, run in runs.items():
+        tensors = Path(cache) / f"{name}.safetensors" if cache else None
+        if tensors is not None and tensors.is_file():
+            meta = json.loads(tensors.with_suffix(".json").read_text())
+            found[name] = (load_file(str(tensors))["pictures"], meta["seconds"], meta["settings"])
+            print(f"{name}: read from {tensors}", file=sys.stderr)
+            continue
+        start = time.perf_counter()
+        result = run()
+        found[name] = (result.pictures, time.perf_counter() - start, result.config)
+        print(f"{name}: {found[name][1]:.1f} s", file=sys.stderr)
+        if tensors is not None:
+            tensors.parent.mkdir(parents=True, exist_ok=True)
+            save_file({"pictures": result.pictures.contiguous()}, str(tensors))
+            tensors.with_suffix(".json").write_text(json.dumps({"seconds": found[name][1], "settings": result.config}))
+    return found
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="fmnist-cnn")
@@ -157,6 +179,8 @@ def main(argv=None) -> int:
     parser.add_argument("--am-steps", type=int, default=512, help="AM steps (Lucid/Lucent: 512)")
     parser.add_argument("--lucent-steps", type=int, default=512)
     parser.add_argument("--no-lucent", action="store_true")
+    parser.add_argument("--am-cache", help="a folder keeping the AM pictures (and seconds) for later runs")
+    parser.add_argument("--am-only", action="store_true", help="only compute (and cache) the AM pictures")
     parser.add_argument("--real", choices=["fashion-mnist", "skimage"])
     parser.add_argument("--real-count", type=int, default=1000,
                         help="real images: a random subset of the test set, or crops for skimage")
@@ -186,6 +210,22 @@ def main(argv=None) -> int:
         args.eval_samples, torch.Generator().manual_seed(args.seed + 7_000_001))
     real = real_images(args.real, spec, args.real_count, args.seed)
 
+    runs = {name: (lambda kw=kw: activation_maximisation(loaded.model, spec, targets, steps=args.am_steps,
+                                                         seed=args.seed, **kw))
+            for name, kw in AM_VARIANTS.items()}
+    if not args.no_lucent:
+        try:
+            import lucent  # noqa: F401
+            import torch._dynamo  # noqa: F401  torch.optim's one-off import (~20 s here), kept out of the timing
+
+            runs["lucent"] = lambda: lucent_maximisation(loaded.model, spec, targets, steps=args.lucent_steps,
+                                                         seed=args.seed)
+        except ImportError:
+            print("lucent: torch-lucent is not installed, skipped", file=sys.stderr)
+    baselines = am_pictures(runs, args.am_cache)
+    if args.am_only:
+        return 0
+
     rows, pictures = {}, {}
     maps, seconds, source = our_maps(args, loaded)
     rms = rms_of(maps)
@@ -193,26 +233,11 @@ def main(argv=None) -> int:
                     "source": source}
     pictures["ours"] = minmax(maps, low, high)
     print(f"ours: {source}, {seconds:.1f} s", file=sys.stderr)
-    runs = {name: (lambda kw=kw: activation_maximisation(loaded.model, spec, targets, steps=args.am_steps,
-                                                         seed=args.seed, **kw))
-            for name, kw in AM_VARIANTS.items()}
-    if not args.no_lucent:
-        try:
-            import lucent  # noqa: F401
-
-            runs["lucent"] = lambda: lucent_maximisation(loaded.model, spec, targets, steps=args.lucent_steps,
-                                                         seed=args.seed)
-        except ImportError:
-            print("lucent: torch-lucent is not installed, skipped", file=sys.stderr)
-    for name, run in runs.items():
-        start = time.perf_counter()
-        result = run()
-        elapsed = time.perf_counter() - start
-        patterns = as_budget_maps(result.pictures, rms)
+    for name, (images, elapsed, settings) in baselines.items():
+        patterns = as_budget_maps(images, rms)
         rows[name] = {**evaluate(wrapped, patterns, concepts, fresh, real, judges, low, high), "seconds": elapsed,
-                      "settings": result.config}
+                      "settings": settings}
         pictures[name] = minmax(patterns, low, high)
-        print(f"{name}: {elapsed:.1f} s", file=sys.stderr)
 
     judge_names = list(judges)
     print(f"model {args.model}, {len(names)} classes, budget: the RMS of our map of each class "

@@ -52,8 +52,8 @@ from agnostic_saliency.baselines.activation_max import (
     lucent_maximisation,
     rms_of,
 )
+from agnostic_saliency.concepts import concept_matrix
 from agnostic_saliency.method.distributions import DEFAULT_DISTRIBUTION, make_distribution
-from agnostic_saliency.method.nudge import concept_matrix
 from agnostic_saliency.method.scale import minmax
 from agnostic_saliency.metrics.fidelity import fooling_statistics, map_alone
 from agnostic_saliency.metrics.recognisability import judge_reading

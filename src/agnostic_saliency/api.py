@@ -73,6 +73,9 @@ def map_to_folder(
     judge_random_weights: bool = False,
     memory_cap_mb: float = 2048,
     progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
+    classes_per_task: int | None = None,
     **settings,
 ) -> dict:
     """Compute the maps of ``targets`` and write ``out``: ``maps.safetensors``, one PNG per map,
@@ -81,17 +84,24 @@ def map_to_folder(
     ``images`` is a folder of unlabeled images (for the ``images`` distribution), ``held_out`` a
     folder of real images on which fidelity is also measured, ``judge`` an independent model
     spec of the same task that reads the displayed maps. ``budget`` defaults to
-    :data:`DEFAULT_BUDGET` for the norm. Every other keyword (``steps``, ``batch_size``,
-    ``seed``, ``precision``, ...) goes to :meth:`InputAgnosticSaliency.attribute`.
+    :data:`DEFAULT_BUDGET` for the norm. ``executor="ray"`` (with a cluster ``address``, or a
+    local instance) computes chunks of ``classes_per_task`` concepts as Ray tasks (default 1 per
+    task); with ``classes_per_task`` set, the local executor computes the same chunks in turn
+    and gives the same maps (see :mod:`agnostic_saliency.distributed`). Every other keyword
+    (``steps``, ``batch_size``, ``seed``, ``precision``, ...) goes to
+    :meth:`InputAgnosticSaliency.attribute`.
     """
     with claimed_output_dir(out):  # fail before any work if the folder cannot be written
+        chunking = (executor, address, classes_per_task)
         return _map(loaded, out, targets, distribution, images, held_out, norm, budget, judge, judge_weights,
-                    judge_random_weights, memory_cap_mb, progress, settings)
+                    judge_random_weights, memory_cap_mb, progress, chunking, settings)
 
 
 def _map(loaded, out, targets, distribution, images, held_out, norm, budget, judge, judge_weights,
-         judge_random_weights, memory_cap_mb, progress, settings) -> dict:
+         judge_random_weights, memory_cap_mb, progress, chunking, settings) -> dict:
     from .data.images import load_image_folder
+    from .distributed import attribute_in_chunks
+    from .executors import make_executor
     from .method.engine import InputAgnosticSaliency
     from .metrics.recognisability import measure_recognisability
     from .models.spec import NormalizedModel
@@ -113,11 +123,17 @@ def _map(loaded, out, targets, distribution, images, held_out, norm, budget, jud
         if norm not in DEFAULT_BUDGET:
             raise InputError(f"unknown norm {norm!r}: l2 or linf")
         budget = DEFAULT_BUDGET[norm]
+    executor_name, address, classes_per_task = chunking
+    runner = make_executor(executor_name, address)
     explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names, memory_cap_mb=memory_cap_mb)
+    settings = dict(settings, distribution=distribution, norm=norm, budget=budget, real_images=real, images=pool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
-        result = explainer.attribute(targets=targets, distribution=distribution, norm=norm, budget=budget,
-                                     real_images=real, images=pool, progress=progress, **settings)
+        if executor_name == "local" and classes_per_task is None:
+            result = explainer.attribute(targets=targets, progress=progress, **settings)
+        else:
+            result = attribute_in_chunks(loaded, targets, runner, classes_per_task or 1,
+                                         memory_cap_mb=memory_cap_mb, progress=progress, **settings)
     recognisability = None
     if judge:
         reader = load_model(judge, weights=judge_weights, input_shape=loaded.spec.shape,
@@ -138,6 +154,8 @@ def scan_to_folder(
     *,
     images: str | os.PathLike | None = None,
     distribution: str = "shapes",
+    executor: str = "local",
+    address: str | None = None,
     **settings,
 ) -> dict:
     """Scan every class of the model for a backdoor and write ``out``: ``scan.json``,
@@ -145,11 +163,12 @@ def scan_to_folder(
     ``report.html``. Returns scan.json's content.
 
     ``images`` is an optional folder of unlabeled images mixed into the samples (the scan is
-    data-free without it). Every other keyword goes to :func:`agnostic_saliency.backdoor.scan.scan`.
+    data-free without it). ``executor="ray"`` runs the scan as one Ray task (on a GPU where the
+    cluster has one). Every other keyword goes to :func:`agnostic_saliency.backdoor.scan.scan`.
     """
     with claimed_output_dir(out):
-        from .backdoor.scan import scan
         from .data.images import load_image_folder
+        from .executors import make_executor
         from .output import write_scan_folder
 
         pool, skipped = None, 0
@@ -158,9 +177,20 @@ def scan_to_folder(
             pool, skipped = folder.images, folder.skipped
             if distribution == "shapes":
                 distribution = "shapes+images"
-        result = scan(loaded.model, loaded.spec, loaded.class_names, distribution=distribution, images=pool,
-                      **settings)
+        runner = make_executor(executor, address)
+        item = (loaded, dict(settings, distribution=distribution, images=pool))
+        gpus = runner.gpus_per_task() if runner.name == "ray" else 0
+        ((_, result),) = runner.run(_scan_task, [item], gpus=gpus)
         summary = {"model": loaded.name, "weights": loaded.weights, "input_shape": list(loaded.spec.shape),
                    **result.to_dict(), "unreadable_images_skipped": skipped}
         write_scan_folder(result, summary, out, *loaded.spec.value_range)
         return summary
+
+
+def _scan_task(loaded: LoadedModel, settings: dict):
+    """The scan of one model, as an executor's task (on a GPU where the task has one)."""
+    from .backdoor.scan import scan
+    from .executors import move_to_assigned_gpu
+
+    move_to_assigned_gpu(loaded.model)
+    return scan(loaded.model, loaded.spec, loaded.class_names, **settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 from .backdoor.scan import MAX_TRIGGER_AREA
 from .errors import InputError
@@ -33,6 +34,46 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=0, help="seed for every random draw (default 0)")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
     group.add_argument("--out", required=True, help="output folder (created if needed)")
+
+
+def _executor_options(parser: argparse.ArgumentParser, what: str) -> None:
+    group = parser.add_argument_group("where it runs")
+    group.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help=f"local (default): in this process; ray: {what} as Ray tasks (pip install "
+                            "'agnostic-saliency[ray]')")
+    group.add_argument("--address", help="a running Ray cluster (ray start --head prints it); default: start a "
+                       "local instance")
+
+
+def _scan_options(parser: argparse.ArgumentParser) -> None:
+    options = parser.add_argument_group("scan")
+    options.add_argument("--images", help="folder of unlabeled images to sample from (default: data-free)")
+    options.add_argument("--distribution", default="shapes", help="sample distribution (default shapes)")
+    options.add_argument("--steps", type=int, default=100, help="signature fitting iterations (default 100)")
+    options.add_argument("--exemplar-steps", type=int, default=30,
+                         help="steps that nudge the pool into confident class exemplars (default 30; 0: raw samples)")
+    options.add_argument("--threshold", type=float, default=2.0, help="MAD anomaly index that flags a class (default 2)")
+    options.add_argument("--max-trigger-area", type=float, default=MAX_TRIGGER_AREA,
+                         help="largest share of the image a flagged patch trigger's box may cover (default 1/12; "
+                              "1 lets any anomalous class through, with more false flags)")
+    options.add_argument("--max-blend-strength", type=float, default=0.14,
+                         help="weakest whole-image blend of a class's pattern that still counts as a faint, "
+                              "blended trigger (default 0.14; 0 turns blend flagging off)")
+    options.add_argument("--draws", type=int, default=2,
+                         help="independent draws (seeds N, N+1, ...) while none flags a class (default 2; 1 halves "
+                         "the time on clean models and misses more targets)")
+    options.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")
+    options.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                         help="fp32 (default); bf16 runs the model under mixed precision (about 2x faster on CPUs "
+                         "with AMX and on GPUs); fp16 on CUDA only")
+
+
+def _scan_settings(args) -> dict:
+    """The scan's keywords from the command line (shared by scan and scan-many)."""
+    return dict(images=args.images, distribution=args.distribution, steps=args.steps,
+                exemplar_steps=args.exemplar_steps, threshold=args.threshold, max_trigger_area=args.max_trigger_area,
+                max_blend_strength=args.max_blend_strength, seed=args.seed, draws=args.draws,
+                memory_cap_mb=args.memory_cap, precision=args.precision)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,29 +111,32 @@ def build_parser() -> argparse.ArgumentParser:
                              "mixed precision")
     method.add_argument("--judge", help="an independent model spec (same task) that reads the displayed maps")
     method.add_argument("--judge-weights", help="weights for --judge")
+    _executor_options(map_parser, "chunks of --classes-per-task classes run")
+    map_parser.add_argument("--classes-per-task", type=int, default=None,
+                            help="compute the maps in chunks of this many classes, each at a seed derived from "
+                                 "--seed and its classes (default: all in one loop; 1 with --executor ray); the "
+                                 "same value gives the same maps with either executor")
 
     scan_parser = commands.add_parser("scan", help="scan every class for a backdoor (no clean data needed)")
     _model_options(scan_parser)
-    options = scan_parser.add_argument_group("scan")
-    options.add_argument("--images", help="folder of unlabeled images to sample from (default: data-free)")
-    options.add_argument("--distribution", default="shapes", help="sample distribution (default shapes)")
-    options.add_argument("--steps", type=int, default=100, help="signature fitting iterations (default 100)")
-    options.add_argument("--exemplar-steps", type=int, default=30,
-                         help="steps that nudge the pool into confident class exemplars (default 30; 0: raw samples)")
-    options.add_argument("--threshold", type=float, default=2.0, help="MAD anomaly index that flags a class (default 2)")
-    options.add_argument("--max-trigger-area", type=float, default=MAX_TRIGGER_AREA,
-                         help="largest share of the image a flagged patch trigger's box may cover (default 1/12; "
-                              "1 lets any anomalous class through, with more false flags)")
-    options.add_argument("--max-blend-strength", type=float, default=0.14,
-                         help="weakest whole-image blend of a class's pattern that still counts as a faint, "
-                              "blended trigger (default 0.14; 0 turns blend flagging off)")
-    options.add_argument("--draws", type=int, default=2,
-                         help="independent draws (seeds N, N+1, ...) while none flags a class (default 2; 1 halves "
-                         "the time on clean models and misses more targets)")
-    options.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")
-    options.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                         help="fp32 (default); bf16 runs the model under mixed precision (about 2x faster on CPUs "
-                         "with AMX and on GPUs); fp16 on CUDA only")
+    _scan_options(scan_parser)
+    _executor_options(scan_parser, "the scan runs")
+
+    many = commands.add_parser("scan-many", help="scan every model of a population (a manifest or a folder)")
+    many.add_argument("manifest", help="a CSV (model,weights,input_shape[,name,trojaned,target]), a JSON list of "
+                      "the same records, a population manifest.json, or a folder of weights files (with --model)")
+    many.add_argument("--out", required=True, help="output folder: one scan folder per model, population.csv/json")
+    many.add_argument("--model", help="the factory that builds every weights file of a folder")
+    many.add_argument("--input-shape", help="C,H,W for a folder of weights (a manifest gives its own)")
+    for flag, text in (("--mean", "per-channel normalisation mean"), ("--std", "per-channel normalisation std"),
+                       ("--value-range", "valid pixel range LOW,HIGH (default 0,1)"),
+                       ("--classes", "a text file with one class name per line"),
+                       ("--device", "cpu, cuda, ... (default: cuda if available)")):
+        many.add_argument(flag, help=text)
+    many.add_argument("--seed", type=int, default=0, help="seed of every model's scan (default 0)")
+    many.add_argument("--quiet", action="store_true", help="no progress bar")
+    _scan_options(many)
+    _executor_options(many, "each model's scan runs")
     return parser
 
 
@@ -124,7 +168,8 @@ def run_map(args) -> int:
             memory_cap_mb=args.memory_cap, progress=not args.quiet, steps=args.steps, batch_size=args.batch_size,
             step_size=args.step_size, max_shift=args.max_shift, refine=not args.no_refine,
             refine_steps=args.refine_steps, refine_tolerance=args.refine_tolerance, seed=args.seed,
-            eval_samples=args.eval_samples, precision=args.precision,
+            eval_samples=args.eval_samples, precision=args.precision, executor=args.executor, address=args.address,
+            classes_per_task=args.classes_per_task,
         )
     if not args.quiet:
         classes = summary["classes"]
@@ -140,17 +185,38 @@ def run_scan(args) -> int:
 
     with claimed_output_dir(args.out):
         loaded = load_from_args(args)
-        report = scan_to_folder(
-            loaded, args.out, images=args.images, distribution=args.distribution, steps=args.steps,
-            exemplar_steps=args.exemplar_steps, threshold=args.threshold, max_trigger_area=args.max_trigger_area,
-            max_blend_strength=args.max_blend_strength, seed=args.seed, draws=args.draws,
-            memory_cap_mb=args.memory_cap, precision=args.precision, progress=not args.quiet,
-        )
+        report = scan_to_folder(loaded, args.out, progress=not args.quiet, executor=args.executor,
+                                address=args.address, **_scan_settings(args))
     if not args.quiet:
         flagged = ", ".join(f"{c['index']} ({c['name']})" for c in report["classes"] if c["index"] in report["flagged"])
         print(f"{'TROJANED' if report['trojaned'] else 'no backdoor found'}: flagged {flagged or 'none'} "
               f"(score {report['score']:.2f}, {report['seconds']:.1f} s) -> {args.out}", file=sys.stderr)
     return 0
+
+
+def run_scan_many(args) -> int:
+    from .executors import make_executor
+    from .models import parse_floats, read_class_names
+    from .population import read_population, scan_population
+
+    models = read_population(args.manifest, model=args.model, input_shape=args.input_shape)
+    model_options = dict(mean=parse_floats(args.mean, "--mean"), std=parse_floats(args.std, "--std"),
+                         value_range=parse_floats(args.value_range, "--value-range"),
+                         class_names=read_class_names(args.classes) if args.classes else None, device=args.device)
+    settings = _scan_settings(args)
+    if settings["images"]:
+        settings["images"] = str(Path(settings["images"]).resolve())
+    table = scan_population(models, args.out, make_executor(args.executor, args.address), model_options,
+                            progress=not args.quiet, **settings)
+    if not args.quiet:
+        summary = table["summary"]
+        flagged = sum(r["verdict"] == "trojaned" for r in table["models"])
+        line = f"scanned {len(table['models'])} models: {flagged} flagged, {table['errors']} errors"
+        if summary["models"]:
+            line += (f"; ROC-AUC {summary['roc_auc']:.3f}, detection {summary['detection_rate']}, "
+                     f"false flags {summary['false_flag_rate']}")
+        print(f"{line} -> {args.out}/population.csv", file=sys.stderr)
+    return 1 if table["errors"] else 0
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -165,9 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning  # restored by catch_warnings
-            if args.command == "map":
-                return run_map(args)
-            return run_scan(args)
+            commands = {"map": run_map, "scan": run_scan, "scan-many": run_scan_many}
+            return commands[args.command](args)
     except InputError as error:
         print(f"agnostic-saliency: error: {error}", file=sys.stderr)
         return 2

@@ -36,6 +36,10 @@ BUILTINS = {
     "fmnist-mlp": dict(arch="fmnist-mlp", shape=(1, 28, 28), classes=FASHION_MNIST_CLASSES),
 }
 
+# Modules imported from a user's model file are named with this prefix (distributed executors
+# ship their code by value, since other machines cannot import them by name).
+USER_MODULE_PREFIX = "_agnostic_saliency_user_"
+
 
 @dataclass
 class LoadedModel:
@@ -106,7 +110,7 @@ def _load_factory(target: str) -> nn.Module:
         path = Path(location)
         if not path.is_file():
             raise InputError(f"model file not found: {path}")
-        module_name = f"_agnostic_saliency_user_{abs(hash(str(path.resolve())))}"
+        module_name = f"{USER_MODULE_PREFIX}{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
@@ -205,6 +209,11 @@ def load_model(
         if weights is None:
             apply_weights(model, load_weights(ZOO / f"{spec}.safetensors"), spec)
         declared_shape, declared_classes = entry["shape"], list(entry["classes"])
+    elif spec in ARCHITECTURES:  # an architecture of the backdoor populations: weights are the user's
+        if weights is None:
+            raise InputError(f"{spec} ships no weights: give them with --weights")
+        model = ARCHITECTURES[spec](num_classes=len(FASHION_MNIST_CLASSES))
+        declared_shape, declared_classes = (1, 28, 28), list(FASHION_MNIST_CLASSES)
     elif spec.startswith("torchvision:"):
         model, meta = _load_torchvision(spec.split(":", 1)[1], random_weights or weights is not None)
         declared_shape, declared_mean, declared_std = (3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -49,6 +49,19 @@ def test_explain_computes_the_maps_and_takes_a_method_list(pictures, tmp_path):
     assert 0 <= summary["images"][0]["agnostic_fooling_rate"] <= 1
 
 
+def test_a_non_empty_folder_needs_overwrite(pictures, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["explain", "--model", "fmnist-cnn", "--image", pictures[0], "--methods", "gradient", "--out", str(out),
+            *FAST_MAP]
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert main([*args, "--overwrite"]) == 0
+    assert (out / "image_000_gradient.png").is_file() and (out / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--image", "missing.png"], "cannot read image"),
     (["--image", "PICTURE", "--methods", "lime"], "unknown attribution method"),

@@ -276,6 +276,7 @@ def explain_to_folder(
     layer: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
     **settings,
 ) -> dict:
     """Explain each image's predicted class with the Captum methods and the input-agnostic map,
@@ -286,14 +287,13 @@ def explain_to_folder(
     input-agnostic maps from (default: compute them, with ``seed`` and ``settings`` such as
     ``steps`` going to :meth:`InputAgnosticSaliency.attribute`); ``methods`` any of
     :data:`agnostic_saliency.explain.METHODS` (default all); ``layer`` Grad-CAM's layer (default
-    the last ``Conv2d``).
+    the last ``Conv2d``). An existing, non-empty ``out`` is refused unless ``overwrite``.
     """
     from .data.images import load_image_files
     from .explain import METHODS, explain_images
     from .output import write_explain_folder
-    from .render.output import claimed_output_dir
 
-    with claimed_output_dir(out):
+    with claimed_run_folder(out, overwrite):
         pictures = load_image_files(list(images), loaded.spec.shape)
         result = explain_images(loaded.model, loaded.spec, loaded.class_names, pictures,
                                 methods=list(methods) if methods else METHODS, layer=layer, maps_dir=maps,

@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--batch-size", type=int, default=64, help="samples per iteration of computed maps (default 64)")
     options.add_argument("--refine-steps", type=int, default=100,
                          help="refinement iterations of computed maps (default 100)")
+    options.add_argument("--overwrite", action="store_true",
+                         help="replace the files of an existing, non-empty output folder")
     return parser
 
 
@@ -255,14 +257,14 @@ def run_map(args) -> int:
 
 def run_explain(args) -> int:
     from .api import explain_to_folder
-    from .render.output import claimed_output_dir
+    from .durable.folders import claimed_run_folder
 
-    with claimed_output_dir(args.out):  # an unwritable folder fails before the model is loaded
+    with claimed_run_folder(args.out, args.overwrite):  # an unwritable folder fails before the model is loaded
         loaded = load_from_args(args)
         methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
         summary = explain_to_folder(
             loaded, args.out, images=args.image, maps=args.maps, methods=methods, layer=args.layer, seed=args.seed,
-            progress=not args.quiet, steps=args.steps, batch_size=args.batch_size, refine_steps=args.refine_steps,
+            progress=not args.quiet, overwrite=args.overwrite, steps=args.steps, batch_size=args.batch_size, refine_steps=args.refine_steps,
         )
     if not args.quiet:
         print(f"explained {len(summary['images'])} images with {', '.join(summary['methods'])} and the "

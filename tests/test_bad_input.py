@@ -23,6 +23,8 @@ from agnostic_saliency.models.architectures import FmnistLeNet
 
 FAST = ["--steps", "2", "--refine-steps", "1", "--batch-size", "4", "--eval-samples", "8", "--quiet"]
 SCAN_FAST = ["--steps", "2", "--exemplar-steps", "1", "--draws", "1", "--quiet"]
+EXPLAIN_FAST = ["--steps", "2", "--refine-steps", "1", "--batch-size", "4", "--quiet"]
+SETTINGS = {"map": FAST, "scan": SCAN_FAST, "scan-many": SCAN_FAST, "explain": EXPLAIN_FAST}
 
 MODELS = textwrap.dedent("""
     import torch
@@ -122,6 +124,8 @@ def assets(tmp_path_factory) -> dict:
     (root / "junk_images" / "a.png").write_bytes(b"not a png")
     Image.new("L", (64, 64), 128).save(root / "bomb_images" / "big.png")
     (root / "names.txt").write_text("a\nb\n")
+    Image.new("L", (12, 12), 100).save(root / "image.png")
+    (root / "partial.csv").write_text("model,weights\nmodels.py:build,good.safetensors\n")
     (root / "a_file").write_text("a regular file")
     return {"root": root, "models": models, "marker": marker}
 
@@ -211,6 +215,20 @@ CATALOGUE = [
     ("existing output folder", "map", ["--model", M(), "--out", "EXISTING"], "pass --overwrite"),
     ("existing scan output folder", "scan", ["--model", M(), "--out", "EXISTING"], "pass --overwrite"),
     ("interrupted run's folder without --resume", "map", ["--model", M(), "--out", "CHECKPOINTED"], "pass --resume"),
+    # explain
+    ("explain of a missing image", "explain", ["--model", M(), "--image", W("nope.png")], "cannot read image"),
+    ("explain of a file that is not an image", "explain", ["--model", M(), "--image", W("names.txt")],
+     "cannot read image"),
+    ("explain with a folder that is no map run", "explain", ["--model", M(), "--image", W("image.png"), "--maps",
+                                                              W("empty_images")], "is not the folder of a map run"),
+    # populations and executors
+    ("missing manifest", "scan-many", [W("nope.csv")], "manifest not found"),
+    ("manifest without its columns", "scan-many", [W("partial.csv")], "lacks the column"),
+    ("folder of weights without a factory", "scan-many", [W("empty_images")], "needs the factory"),
+    ("unknown executor", "scan-many", [W("partial.csv"), "--executor", "dask"], "invalid choice"),
+    ("zero classes per task", "map", ["--model", M(), "--classes-per-task", "0"], "--classes-per-task"),
+    ("resume of maps in class chunks", "map", ["--model", M(), "--classes-per-task", "2", "--resume"],
+     "not available for maps computed in class chunks"),
     # devices
     ("unknown device", "map", ["--model", M(), "--device", "tpu"], "device"),
     ("CUDA device that does not exist", "scan", ["--model", M(), "--device", "cuda:99"], "cuda:99"),
@@ -238,7 +256,7 @@ def _arguments(case: str, command: str, arguments: list, assets: dict, tmp_path:
         resolved[index] = str(out)
     else:
         resolved += ["--out", str(out)]
-    return [command, *resolved, *(FAST if command == "map" else SCAN_FAST)], out
+    return [command, *resolved, *SETTINGS[command]], out
 
 
 @pytest.mark.parametrize(("case", "command", "arguments", "fragment"), CATALOGUE, ids=[c[0] for c in CATALOGUE])

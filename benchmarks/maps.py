@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -101,6 +103,9 @@ def main() -> None:
     parser.add_argument("--label", default="default")
     parser.add_argument("--pictures", help="folder for before/after grids per seed")
     parser.add_argument("--json", help="append the figures to this JSON-lines file")
+    parser.add_argument("--maps-dir", help="keep each seed's maps here and reuse them when present "
+                        "(so the observers can be changed without recomputing)")
+    parser.add_argument("--compute-only", action="store_true", help="only compute and keep the maps (--maps-dir)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     reference = load_model("fmnist-cnn", input_shape=(1, 28, 28))
@@ -109,7 +114,7 @@ def main() -> None:
     else:
         loaded = load_model(args.model, input_shape=(1, 28, 28))
         model, spec, names = loaded.model.eval(), loaded.spec, loaded.class_names
-    judges = {name: load_observer(name) for name in JUDGES}
+    judges = {} if args.compute_only else {name: load_observer(name) for name in JUDGES}
     test_x, test_y = load_fashion_mnist("test")
     settings = parse_settings(args.set)
     if args.steps is not None:
@@ -119,15 +124,31 @@ def main() -> None:
     explainer = InputAgnosticSaliency(model, spec, names)
     runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        start = time.perf_counter()
-        result = explainer.attribute(targets="all", seed=seed, progress=False, **settings)
-        seconds = time.perf_counter() - start
+        kept = Path(args.maps_dir) / f"{args.model}_{args.label}_seed{seed}.safetensors" if args.maps_dir else None
+        if kept is not None and kept.exists():
+            stored, meta = load_file(str(kept)), safe_open(str(kept), "pt").metadata()
+            unrefined, maps, displayed = stored["unrefined_maps"], stored["maps"], stored["displayed"]
+            seconds, refined = float(meta["seconds"]), int(meta["refined"])
+        else:
+            start = time.perf_counter()
+            result = explainer.attribute(targets="all", seed=seed, progress=False, **settings)
+            seconds = time.perf_counter() - start
+            unrefined, maps, displayed, refined = result.unrefined_maps, result.maps, result.displayed, sum(result.refined)
+            if kept is not None:
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                save_file({"unrefined_maps": unrefined.contiguous(), "maps": maps.clone().contiguous(),
+                           "displayed": displayed.contiguous()}, str(kept),
+                          metadata={"seconds": str(seconds), "refined": str(refined), "settings": json.dumps(settings)})
+        print(f"seed {seed} done in {seconds:.0f} s", file=sys.stderr, flush=True)
+        if args.compute_only:
+            continue
+        concepts = [[k] for k in range(len(names))]
         with tempfile.TemporaryDirectory() as tmp:
-            raw_pictures = as_written(minmax(result.unrefined_maps), Path(tmp), "raw")
-            final_pictures = as_written(result.displayed, Path(tmp), "final")
-        run = {"seed": seed, "seconds": seconds, "refined": sum(result.refined),
-               "raw": score(model, result.unrefined_maps, raw_pictures, result.concepts, test_x, judges),
-               "final": score(model, result.maps, final_pictures, result.concepts, test_x, judges)}
+            raw_pictures = as_written(minmax(unrefined), Path(tmp), "raw")
+            final_pictures = as_written(displayed, Path(tmp), "final")
+        run = {"seed": seed, "seconds": seconds, "refined": refined,
+               "raw": score(model, unrefined, raw_pictures, concepts, test_x, judges),
+               "final": score(model, maps, final_pictures, concepts, test_x, judges)}
         runs.append(run)
         if args.pictures:
             from agnostic_saliency.render.images import save_grid
@@ -137,7 +158,8 @@ def main() -> None:
             for stage, pictures in (("raw", raw_pictures), ("final", final_pictures)):
                 labels = [f"{n[:9]} R{names[run[stage]['robust_labels'][k]][:5]}" for k, n in enumerate(names)]
                 save_grid(pictures, labels, folder / f"{args.model}_{args.label}_seed{seed}_{stage}.png")
-        print(f"seed {seed} done in {seconds:.0f} s", file=sys.stderr, flush=True)
+    if args.compute_only:
+        return
     columns = ("fool", "min", "rms", "robust", "mlp", "pool", "gap", "all", "low")
     print(f"model {args.model}, {args.label}: {json.dumps(settings)}, seeds {args.seeds}")
     print(f"{'stage':<6} {'seed':>4} " + " ".join(f"{c:>6}" for c in columns))

@@ -45,7 +45,7 @@ from observers import PANEL, load_observer, low_frequency_share, read_png, readi
 from agnostic_saliency import InputAgnosticSaliency, load_model  # noqa: E402
 from agnostic_saliency.data import load_fashion_mnist  # noqa: E402
 from agnostic_saliency.method.nudge import concept_matrix  # noqa: E402
-from agnostic_saliency.method.scale import minmax  # noqa: E402
+from agnostic_saliency.method.scale import DEFAULT_SCALING, SCALINGS  # noqa: E402
 from agnostic_saliency.metrics.fidelity import fooling_statistics  # noqa: E402
 from agnostic_saliency.render.images import save_png  # noqa: E402
 
@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--json", help="append the figures to this JSON-lines file")
     parser.add_argument("--maps-dir", help="keep each seed's maps here and reuse them when present "
                         "(so the observers can be changed without recomputing)")
+    parser.add_argument("--display", choices=tuple(SCALINGS), help="read the maps in this display instead")
     parser.add_argument("--compute-only", action="store_true", help="only compute and keep the maps (--maps-dir)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -127,25 +128,27 @@ def main() -> None:
         kept = Path(args.maps_dir) / f"{args.model}_{args.label}_seed{seed}.safetensors" if args.maps_dir else None
         if kept is not None and kept.exists():
             stored, meta = load_file(str(kept)), safe_open(str(kept), "pt").metadata()
-            unrefined, maps, displayed = stored["unrefined_maps"], stored["maps"], stored["displayed"]
+            unrefined, maps = stored["unrefined_maps"], stored["maps"]
             seconds, refined = float(meta["seconds"]), int(meta["refined"])
         else:
             start = time.perf_counter()
             result = explainer.attribute(targets="all", seed=seed, progress=False, **settings)
             seconds = time.perf_counter() - start
-            unrefined, maps, displayed, refined = result.unrefined_maps, result.maps, result.displayed, sum(result.refined)
+            unrefined, maps, refined = result.unrefined_maps, result.maps, sum(result.refined)
             if kept is not None:
                 kept.parent.mkdir(parents=True, exist_ok=True)
-                save_file({"unrefined_maps": unrefined.contiguous(), "maps": maps.clone().contiguous(),
-                           "displayed": displayed.contiguous()}, str(kept),
+                save_file({"unrefined_maps": unrefined.contiguous(), "maps": maps.clone().contiguous()}, str(kept),
                           metadata={"seconds": str(seconds), "refined": str(refined), "settings": json.dumps(settings)})
         print(f"seed {seed} done in {seconds:.0f} s", file=sys.stderr, flush=True)
         if args.compute_only:
             continue
         concepts = [[k] for k in range(len(names))]
+        # The display is recomputed from the kept maps, as the engine computes it, so that a
+        # display can be compared on the same maps; both stages are scaled the same way.
+        scale = SCALINGS[args.display or settings.get("display", DEFAULT_SCALING)]
         with tempfile.TemporaryDirectory() as tmp:
-            raw_pictures = as_written(minmax(unrefined), Path(tmp), "raw")
-            final_pictures = as_written(displayed, Path(tmp), "final")
+            raw_pictures = as_written(scale(unrefined), Path(tmp), "raw")
+            final_pictures = as_written(scale(maps), Path(tmp), "final")
         run = {"seed": seed, "seconds": seconds, "refined": refined,
                "raw": score(model, unrefined, raw_pictures, concepts, test_x, judges),
                "final": score(model, maps, final_pictures, concepts, test_x, judges)}
@@ -161,7 +164,8 @@ def main() -> None:
     if args.compute_only:
         return
     columns = ("fool", "min", "rms", "robust", "mlp", "pool", "gap", "all", "low")
-    print(f"model {args.model}, {args.label}: {json.dumps(settings)}, seeds {args.seeds}")
+    print(f"model {args.model}, {args.label}: {json.dumps(settings)}, display {args.display or 'as set'}, "
+          f"seeds {args.seeds}")
     print(f"{'stage':<6} {'seed':>4} " + " ".join(f"{c:>6}" for c in columns))
     for stage in ("raw", "final"):
         for run in runs:
@@ -179,7 +183,8 @@ def main() -> None:
     print("yardstick, judges' accuracy on the real test images: " + ", ".join(f"{k} {v:.3f}" for k, v in yard.items()))
     if args.json:
         with open(args.json, "a") as f:
-            f.write(json.dumps({"model": args.model, "label": args.label, "settings": settings, "runs": runs,
+            f.write(json.dumps({"model": args.model, "label": args.label, "settings": settings,
+                                "display": args.display or settings.get("display", DEFAULT_SCALING), "runs": runs,
                                 "judges_test_accuracy": yard}) + "\n")
 
 

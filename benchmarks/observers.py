@@ -29,14 +29,15 @@ JUDGES_DIR = Path(__file__).resolve().parent / "judges"
 
 
 class RobustConv(nn.Module):
-    """Two 3x3 conv stages with max pooling and a small linear head (the robust judge)."""
+    """Two strided 4x4 convs and a small linear head (the robust judge; strided, so that
+    adversarial training fits a few CPU minutes)."""
 
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, num_classes),
+            nn.Conv2d(1, 32, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, num_classes),
         )
 
     def forward(self, x):

@@ -43,7 +43,7 @@ def _explain(args) -> dict:
             targets=args.target, distribution=args.distribution, norm=args.norm, budget=budget,
             steps=args.steps, batch_size=args.batch_size, step_size=args.step_size, max_shift=args.max_shift,
             refine=not args.no_refine, refine_steps=args.refine_steps, refine_tolerance=args.refine_tolerance,
-            real_images=real, images=images, seed=args.seed, eval_samples=args.eval_samples,
+            real_images=real, images=images, seed=args.seed, eval_samples=args.eval_samples, display=args.display,
             precision=args.precision, progress=not args.quiet,
         )
     recognisability = None

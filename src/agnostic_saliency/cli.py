@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--refine-steps", type=int, default=100, help="refinement iterations (default 100)")
     method.add_argument("--refine-tolerance", type=float, default=0.02,
                         help="largest fooling-rate drop a refinement may cost (default 0.02)")
+    method.add_argument("--display", choices=("positive", "minmax", "signed"), default="positive",
+                        help="picture of a map: positive (default; what it draws on the darkest input, which an "
+                             "adversarially trained judge reads), minmax or signed")
     method.add_argument("--eval-samples", type=int, default=512,
                         help="fresh samples on which fidelity is measured (default 512)")
     method.add_argument("--memory-cap", type=float, default=2048, help="MiB for one forward+backward chunk")

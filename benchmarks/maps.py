@@ -13,6 +13,8 @@ scaled the same way), reads the PNGs back, and reports per stage (``raw`` = befo
 - ``fool``: mean test fooling rate, the share of the 10,000 Fashion-MNIST test images the model
   assigns to each class once its map is added (clipped); ``min``: the weakest class;
 - ``rms``: the largest map RMS as a fraction of the pixel range;
+Each display named by ``--displays`` is read from the same maps (PNG written, read back):
+
 - ``robust``: how many of the ten PNGs the adversarially trained judge reads as their class;
 - ``mlp``, ``pool``, ``gap``: the same for each ordinary judge of the panel; ``all``: how many
   PNGs every judge (robust and panel) reads as their class;
@@ -65,15 +67,20 @@ def as_written(displayed: torch.Tensor, folder: Path, prefix: str) -> torch.Tens
 
 
 @torch.no_grad()
-def score(model, maps, pictures, concepts, test_x, judges) -> dict:
-    matrix = concept_matrix(concepts, 10, maps.device)
+def fidelity(model, maps, test_x) -> dict:
+    """Test fooling of each class map on the real test images, and the largest RMS."""
+    matrix = concept_matrix([[k] for k in range(len(maps))], 10, maps.device)
     fooling, _ = fooling_statistics(model, maps, test_x, matrix, 0.0, 1.0)
-    row = {"fool": sum(fooling) / len(fooling), "min": min(fooling), "per_class_fool": fooling,
-           "rms": float(maps.flatten(1).pow(2).mean(1).sqrt().max())}
-    every = [True] * len(concepts)
+    return {"fool": sum(fooling) / len(fooling), "min": min(fooling), "per_class_fool": fooling,
+            "rms": float(maps.flatten(1).pow(2).mean(1).sqrt().max())}
+
+
+def observe(pictures, judges) -> dict:
+    """Each judge's reading of the ten pictures, how many every judge reads, the spectral figure."""
+    row, every = {}, [True] * len(pictures)
     for name, judge in judges.items():
         labels = readings(judge, pictures)
-        reads = [label in concept for label, concept in zip(labels, concepts)]
+        reads = [label == k for k, label in enumerate(labels)]
         every = [a and b for a, b in zip(every, reads)]
         row[SHORT[name]] = sum(reads)
         row[f"{SHORT[name]}_labels"] = labels
@@ -105,7 +112,9 @@ def main() -> None:
     parser.add_argument("--json", help="append the figures to this JSON-lines file")
     parser.add_argument("--maps-dir", help="keep each seed's maps here and reuse them when present "
                         "(so the observers can be changed without recomputing)")
-    parser.add_argument("--display", choices=tuple(SCALINGS), help="read the maps in this display instead")
+    parser.add_argument("--displays", help="comma-separated displays to read the maps in "
+                        f"({', '.join(SCALINGS)}; default: the one the settings use)")
+    parser.add_argument("--test-images", type=int, default=10000, help="test images for fooling (default all)")
     parser.add_argument("--compute-only", action="store_true", help="only compute and keep the maps (--maps-dir)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -117,11 +126,13 @@ def main() -> None:
         model, spec, names = loaded.model.eval(), loaded.spec, loaded.class_names
     judges = {} if args.compute_only else {name: load_observer(name) for name in JUDGES}
     test_x, test_y = load_fashion_mnist("test")
+    test_x, test_y = test_x[: args.test_images], test_y[: args.test_images]
     settings = parse_settings(args.set)
     if args.steps is not None:
         settings["steps"] = args.steps
     if args.refine_steps is not None:
         settings["refine_steps"] = args.refine_steps
+    displays = (args.displays or settings.get("display", DEFAULT_SCALING)).split(",")
     explainer = InputAgnosticSaliency(model, spec, names)
     runs = []
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -142,49 +153,46 @@ def main() -> None:
         print(f"seed {seed} done in {seconds:.0f} s", file=sys.stderr, flush=True)
         if args.compute_only:
             continue
-        concepts = [[k] for k in range(len(names))]
-        # The display is recomputed from the kept maps, as the engine computes it, so that a
-        # display can be compared on the same maps; both stages are scaled the same way.
-        scale = SCALINGS[args.display or settings.get("display", DEFAULT_SCALING)]
-        with tempfile.TemporaryDirectory() as tmp:
-            raw_pictures = as_written(scale(unrefined), Path(tmp), "raw")
-            final_pictures = as_written(scale(maps), Path(tmp), "final")
-        run = {"seed": seed, "seconds": seconds, "refined": refined,
-               "raw": score(model, unrefined, raw_pictures, concepts, test_x, judges),
-               "final": score(model, maps, final_pictures, concepts, test_x, judges)}
-        runs.append(run)
-        if args.pictures:
-            from agnostic_saliency.render.images import save_grid
+        # The display is recomputed from the kept maps, as the engine computes it, so that displays
+        # can be compared on the same maps; both stages are scaled the same way.
+        run = {"seed": seed, "seconds": seconds, "refined": refined}
+        for stage, stage_maps in (("raw", unrefined), ("final", maps)):
+            run[stage] = fidelity(model, stage_maps, test_x)
+            for display in displays:
+                with tempfile.TemporaryDirectory() as tmp:
+                    pictures = as_written(SCALINGS[display](stage_maps), Path(tmp), stage)
+                run[stage][display] = observe(pictures, judges)
+                if args.pictures:
+                    from agnostic_saliency.render.images import save_grid
 
-            folder = Path(args.pictures)
-            folder.mkdir(parents=True, exist_ok=True)
-            for stage, pictures in (("raw", raw_pictures), ("final", final_pictures)):
-                labels = [f"{n[:9]} R{names[run[stage]['robust_labels'][k]][:5]}" for k, n in enumerate(names)]
-                save_grid(pictures, labels, folder / f"{args.model}_{args.label}_seed{seed}_{stage}.png")
+                    folder = Path(args.pictures)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    robust = run[stage][display]["robust_labels"]
+                    labels = [f"{n[:9]} R{names[robust[k]][:5]}" for k, n in enumerate(names)]
+                    save_grid(pictures, labels, folder / f"{args.model}_{args.label}_{display}_seed{seed}_{stage}.png")
+        runs.append(run)
     if args.compute_only:
         return
     columns = ("fool", "min", "rms", "robust", "mlp", "pool", "gap", "all", "low")
-    print(f"model {args.model}, {args.label}: {json.dumps(settings)}, display {args.display or 'as set'}, "
-          f"seeds {args.seeds}")
-    print(f"{'stage':<6} {'seed':>4} " + " ".join(f"{c:>6}" for c in columns))
-    for stage in ("raw", "final"):
-        for run in runs:
-            row = run[stage]
-            print(f"{stage:<6} {run['seed']:>4} " + " ".join(
-                f"{row[c]:>6.3f}" if isinstance(row[c], float) else f"{row[c]:>6}" for c in columns))
-        mean = {c: sum(run[stage][c] for run in runs) / len(runs) for c in columns}
-        spread = {c: (min(run[stage][c] for run in runs), max(run[stage][c] for run in runs)) for c in columns}
-        print(f"{stage:<6} {'mean':>4} " + " ".join(f"{mean[c]:>6.3f}" for c in columns))
-        print(f"{stage:<6} {'span':>4} " + " ".join(
-            f"{spread[c][0]:>3g}-{spread[c][1]:<2g}" if c in SHORT.values() or c == "all" else f"{'':>6}"
-            for c in columns))
+    for display in displays:
+        print(f"model {args.model}, {args.label}: {json.dumps(settings)}, display {display}, seeds {args.seeds}")
+        print(f"{'stage':<6} {'seed':>4} " + " ".join(f"{c:>6}" for c in columns))
+        for stage in ("raw", "final"):
+            rows = [{**run[stage], **run[stage][display]} for run in runs]
+            for run, row in zip(runs, rows):
+                print(f"{stage:<6} {run['seed']:>4} " + " ".join(
+                    f"{row[c]:>6.3f}" if isinstance(row[c], float) else f"{row[c]:>6}" for c in columns))
+            mean = {c: sum(row[c] for row in rows) / len(rows) for c in columns}
+            print(f"{stage:<6} {'mean':>4} " + " ".join(f"{mean[c]:>6.3f}" for c in columns))
+            print(f"{stage:<6} {'span':>4} " + " ".join(
+                f"{min(row[c] for row in rows):>3g}-{max(row[c] for row in rows):<2g}"
+                if c in SHORT.values() or c == "all" else f"{'':>6}" for c in columns))
     with torch.no_grad():
         yard = {SHORT[n]: float((judge(test_x).argmax(1) == test_y).float().mean()) for n, judge in judges.items()}
     print("yardstick, judges' accuracy on the real test images: " + ", ".join(f"{k} {v:.3f}" for k, v in yard.items()))
     if args.json:
         with open(args.json, "a") as f:
-            f.write(json.dumps({"model": args.model, "label": args.label, "settings": settings,
-                                "display": args.display or settings.get("display", DEFAULT_SCALING), "runs": runs,
+            f.write(json.dumps({"model": args.model, "label": args.label, "settings": settings, "runs": runs,
                                 "judges_test_accuracy": yard}) + "\n")
 
 

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--steps", type=int, default=600, help="nudging iterations (default 600)")
     method.add_argument("--batch-size", type=int, default=64, help="samples per iteration (default 64)")
     method.add_argument("--step-size", type=float, default=0.01, help="per-pixel step, fraction of range (default 0.01)")
-    method.add_argument("--max-shift", type=int, default=2, help="random map shift in pixels (default 2)")
+    method.add_argument("--max-shift", type=int, default=3, help="random map shift in pixels (default 3)")
     method.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
     method.add_argument("--refine-steps", type=int, default=100, help="refinement iterations (default 100)")
     method.add_argument("--refine-tolerance", type=float, default=0.02,

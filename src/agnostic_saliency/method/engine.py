@@ -246,9 +246,9 @@ class InputAgnosticSaliency:
         steps: int = 600,
         batch_size: int = 64,
         step_size: float = 0.01,
-        max_shift: int = 2,
-        max_scale: float = 0.0,
-        max_rotation: float = 0.0,
+        max_shift: int = 3,
+        max_scale: float = 0.15,
+        max_rotation: float = 15.0,
         normalize_samples: bool = True,
         frequency_decay: float = 0.0,
         diversity_scale: float = 0.0,
@@ -285,9 +285,12 @@ class InputAgnosticSaliency:
             range: RMS for ``l2`` (default 0.25), the largest value for ``linf``.
         steps, batch_size, step_size : iterations, samples per iteration (shared by all maps),
             and the per-pixel step as a fraction of the range.
-        max_shift : random shift of each map per step, in pixels (default 2; 0 disables).
-        max_scale, max_rotation : random rescaling (fraction) and rotation (degrees) of each map
-            per step, with the shift forming a random similarity transform.
+        max_shift : random shift of each map per step, in pixels (default 3; 0 disables).
+        max_scale, max_rotation : random rescaling (fraction, default 0.15) and rotation (degrees,
+            default 15) of each map per step, with the shift forming a random similarity
+            transform. Defaults chosen on fmnist-cnn (seed 0, 200 + 60 steps): against shift 2 alone
+            they raised the robust judge's reading of the refined maps from 6 to 7 of 10 and the
+            batch-norm panel judge's from 4 to 7 (docs/readable_maps.md).
         normalize_samples : normalise each sample's gradient to unit l2 before averaging
             (default True: raised the test-set fooling rate from 0.89 to 0.94 in the sweep).
         frequency_decay : precondition gradients by 1/f**decay (decorrelated parameterisation;

@@ -28,7 +28,8 @@ demo: venv
 	$(BIN)/agnostic-saliency map --model fmnist-cnn --target all --judge fmnist-mlp --out $(DEMO_OUT)
 
 test: venv
-	$(BIN)/ruff check src tests benchmarks scripts examples
+	$(BIN)/ruff check src tests benchmarks scripts examples testbed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 	$(BIN)/pytest
 
 clean:

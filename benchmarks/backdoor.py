@@ -1,7 +1,7 @@
 """The scan against Neural Cleanse on the backdoor population, side by side on one machine.
 
     python scripts/make_population.py                      # once: builds artifacts/population/
-    python benchmarks/backdoor.py --split all --json benchmarks/results/backdoor_cpu.json
+    python benchmarks/backdoor.py --split dev --methods ours,nc,nc_original --json benchmarks/results/scan_default_vs_nc_cpu_seed0_population-dev.json
 
 For every model both methods run in turn (same machine, same threads): our scan data-free,
 Neural Cleanse with 2,000 clean test images (what it needs). Printed per method: detection
@@ -15,11 +15,14 @@ user gets), and seconds per model, with the ratio.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's testbed/
+
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,10 +30,10 @@ from safetensors.torch import load_file
 
 from agnostic_saliency.backdoor.neural_cleanse import ORIGINAL_SETTINGS, neural_cleanse
 from agnostic_saliency.backdoor.scan import scan
-from agnostic_saliency.backdoor.triggers import Trigger, attack_success_rate
 from agnostic_saliency.data import load_fashion_mnist
 from agnostic_saliency.models import InputSpec
 from agnostic_saliency.models.architectures import ARCHITECTURES
+from testbed.triggers import Trigger, attack_success_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 

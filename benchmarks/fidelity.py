@@ -25,8 +25,8 @@ import time
 import torch
 
 from agnostic_saliency import InputAgnosticSaliency, load_model
+from agnostic_saliency.concepts import concept_matrix
 from agnostic_saliency.data import load_fashion_mnist
-from agnostic_saliency.method.nudge import concept_matrix
 from agnostic_saliency.metrics.fidelity import fooling_statistics
 from agnostic_saliency.metrics.recognisability import (
     class_means,
@@ -41,7 +41,7 @@ VARIANTS = {
     "flat-noise": {"distribution": "uniform-flat", "normalize_samples": False},
     "bright-noise": {"distribution": "uniform"},
     "no-refine": {"refine": False},
-    "bf16": {"amp": True},  # the nudge under bf16 autocast; every figure still measured in fp32
+    "bf16": {"precision": "bf16"},  # the nudge under bf16 autocast; every figure still measured in fp32
 }
 
 

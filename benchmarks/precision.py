@@ -1,6 +1,6 @@
 """Time the maps at each precision on an ImageNet-size torchvision model, side by side in one run.
 
-    python benchmarks/precision.py --device cuda --json benchmarks/results/precision_h100.json
+    python benchmarks/precision.py --device cuda --json benchmarks/results/maps_precision_resnet50-random_h100.json
 
 The model has random weights unless ``--weights`` names a local state dict (nothing is
 downloaded), so the fooling rates mean nothing here: the script checks that every precision

@@ -1,6 +1,6 @@
 """Re-score the scan's stored per-class statistics with other model-level rules, offline.
 
-    python benchmarks/rescore.py benchmarks/results/backdoor_cpu_seeds01_ours.json [more.json ...]
+    python benchmarks/rescore.py benchmarks/results/scan_onedraw_cpu_seeds0-3_population-dev.json [more.json ...]
 
 Reads the per-class statistics that ``benchmarks/backdoor.py`` stores for every run of our scan
 (``ours``, ``ours_seed1``, ...; several files are joined by model name) and prints, per rule and
@@ -16,9 +16,9 @@ These first rules ignore the shape tests. The ``shaped`` lines apply them as the
 class may be flagged only if it is compact or a faint blend; the score is the largest index among
 those classes) and compare two ways of sizing a class:
 
-- ``shaped size``: every class by its signature size (the default until session 8);
+- ``shaped size``: every class by its signature size (the default until commit 6b6d9f6);
 - ``shaped box``: a compact class by sqrt(mask L1 x box pixels), its own MAD index over the
-  classes, any other by its signature size (the default since session 9).
+  classes, any other by its signature size (the default since commit 6b6d9f6).
 
 No model is run: this only studies which statistic separates trojaned from clean models.
 """

@@ -19,8 +19,8 @@ import time
 import torch
 
 from agnostic_saliency import InputAgnosticSaliency, load_model
+from agnostic_saliency.concepts import concept_matrix
 from agnostic_saliency.data import load_fashion_mnist
-from agnostic_saliency.method.nudge import concept_matrix
 from agnostic_saliency.method.scale import minmax
 from agnostic_saliency.metrics.fidelity import fooling_statistics
 from agnostic_saliency.metrics.recognisability import class_means, measure_recognisability

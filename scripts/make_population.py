@@ -19,11 +19,11 @@ position, pattern, alpha, seed, file), ``clean_accuracy`` and ``attack_success_r
 Splits: choose scan settings on ``dev`` and confirm them on ``holdout``. The holdout split holds
 an architecture dev lacks (``fmnist-mlp``) and triggers dev lacks (a 6-pixel patch, patches away
 from the corners, a checkerboard blend). ``--test-split`` builds a third set in its own folder
-(session 6), used for no choice at all: a residual architecture none of the others has
+(commit a022e92), used for no choice at all: a residual architecture none of the others has
 (``fmnist-resnet``, global average pooling), new seeds, a bottom-middle and a mid-right patch, a
 top-right checkerboard and a random blend on the resnet. That split was in view when two scan
-rules were chosen (session 8's blend gap, session 9's box index), so ``--test-split test2``
-builds a fresh one (session 10), built after every setting of the scan was fixed: a VGG-style
+rules were chosen (the blend gap, commit f7bb175; the box index, commit 6b6d9f6), so ``--test-split test2``
+builds a fresh one (commit 193b55d), built after every setting of the scan was fixed: a VGG-style
 net (``fmnist-vgg``, two conv stages without batch norm, a flattened head), a third clean resnet
 and MLP, patches at new spots (a 4 px random patch low on the left, a 4 px random patch inside
 the upper left, a 3 px checkerboard low on the left of a resnet) and a stripes blend at 0.15 on
@@ -43,32 +43,35 @@ not oversubscribed, training took 29-43 s for fmnist-lenet, 47-58 s for fmnist-c
 fmnist-mlp (about 14 minutes for the whole set). ``--small`` took 446 s. Clean accuracies:
 LeNet 87.1-88.4%, CNN 88.4-90.0%, MLP 87.4-87.7%; attack success 97.2-100%. Two runs gave
 identical accuracies (deterministic per seed). ``--test-split test2 --threads 2 --quiet`` built
-its 8 models in 1,130 s beside two scan runs (session 10): VGG 88.2-89.3%, resnet 89.4-89.9%,
+its 8 models in 1,130 s beside two scan runs (2026-11-27): VGG 88.2-89.3%, resnet 89.4-89.9%,
 MLP 87.5-87.6%; attack success 99.8-100%.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's testbed/
+
 import argparse
 import json
 import shutil
-import sys
 import time
-from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-from agnostic_saliency.backdoor.triggers import (
+from agnostic_saliency.data import load_fashion_mnist
+from agnostic_saliency.models.architectures import ARCHITECTURES
+from testbed.training import accuracy, train_classifier
+from testbed.triggers import (
     attack_success_rate,
     blend_trigger,
     patch_trigger,
     poison_transform,
     save_trigger,
 )
-from agnostic_saliency.data import load_fashion_mnist
-from agnostic_saliency.models.architectures import ARCHITECTURES
-from agnostic_saliency.models.training import accuracy, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "artifacts" / "population"
@@ -143,7 +146,7 @@ TEST_RECIPES = [
 ]
 V = "fmnist-vgg"
 TEST2_RECIPES = [
-    # test2 (session 10): built after every scan setting was fixed, and used for no choice
+    # test2 (commit 193b55d): built after every scan setting was fixed, and used for no choice
     _clean("vgg-clean-0", V, "test2", 50),
     _clean("vgg-clean-1", V, "test2", 51),
     _clean("resnet-clean-2", R, "test2", 46),

@@ -5,15 +5,19 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's testbed/
+
 import argparse
 import importlib.util
 import time
-from pathlib import Path
 
 import torch
 
 from agnostic_saliency.data import load_fashion_mnist
-from agnostic_saliency.models.training import accuracy, train_classifier
+from testbed.training import accuracy, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 

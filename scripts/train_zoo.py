@@ -9,18 +9,21 @@ Writes src/agnostic_saliency/models/zoo/<name>.safetensors and <name>.md.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's testbed/
+
 import argparse
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from agnostic_saliency.data import load_fashion_mnist
 from agnostic_saliency.models.architectures import ARCHITECTURES
-from agnostic_saliency.models.training import accuracy, train_classifier
+from testbed.training import accuracy, train_classifier
 
 ZOO = Path(__file__).resolve().parents[1] / "src" / "agnostic_saliency" / "models" / "zoo"
 RECIPES = {

@@ -136,7 +136,7 @@ def test_map_in_bf16_on_a_torchvision_model(tmp_path):
                  "--quiet", "--out", str(tmp_path)])
     assert code == 0
     summary = check_map_folder(tmp_path, 1, (3, 32, 32), ["0"])
-    assert summary["settings"]["amp"] is True
+    assert summary["settings"]["precision"] == "bf16"
     assert torch.isfinite(load_file(str(tmp_path / "maps.safetensors"))["maps"]).all()
 
 
@@ -188,7 +188,7 @@ def test_user_model_with_weights_classes_and_images(user_model, tmp_path):
 # -- bad input ------------------------------------------------------------------------------
 
 def bad_inputs(tmp: Path, user: Path) -> dict[str, list[str]]:
-    """Each of issue 2's bad inputs, as map arguments (without --out)."""
+    """Each bad input the map command must refuse, as map arguments (without --out)."""
     (tmp / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     (tmp / "junk.pt").write_bytes(b"this is not a zip or pickle")
     torch.save(FmnistLeNet().state_dict(), tmp / "lenet.pt")

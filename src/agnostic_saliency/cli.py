@@ -99,42 +99,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _device(choice: str | None):
-    import torch
-
-    if choice is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(choice)
-    except RuntimeError:
-        raise InputError(f"unknown device {choice!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {choice} requested but CUDA is not available")
-    return device
-
-
 def load_from_args(args):
     """The model named on the command line, on the requested device."""
-    from .models import load_model, parse_floats, parse_shape, read_class_names
+    from .api import load
+    from .models import parse_floats, parse_shape, read_class_names
 
-    value_range = parse_floats(args.value_range, "--value-range")
-    if value_range is not None and len(value_range) != 2:
-        raise InputError("--value-range needs two numbers LOW,HIGH")
-    loaded = load_model(
+    return load(
         args.model, weights=args.weights,
         input_shape=parse_shape(args.input_shape) if args.input_shape else None,
         mean=parse_floats(args.mean, "--mean"), std=parse_floats(args.std, "--std"),
-        value_range=value_range, class_names=read_class_names(args.classes) if args.classes else None,
-        random_weights=args.random_weights,
+        value_range=parse_floats(args.value_range, "--value-range"),
+        class_names=read_class_names(args.classes) if args.classes else None,
+        random_weights=args.random_weights, device=args.device,
     )
-    loaded.model.to(_device(args.device))
-    return loaded
 
 
 def run_map(args) -> int:
-    from .api import explain_to_folder
+    from .api import map_to_folder
+    from .render.output import claimed_output_dir
 
-    summary = explain_to_folder(args)
+    with claimed_output_dir(args.out):  # an unwritable folder fails before the model is loaded
+        loaded = load_from_args(args)
+        summary = map_to_folder(
+            loaded, args.out, targets=args.target, distribution=args.distribution, images=args.images,
+            held_out=args.held_out, norm=args.norm, budget=args.budget, judge=args.judge,
+            judge_weights=args.judge_weights, judge_random_weights=args.random_weights,
+            memory_cap_mb=args.memory_cap, progress=not args.quiet, steps=args.steps, batch_size=args.batch_size,
+            step_size=args.step_size, max_shift=args.max_shift, refine=not args.no_refine,
+            refine_steps=args.refine_steps, refine_tolerance=args.refine_tolerance, seed=args.seed,
+            eval_samples=args.eval_samples, precision=args.precision, display=args.display,
+        )
     if not args.quiet:
         classes = summary["classes"]
         mean_fooling = sum(c["fooling_rate"] for c in classes) / len(classes)
@@ -144,9 +138,17 @@ def run_map(args) -> int:
 
 
 def run_scan(args) -> int:
-    from .backdoor.report import scan_to_folder
+    from .api import scan_to_folder
+    from .render.output import claimed_output_dir
 
-    report = scan_to_folder(args)
+    with claimed_output_dir(args.out):
+        loaded = load_from_args(args)
+        report = scan_to_folder(
+            loaded, args.out, images=args.images, distribution=args.distribution, steps=args.steps,
+            exemplar_steps=args.exemplar_steps, threshold=args.threshold, max_trigger_area=args.max_trigger_area,
+            max_blend_strength=args.max_blend_strength, seed=args.seed, draws=args.draws,
+            memory_cap_mb=args.memory_cap, precision=args.precision, progress=not args.quiet,
+        )
     if not args.quiet:
         flagged = ", ".join(f"{c['index']} ({c['name']})" for c in report["classes"] if c["index"] in report["flagged"])
         print(f"{'TROJANED' if report['trojaned'] else 'no backdoor found'}: flagged {flagged or 'none'} "

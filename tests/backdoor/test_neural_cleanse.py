@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from agnostic_saliency.backdoor.neural_cleanse import ORIGINAL_SETTINGS, neural_cleanse
-from agnostic_saliency.backdoor.triggers import attack_success_rate, load_trigger
 from agnostic_saliency.errors import InputError
 from agnostic_saliency.models.architectures import ARCHITECTURES
+from testbed.triggers import attack_success_rate, load_trigger
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "population"
 
@@ -54,9 +54,12 @@ def test_flags_the_target_of_a_patch_trojan(clean_images):
     assert result.masks.shape == (10, 28, 28) and result.patterns.shape == (10, 1, 28, 28)
     assert 0 <= result.masks.min() and result.masks.max() <= 1
     assert 0 <= result.patterns.min() and result.patterns.max() <= 1
-    assert int(np.argmin(result.mask_norms)) == target
+    norms = [row["mask_norm"] for row in result.classes]
+    assert int(np.argmin(norms)) == target
     assert target in result.flagged
     assert result.anomaly_index[target] > 2
+    # the shared result type: a flagged class's trigger is its reverse-engineered stamp
+    assert torch.equal(result.triggers[target][0], result.masks[target]) and result.trigger_asr[target] > 0.5
     # The recovered trigger concentrates where the true 3x3 patch is (bottom-right corner).
     mask = result.masks[target]
     assert mask[20:, 20:].sum() > 0.5 * mask.sum()
@@ -77,7 +80,7 @@ def test_leaves_the_model_as_given(clean_images):
     assert not frozen.requires_grad
     assert all(p.requires_grad for p in list(model.parameters())[1:])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert len(result.mask_norms) == 10 and result.seconds > 0
+    assert len(result.classes) == 10 and result.seconds > 0 and result.method == "neural-cleanse"
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -117,4 +120,4 @@ def test_runs_at_the_original_example_settings():
     for name, value in ORIGINAL_SETTINGS.items():
         assert result.settings[name] == (2 if name == "epochs" else value)
     assert result.settings["steps_per_epoch"] == 31 and result.settings["cost_multiplier"] == 2.0
-    assert (result.epochs_run <= 2).all() and result.masks.shape == (3, 4, 4)
+    assert all(row["epochs"] <= 2 for row in result.classes) and result.masks.shape == (3, 4, 4)

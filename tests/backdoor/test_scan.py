@@ -73,7 +73,7 @@ def test_scan_batches_classes_and_samples_under_a_tiny_memory_cap():
 
 
 def test_the_default_box_bound_admits_an_8x8_box_on_28x28_but_not_9x9():
-    # the largest target box seen was 64 px, easy clean classes took 81 (docs/experiments.md, session 12)
+    # the largest target box seen was 64 px, easy clean classes took 81 (docs/design.md, the box bound)
     assert 8 * 8 <= int(MAX_TRIGGER_AREA * 28 * 28) < 9 * 9
 
 

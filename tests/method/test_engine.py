@@ -3,8 +3,9 @@ import torch
 from torch import nn
 
 from agnostic_saliency import InputAgnosticSaliency, InputError, SaliencyResult
-from agnostic_saliency.method.engine import channels_last
 from agnostic_saliency.method.project import rms
+from agnostic_saliency.method.settings import Nudging
+from agnostic_saliency.models.running import channels_last
 from agnostic_saliency.models.spec import InputSpec
 
 NAMES = ["zero", "one", "two", "three"]
@@ -333,15 +334,16 @@ def test_channels_last_reorders_conv_weights_and_gives_back_the_callers_storage(
         assert [(w.data_ptr(), w.stride()) for w in weights] == before
 
 
-def test_precision_bf16_is_amp_and_runs_the_nudge_in_bf16(tiny_model, tiny_spec):
+def test_precision_bf16_runs_the_nudge_in_bf16(tiny_model, tiny_spec):
     seen = set()
     hook = tiny_model.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
     explainer = InputAgnosticSaliency(tiny_model, tiny_spec)
     named = explainer.attribute(targets=[0, 1], precision="bf16", seed=2, **FAST)
-    assert torch.bfloat16 in seen and named.config["precision"] == "bf16" and named.config["amp"] is True
-    flagged = explainer.attribute(targets=[0, 1], amp=True, seed=2, **FAST)
     hook.remove()
-    assert torch.equal(named.maps, flagged.maps)
+    assert torch.bfloat16 in seen and named.config["precision"] == "bf16"
+    grouped = explainer.attribute([0, 1], nudging=Nudging(precision="bf16", steps=FAST["steps"]), seed=2,
+                                  **{k: v for k, v in FAST.items() if k != "steps"})
+    assert torch.equal(named.maps, grouped.maps)
     full = explainer.attribute(targets=[0, 1], seed=2, **FAST)
     assert full.config["precision"] == "fp32" and not torch.equal(full.maps, named.maps)
     with pytest.raises(InputError, match="CUDA"):

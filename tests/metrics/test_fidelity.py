@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from agnostic_saliency.method.nudge import concept_matrix
+from agnostic_saliency.concepts import concept_matrix
 from agnostic_saliency.metrics.fidelity import fooling_statistics, map_alone, measure_fidelity
 
 

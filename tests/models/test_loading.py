@@ -9,7 +9,8 @@ from agnostic_saliency.data.fashion_mnist import FASHION_MNIST_CLASSES
 from agnostic_saliency.errors import InputError
 from agnostic_saliency.models import load_model, load_weights, read_class_names
 from agnostic_saliency.models.architectures import ARCHITECTURES, FmnistLeNet
-from agnostic_saliency.models.loading import ZOO, apply_weights, check_output
+from agnostic_saliency.models.loading import ZOO, apply_weights
+from agnostic_saliency.models.running import check_output
 from agnostic_saliency.models.spec import InputSpec
 
 

@@ -18,6 +18,7 @@ of 0.02 (confidence about 1.0) did not on most.
 from __future__ import annotations
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..method.distributions import Distribution
@@ -25,7 +26,7 @@ from .signatures import class_probabilities
 
 
 def class_exemplars(
-    model,
+    model: nn.Module,
     source: Distribution,
     count: int,
     num_classes: int,
@@ -77,7 +78,7 @@ def class_exemplars(
 
 
 @torch.no_grad()
-def exemplar_quality(model, exemplars: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> tuple[float, float]:
+def exemplar_quality(model: nn.Module, exemplars: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> tuple[float, float]:
     """Share of exemplars the model assigns to their class, and its mean probability for it."""
     probabilities = class_probabilities(model, exemplars, chunk)
     hit = (probabilities.argmax(1) == labels).float().mean()

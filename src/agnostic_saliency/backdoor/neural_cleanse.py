@@ -27,7 +27,6 @@ that (``benchmarks/backdoor.py --methods nc_original``; README, backdoor scan).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -36,9 +35,10 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..method.engine import channels_last
 from ..metrics.anomaly import flag_anomalies
+from ..models.running import channels_last
 from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
+from .result import BackdoorResult
 
 EPSILON = 1e-7  # Keras' K.epsilon(): keeps arctanh finite at the ends of [0, 1]
 
@@ -50,73 +50,6 @@ EPSILON = 1e-7  # Keras' K.epsilon(): keeps arctanh finite at the ends of [0, 1]
 # stop at 0.99) that keeps a full benchmark near a minute per model on one CPU thread.
 ORIGINAL_SETTINGS = {"epochs": 1000, "steps_per_epoch": 31, "cost_multiplier": 2.0, "patience": 5,
                      "early_stop_patience": 25, "early_stop_threshold": 1.0}
-
-
-@dataclass
-class NeuralCleanseResult:
-    """Per-class reverse-engineered triggers and the anomaly verdict.
-
-    Attributes
-    ----------
-    mask_norms : (K,) L1 norm of each class's best mask.
-    masks : (K, H, W) best masks in [0, 1].
-    patterns : (K, C, H, W) best patterns in pixel space [0, 1].
-    attack_success : (K,) attack success of the best mask during optimisation (mean over the
-        epoch it was recorded in).
-    reached : (K,) whether the mask reached the attack-success threshold (if not, the last mask
-        is reported, as the original does).
-    epochs_run : (K,) epochs until the early stop.
-    class_seconds : (K,) time per class.
-    anomaly_index : (K,) MAD anomaly index on the low side (0 for norms above the median).
-    flagged : classes whose index exceeds ``threshold``.
-    seconds : total time.
-    settings : the settings used.
-    """
-
-    mask_norms: np.ndarray
-    masks: torch.Tensor
-    patterns: torch.Tensor
-    attack_success: np.ndarray
-    reached: np.ndarray
-    epochs_run: np.ndarray
-    class_seconds: np.ndarray
-    anomaly_index: np.ndarray
-    flagged: list[int]
-    seconds: float
-    settings: dict = field(default_factory=dict)
-
-    @property
-    def trojaned(self) -> bool:
-        """Whether any class is flagged."""
-        return bool(self.flagged)
-
-    @property
-    def score(self) -> float:
-        """Model-level score (higher means more likely trojaned): the largest anomaly index."""
-        return float(self.anomaly_index.max())
-
-    def to_dict(self) -> dict:
-        """JSON-ready summary without the mask and pattern tensors."""
-        return {
-            "method": "neural-cleanse",
-            "classes": [
-                {
-                    "index": k,
-                    "mask_norm": float(self.mask_norms[k]),
-                    "attack_success": float(self.attack_success[k]),
-                    "reached_threshold": bool(self.reached[k]),
-                    "epochs": int(self.epochs_run[k]),
-                    "seconds": float(self.class_seconds[k]),
-                    "anomaly_index": float(self.anomaly_index[k]),
-                }
-                for k in range(len(self.mask_norms))
-            ],
-            "flagged": [int(k) for k in self.flagged],
-            "trojaned": self.trojaned,
-            "score": self.score,
-            "seconds": float(self.seconds),
-            "settings": dict(self.settings),
-        }
 
 
 def _to_tanh(values: torch.Tensor) -> torch.Tensor:
@@ -258,7 +191,7 @@ def neural_cleanse(
     progress: bool = True,
     device: str | torch.device | None = None,
     precision: str = "fp32",
-) -> NeuralCleanseResult:
+) -> BackdoorResult:
     """Run Neural Cleanse on a classifier that takes images in pixel space [0, 1].
 
     Parameters
@@ -282,7 +215,7 @@ def neural_cleanse(
 
     Returns
     -------
-    NeuralCleanseResult
+    BackdoorResult
 
     Notes
     -----
@@ -360,16 +293,12 @@ def neural_cleanse(
                     patience=patience, early_stop_patience=early_stop_patience,
                     early_stop_threshold=early_stop_threshold, attack_threshold=attack_threshold,
                     threshold=threshold, seed=seed, num_images=len(images), precision=precision)
-    return NeuralCleanseResult(
-        mask_norms=norms,
-        masks=masks_t,
-        patterns=torch.stack(patterns),
-        attack_success=np.asarray(success, dtype=np.float64),
-        reached=np.asarray(reached, dtype=bool),
-        epochs_run=np.asarray(epochs_run, dtype=np.int64),
-        class_seconds=np.asarray(class_seconds, dtype=np.float64),
-        anomaly_index=index,
-        flagged=flagged,
-        seconds=time.time() - start,
-        settings=settings,
+    classes = [{"index": k, "mask_norm": float(norms[k]), "attack_success": float(success[k]),
+                "reached_threshold": bool(reached[k]), "epochs": int(epochs_run[k]),
+                "seconds": float(class_seconds[k]), "anomaly_index": float(index[k])}
+               for k in range(len(norms))]
+    return BackdoorResult(
+        "neural-cleanse", classes, flagged, float(index.max()), time.time() - start, masks_t, torch.stack(patterns),
+        triggers={k: (masks_t[k], patterns[k]) for k in flagged}, trigger_asr={k: float(success[k]) for k in flagged},
+        settings=settings, statistic="mask_norm: the L1 norm of the class's reverse-engineered mask",
     )

@@ -29,16 +29,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from ..errors import InputError
 from ..method.distributions import make_distribution
-from ..method.engine import channels_last, estimate_sample_bytes, frozen
 from ..metrics.anomaly import flag_anomalies
+from ..models.running import channels_last, estimate_sample_bytes, frozen
 from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
 from .exemplars import class_exemplars, exemplar_quality
+from .result import BackdoorResult
 from .signatures import (
     UNIFORM_START,
     balanced_pool,
@@ -62,54 +63,25 @@ from .signatures import (
 )
 
 # The compact-box test's bound, a share of the image: an 8x8 box on 28x28. Every target found on
-# the population and the two test splits needed at most 64 px (sessions 7 to 11), while easy
+# the population and the two test splits needed at most 64 px (runs of 2026-11-26 to 11-27), while easy
 # classes of clean models (and non-target classes of trojaned ones) took 81 px boxes on fresh
-# draws: "shirt" on a retrained test2 MLP at 3 of 6 seeds (docs/experiments.md, session 12).
+# draws: "shirt" on a retrained test2 MLP at 3 of 6 seeds (docs/design.md, the box bound; commit 363aa87).
 MAX_TRIGGER_AREA = 1 / 12
 
 
-@dataclass
-class ScanResult:
-    """Everything the scan found, as plain data (tensors on the CPU)."""
-
-    classes: list[dict]
-    flagged: list[int]
-    trojaned: bool
-    score: float
-    seconds: float
-    masks: torch.Tensor  # (K, H, W) fitted soft masks
-    patterns: torch.Tensor  # (K, C, H, W)
-    region_masks: torch.Tensor | None = None  # (K, H, W) hardened smallest regions, every class
-    triggers: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    trigger_asr: dict[int, float | None] = field(default_factory=dict)
-    trigger_asr_images: dict[int, float | None] = field(default_factory=dict)
-    settings: dict = field(default_factory=dict)
-    sample_gradients: int = 0
-
-    def to_dict(self) -> dict:
-        return {
-            "classes": self.classes,
-            "flagged": self.flagged,
-            "trojaned": self.trojaned,
-            "score": self.score,
-            "seconds": self.seconds,
-            "statistic": "signature_size = sqrt(mask_l1 * region_pixels) and box_size = sqrt(mask_l1 * box_pixels), "
+# What a scan's anomaly index is computed from, recorded in every result.
+STATISTIC = ("signature_size = sqrt(mask_l1 * region_pixels) and box_size = sqrt(mask_l1 * box_pixels), "
                          "each with the MAD anomaly index of its log over the classes, low side (size_index, "
                          "box_index); anomaly_index is box_index for a compact class (box_pixels at most "
                          "max_trigger_area of the image), the larger of size_index and blend_index (the same index "
                          "of the log blend_strength) for a faint blend, and size_index otherwise; flagged when "
                          "anomaly_index is above the threshold and the class is compact or a faint blend "
                          "(blend_strength, flipping blend_required of the exemplars, at most max_blend_strength, "
-                         "and at most blend_gap times every other class's)",
-            "trigger_asr": {str(k): v for k, v in self.trigger_asr.items()},
-            "trigger_asr_images": {str(k): v for k, v in self.trigger_asr_images.items()},
-            "sample_gradients": self.sample_gradients,
-            "settings": self.settings,
-        }
+                         "and at most blend_gap times every other class's)")
 
 
 @torch.no_grad()
-def attack_success(model, mask, pattern, samples, target, chunk: int = 1024) -> float | None:
+def attack_success(model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int, chunk: int = 1024) -> float | None:
     """Share of the samples not already assigned to ``target`` that the stamped trigger sends
     there; ``None`` when every sample is already assigned to it (nothing to measure, and JSON
     has no NaN). Forward passes take ``chunk`` samples at a time."""
@@ -120,7 +92,7 @@ def attack_success(model, mask, pattern, samples, target, chunk: int = 1024) -> 
 
 
 def scan(model: torch.nn.Module, spec: InputSpec, class_names: list[str] | None = None, draws: int = 2,
-         seed: int = 0, **settings) -> ScanResult:
+         seed: int = 0, **settings) -> BackdoorResult:
     """Scan ``model`` for a backdoor: one draw of :func:`scan_draw` (whose keywords ``settings``
     are), and while no draw has flagged a class, up to ``draws`` in all, the n-th at seed
     ``seed + n`` (default 2 draws).
@@ -133,7 +105,7 @@ def scan(model: torch.nn.Module, spec: InputSpec, class_names: list[str] | None 
     the threshold in one draw and stand out in the next. On the population at seeds 0 to 5, each
     single draw missed 1 or 2 of 16 targets (the CNN stripes blend at every seed, one more at
     seeds 0 and 2), while each pair of seeds (s, s + 1) missed only the stripes blend; no clean
-    model was flagged at any seed, so no pair flags one (docs/experiments.md, session 15). A model
+    model was flagged at any seed, so no pair flags one (docs/design.md, two draws; commit 27ff9fc). A model
     that the first draw flags costs nothing more; a clean one costs twice.
     """
     if draws < 1:
@@ -178,7 +150,7 @@ def scan_draw(
     memory_cap_mb: float = 2048,
     precision: str = "fp32",
     progress: bool = True,
-) -> ScanResult:
+) -> BackdoorResult:
     """One draw of the backdoor scan of ``model`` (see :func:`scan`), data-free unless ``images``
     (unlabeled) are given.
 
@@ -196,7 +168,7 @@ def scan_draw(
         (default 1/12: an 8x8 box on 28x28), placed on its hard region, still flips the held-out
         exemplars: a patch trigger is compact, while the small region of a merely easy class is
         scattered. 1 turns the test off (and lets any anomalous class be flagged, with more clean
-        classes). Until session 12 the bound was 1/8 (a 9x9 box); see :data:`MAX_TRIGGER_AREA`.
+        classes). Until commit 363aa87 the bound was 1/8 (a 9x9 box); see :data:`MAX_TRIGGER_AREA`.
     box_placements : a class whose signature is anomalous but whose box (placed where its hard
         region is densest) is too wide gets a second look: every box size up to the bound, at this
         many of the region's densest spots (default 3; 1 turns the second look off; see
@@ -211,7 +183,7 @@ def scan_draw(
         (``box_refitted``; the signature statistics stay the first fit's). Default on; on the
         population, seeds 0 to 3, it rescued three targets the other looks missed (a CNN's 3 px
         patch at two seeds, a LeNet's 5 px patch at one) and no class of a clean model
-        (docs/experiments.md, session 14).
+        (docs/design.md, the fourth look; commit 3abdb36).
     polish_steps : each flagged class's recovered trigger gets its pattern refitted under its final
         mask, for this many steps (default 100; 0 turns it off) on the class's far exemplars, then
         as many on raw samples of the distribution; each refit is kept where it flips at least as
@@ -228,7 +200,7 @@ def scan_draw(
         "bag" at 0.19, while the blend targets' next class needed 2.5 to 4 times theirs.
     blend_required : the share of held-out exemplars a blend must flip in that test (default 1/2):
         a blend backdoor flips half the exemplars at far below every other class's strength,
-        while at 80% each exemplar's own resistance dominates (docs/experiments.md, session 11).
+        while at 80% each exemplar's own resistance dominates (docs/design.md, the faint-blend test).
         Such a class is judged on its ``blend_index`` (the MAD index of its log strength over the
         classes) or its signature's, whichever is larger; its trigger is the blend at the weakest
         strength that flips ``required`` of them.
@@ -240,8 +212,8 @@ def scan_draw(
     far_batches : each class's fit batch is drawn from its own far samples (default; see
         :func:`.signatures.fit_signatures`), so every sample in it counts and ``batch_size`` 16
         gives as many informative samples as a shared batch of 32. With the box test it flags no
-        more clean models than the shared batch did, at 30% less time (docs/experiments.md,
-        session 4, and its session-8 note).
+        more clean models than the shared batch did, at 30% less time (docs/design.md, far batches;
+        commit c7da3ee).
     memory_cap_mb : classes are fitted in chunks whose forward+backward fits this cap.
     precision : ``fp32`` (default), or ``bf16`` / ``fp16`` (CUDA only) to run the model under
         autocast mixed precision; losses stay in fp32.
@@ -269,7 +241,7 @@ def scan_draw(
     # The fast path: mixed precision, with conv weights in channels-last order, which oneDNN's
     # reduced-precision kernels want (full fp32 keeps the layout as given, and its numbers).
     with frozen(model), channels_last(model, enabled=precision != "fp32"):
-        from ..models.loading import check_output
+        from ..models.running import check_output
 
         num_classes = check_output(model, spec)
         if num_classes < 2:
@@ -395,7 +367,7 @@ def scan_draw(
         # A fourth look for the classes still too wide whose signature or box is anomalous: the
         # signature refitted on raw samples. Fitted on exemplars, a CNN's signature of a 3 px white
         # patch was a 20 px scatter around it at seeds 2 and 3 (boxes of 121 and 169 px); refitted
-        # on raw shapes, its boxes took 49 and 9 px (docs/experiments.md, session 14). The refit's
+        # on raw shapes, its boxes took 49 and 9 px (docs/design.md, the fourth look). The refit's
         # box must pass the same test; its signature then stands in for the first one.
         refit_looked = set()
         if refit_look and exemplar_steps > 0:
@@ -469,7 +441,7 @@ def scan_draw(
             if k in refits:
                 # The raw-sample refit's region, compacted the same way, replaces the trigger where
                 # it ends no larger: comparing the regions before compaction once kept a 49 px
-                # trigger beside the planted patch over a 36 px one (session 13).
+                # trigger beside the planted patch over a 36 px one (commit 4592a0c).
                 refit_hard, refit_mask, refit_pattern = refits[k]
                 refit_boxed = compact_region(wrapped, refit_hard.to(device), refit_pattern.to(device), others, k,
                                              required, chunk=samples_per_pass)
@@ -479,7 +451,7 @@ def scan_draw(
             hard[k] = boxed.cpu()
         # The final masks are fixed; the pattern under each is refitted for the trigger's sake.
         # Twice: on the class's far exemplars, then on raw samples of the distribution. A pattern
-        # fitted on exemplars alone flips them but fewer real images (session 13: a CNN's
+        # fitted on exemplars alone flips them but fewer real images (commit a73fe5a: a CNN's
         # recovered 4x4 box over a 3 px white patch flipped 87% of real test images; 99.6% after the
         # second fit), and one fitted on raw samples alone, from the signature fit's pattern, 91%.
         polished = {k: False for k in flagged}
@@ -531,5 +503,6 @@ def scan_draw(
                 "images": 0 if images is None else int(len(images))}
     # The model's score: the largest anomaly index among classes whose trigger has a backdoor's shape.
     score = max([0.0] + [index[k] for k in range(num_classes) if compact[k] or faint[k]])
-    return ScanResult(classes, flagged, bool(flagged), score, time.perf_counter() - start,
-                      masks.cpu(), patterns.cpu(), torch.stack(hard).cpu(), triggers, asr, asr_images, settings, count)
+    return BackdoorResult("scan", classes, flagged, score, time.perf_counter() - start, masks.cpu(), patterns.cpu(),
+                          triggers, asr, settings, count, region_masks=torch.stack(hard).cpu(),
+                          trigger_asr_images=asr_images, statistic=STATISTIC)

@@ -20,9 +20,11 @@ like a backdoor.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..method.integrate import MomentIntegrator
@@ -45,7 +47,7 @@ class Signatures:
 
 
 def fit_signatures(
-    model,
+    model: nn.Module,
     samples: torch.Tensor,
     num_classes: int,
     low: float,
@@ -93,7 +95,7 @@ def fit_signatures(
         instead of one shared batch of which only the far part counts for each class: the same
         number of informative samples at about half the forward and backward work. Off by
         default here; the scan turns it on (with half the batch), since its box test removes
-        the extra clean-model flags it gave on its own (docs/experiments.md, session 4).
+        the extra clean-model flags it gave on its own (docs/design.md, far batches).
     description : the progress bar's label.
     chunk : samples per forward pass when the fitted masks are checked.
     measure_flips : measure each fitted mask's flip rate (:func:`flip_rates`); a caller that keeps
@@ -175,7 +177,7 @@ def fit_signatures(
 
 
 @torch.no_grad()
-def flip_rates(model, masks, patterns, classes, samples, probabilities, quantile: float = 0.5,
+def flip_rates(model: nn.Module, masks: torch.Tensor, patterns: torch.Tensor, classes: list[int], samples: torch.Tensor, probabilities: torch.Tensor, quantile: float = 0.5,
                chunk: int = 1024) -> list[float]:
     """Per row, the share of the class's far ``samples`` (up to 1,024 of them) that its mask and
     pattern send to the class (1 where it has no far samples)."""
@@ -194,7 +196,7 @@ def stamp_size(mask_l1: float, pixels: int) -> float:
     return math.sqrt(max(mask_l1, 1e-6) * pixels)
 
 
-def gradient_start(model, samples: torch.Tensor, classes: list[int], probabilities: torch.Tensor,
+def gradient_start(model: nn.Module, samples: torch.Tensor, classes: list[int], probabilities: torch.Tensor,
                    quantile: float = 0.5, count: int = 256, base: float = -3.0, gain: float = 1.0,
                    cap: float = 4.0, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Starting logits for a mask fit that begins where the model is most sensitive.
@@ -237,13 +239,13 @@ def far_samples(probabilities: torch.Tensor, quantile: float) -> torch.Tensor:
 
 
 @torch.no_grad()
-def class_probabilities(model, samples: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+def class_probabilities(model: nn.Module, samples: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
     """(N, classes) softmax probabilities."""
     return torch.cat([model(samples[i : i + chunk]).float().softmax(1) for i in range(0, len(samples), chunk)])
 
 
 @torch.no_grad()
-def balanced_pool(model, candidates: torch.Tensor, size: int, generator: torch.Generator,
+def balanced_pool(model: nn.Module, candidates: torch.Tensor, size: int, generator: torch.Generator,
                   chunk: int = 1024) -> torch.Tensor:
     """Up to ``size`` samples from ``candidates`` with the model's predicted classes as even as
     the candidates allow: no single class the model answers for noise can dominate the pool."""
@@ -270,8 +272,8 @@ REGION_SIZES = (1, 2, 4, 6, 9, 12, 16, 20, 25, 30, 36, 49, 64, 81, 100, 144, 196
 
 
 @torch.no_grad()
-def smallest_region(model, masks, patterns, classes, samples, base, required: float = 0.8,
-                    sizes=REGION_SIZES, quantile: float = 0.5, chunk: int = 1024) -> tuple[list[int], list[torch.Tensor]]:
+def smallest_region(model: nn.Module, masks: torch.Tensor, patterns: torch.Tensor, classes: list[int], samples: torch.Tensor, base: torch.Tensor, required: float = 0.8,
+                    sizes: Sequence[int] = REGION_SIZES, quantile: float = 0.5, chunk: int = 1024) -> tuple[list[int], list[torch.Tensor]]:
     """Per class, the fewest pixels (taken in order of mask value) that, stamped hard with the
     class's pattern, send at least ``required`` of the other-class ``samples`` to the class.
 
@@ -341,7 +343,7 @@ def _stamp_flips(model, mask, pattern, samples, target: int, required: float, ch
 
 
 @torch.no_grad()
-def stamped_share(model, mask, pattern, samples, target: int, chunk: int = 1024) -> float:
+def stamped_share(model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int, chunk: int = 1024) -> float:
     """Share of ``samples`` that the model assigns to ``target`` once ``pattern`` is stamped
     through ``mask``, ``chunk`` samples per forward pass (0 for no samples)."""
     hits = sum(int((model((1 - mask) * samples[i : i + chunk] + mask * pattern).argmax(1) == target).sum())
@@ -365,7 +367,7 @@ def _smallest_passing(candidates, passes):
 
 
 @torch.no_grad()
-def smallest_box(model, regions, patterns, classes, samples, base, required: float = 0.8,
+def smallest_box(model: nn.Module, regions: torch.Tensor, patterns: torch.Tensor, classes: list[int], samples: torch.Tensor, base: torch.Tensor, required: float = 0.8,
                  quantile: float = 0.5, chunk: int = 1024, placements: int = 3,
                  every_side_up_to: int = 0) -> list[int]:
     """Per class, the pixels of the smallest square box that, placed on its hard region and
@@ -434,7 +436,7 @@ def spot_squares(region: torch.Tensor, side: int, count: int) -> list[torch.Tens
 
 
 @torch.no_grad()
-def working_box(model, region, pattern, samples, target: int, side: int, placements: int = 3,
+def working_box(model: nn.Module, region: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int, side: int, placements: int = 3,
                 required: float = 0.8, chunk: int = 1024) -> torch.Tensor | None:
     """The side x side square found by :func:`smallest_box` for this region: the first of its
     spots whose stamp sends at least ``required`` of ``samples`` to ``target`` (None if none)."""
@@ -444,7 +446,7 @@ def working_box(model, region, pattern, samples, target: int, side: int, placeme
     return None
 
 
-def fit_patterns(model, masks: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int,
+def fit_patterns(model: nn.Module, masks: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int,
                  low: float, high: float, steps: int = 30, batch_size: int = 16, step_size: float = 0.1,
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
     """One pattern per mask of ``masks`` (R, H, W), each fitted with the mask held fixed so that
@@ -472,7 +474,7 @@ def fit_patterns(model, masks: torch.Tensor, pattern: torch.Tensor, samples: tor
         return low + (high - low) * (torch.tanh(logit) + 1) / 2, steps * len(masks) * batch_size
 
 
-def polished_pattern(model, mask: torch.Tensor, pattern: torch.Tensor, fit_samples: torch.Tensor,
+def polished_pattern(model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, fit_samples: torch.Tensor,
                      test_samples: torch.Tensor, target: int, low: float, high: float, steps: int = 50,
                      batch_size: int = 32, step_size: float = 0.1, generator: torch.Generator | None = None,
                      chunk: int = 1024) -> tuple[torch.Tensor, bool, int]:
@@ -497,7 +499,7 @@ def polished_pattern(model, mask: torch.Tensor, pattern: torch.Tensor, fit_sampl
     return (refit, True, spent) if after >= before else (pattern, False, spent)
 
 
-def fitted_box(model, region: torch.Tensor, pattern: torch.Tensor, fit_samples: torch.Tensor,
+def fitted_box(model: nn.Module, region: torch.Tensor, pattern: torch.Tensor, fit_samples: torch.Tensor,
                test_samples: torch.Tensor, target: int, low: float, high: float, largest_side: int,
                placements: int = 3, steps: int = 30, batch_size: int = 16, step_size: float = 0.1,
                required: float = 0.8, generator: torch.Generator | None = None,
@@ -508,7 +510,7 @@ def fitted_box(model, region: torch.Tensor, pattern: torch.Tensor, fit_samples: 
 
     Why: on a network with global average pooling the signature fit can spread a trigger's
     evidence over scattered pixels, and its pattern under any one box is then not the trigger
-    (session 9's test split: a 5 px white patch on a resnet whose fitted-pattern box needed 196 px
+    (the ``test`` split: a 5 px white patch on a resnet whose fitted-pattern box needed 196 px
     or more). Fitting the pattern inside the box finds the patch again. Such a box is an adversarial
     patch, stronger than a stamp of the fitted pattern, so the caller bounds it more tightly.
 
@@ -563,8 +565,8 @@ BLEND_STRENGTHS = tuple(round(0.01 * i, 2) for i in range(1, 101))
 
 
 @torch.no_grad()
-def weakest_blend(model, patterns, classes, samples, base, required: float = 0.8, quantile: float = 0.5,
-                  strengths=BLEND_STRENGTHS, chunk: int = 1024) -> list[float | None]:
+def weakest_blend(model: nn.Module, patterns: torch.Tensor, classes: list[int], samples: torch.Tensor, base: torch.Tensor, required: float = 0.8, quantile: float = 0.5,
+                  strengths: Sequence[float] = BLEND_STRENGTHS, chunk: int = 1024) -> list[float | None]:
     """Per class, the weakest strength ``a`` at which blending the class's pattern over the whole
     image, ``(1 - a) * x + a * p``, sends at least ``required`` of the far ``samples`` to the class
     (the same test as :func:`smallest_region`); ``None`` when even the pattern alone fails.
@@ -619,7 +621,7 @@ def connected_parts(region: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def compact_region(model, region: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int,
+def compact_region(model: nn.Module, region: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int,
                    required: float = 0.8, growth: float = 4.0, chunk: int = 1024) -> torch.Tensor:
     """The recovered trigger's region made readable: the connected part holding most of the hard
     ``region`` (pixels one apart count as connected, so a checkerboard's cells join), filled to

@@ -17,6 +17,19 @@ from ..errors import InputError
 from ..models.spec import InputSpec
 
 
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by up to ``max_shift`` pixels (zero padded): a cheap augmentation."""
+    if max_shift <= 0:
+        return x
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (max_shift,) * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(n, c, h, padded.shape[3])
+    cols = (dx[:, None] + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(n, c, h, w)
+    return padded.gather(2, rows).gather(3, cols)
+
+
 class Distribution:
     """Base class: ``sample(n, generator, device)`` returns n pixel-space samples."""
 
@@ -155,8 +168,6 @@ class ImageDistribution(Distribution):
         flip = torch.rand(n, generator=generator) < 0.5
         batch[flip] = batch[flip].flip(-1)
         if self.max_shift:
-            from ..models.training import random_shift
-
             batch = random_shift(batch, self.max_shift, generator)
         return self.spec.clamp(batch).to(device)
 

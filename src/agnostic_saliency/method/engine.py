@@ -9,86 +9,29 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
+from dataclasses import asdict
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..concepts import concept_matrix
 from ..errors import InputError
-from ..metrics.fidelity import measure_fidelity
+from ..metrics.fidelity import Fidelity, measure_fidelity
+from ..models.running import channels_last, check_output, estimate_sample_bytes, frozen
 from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
 from ..result import SaliencyResult
 from . import refine as refine_stage
-from .distributions import DEFAULT_DISTRIBUTION, Distribution, make_distribution
+from .distributions import make_distribution
 from .integrate import MomentIntegrator, frequency_precondition
-from .nudge import concept_matrix, input_gradients, transform_maps
+from .nudge import input_gradients, transform_maps
 from .project import budget_radius, project
 from .scale import DEFAULT_SCALING, SCALINGS
+from .settings import GROUPS, Evaluation, Nudging, Refinement, Sampling, with_overrides
+from .settings import check as check_settings
 
 Target = int | str | Sequence[int | str]
-
-
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no parameter gradients while explaining; the caller's model comes back
-    exactly as it was given (train/eval flags of every module, requires_grad of every
-    parameter), even on error."""
-    modes = {module: module.training for module in model.modules()}
-    flags = {parameter: parameter.requires_grad for parameter in model.parameters()}
-    try:
-        model.eval()
-        for parameter in flags:
-            parameter.requires_grad_(False)
-        yield model
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
-        for parameter, flag in flags.items():
-            parameter.requires_grad_(flag)
-
-
-@contextlib.contextmanager
-def channels_last(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
-    """The model's 4-D weights in channels-last layout while it runs, given back in the layout they
-    had, even on error. Same values: only the memory order changes. With bf16 autocast on a CPU
-    with AMX it made the scan of the population's LeNet 1.7 times faster, with bit-identical
-    statistics (docs/experiments.md, mixed precision, session 6)."""
-    originals = []
-    if enabled:
-        for tensor in [*model.parameters(), *model.buffers()]:
-            if tensor.dim() != 4:
-                continue
-            # Copy into a fresh channels-last tensor and compare strides: for a one-channel weight
-            # .contiguous(channels_last) is a no-op, yet the kernels choose by the strides.
-            reordered = torch.empty_like(tensor.data, memory_format=torch.channels_last).copy_(tensor.data)
-            if reordered.stride() != tensor.stride():
-                originals.append((tensor, tensor.data))
-                tensor.data = reordered
-    try:
-        yield model
-    finally:
-        for tensor, original in originals:
-            tensor.data = original  # the very storage the caller gave
-
-
-def estimate_sample_bytes(model: nn.Module, spec: InputSpec, device: torch.device) -> int:
-    """Bytes one sample costs in a forward+backward pass: the sum of every leaf module's output
-    (kept for backward), doubled for its gradient, plus the input. Hooks are always removed."""
-    total = [0]
-
-    def count(_module, _inputs, output):
-        if isinstance(output, torch.Tensor):
-            total[0] += output.numel() * output.element_size()
-
-    handles = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *spec.shape, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return 2 * total[0] + 3 * 4 * spec.numel
 
 
 class InputAgnosticSaliency:
@@ -131,8 +74,6 @@ class InputAgnosticSaliency:
             raise InputError("the memory cap must be positive")
         self.memory_cap_bytes = int(memory_cap_mb * 2**20)
         with frozen(model):
-            from ..models.loading import check_output
-
             self.num_classes = check_output(model, spec)
             self.sample_bytes = estimate_sample_bytes(self.wrapped, spec, self.device)
         names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]
@@ -240,102 +181,59 @@ class InputAgnosticSaliency:
     def attribute(
         self,
         targets: Target | Sequence[Target] | None = "all",
-        distribution: str | Distribution | Callable | None = DEFAULT_DISTRIBUTION,
-        norm: str = "l2",
-        budget: float = 0.25,
-        steps: int = 600,
-        batch_size: int = 64,
-        step_size: float = 0.01,
-        max_shift: int = 3,
-        max_scale: float = 0.15,
-        max_rotation: float = 15.0,
-        normalize_samples: bool = True,
-        frequency_decay: float = 0.0,
-        diversity_scale: float = 0.0,
-        diversity_shift: int = 0,
-        smoothing: float = 0.0,
-        refine: bool = True,
-        refine_steps: int = 100,
-        refine_sigma: float = 1.0,
-        refine_tolerance: float = 0.02,
-        refine_mode: str = "shape",
-        shape_share: float = 0.8,
-        display: str = DEFAULT_SCALING,
-        eval_samples: int = 512,
+        sampling: Sampling = Sampling(),
+        nudging: Nudging = Nudging(),
+        refinement: Refinement = Refinement(),
+        evaluation: Evaluation = Evaluation(),
+        *,
         real_images: torch.Tensor | None = None,
         images: torch.Tensor | None = None,
         init_maps: torch.Tensor | None = None,
         seed: int = 0,
-        amp: bool = False,
-        precision: str | None = None,
         progress: bool = True,
+        **overrides,
     ) -> SaliencyResult:
         """Compute one map per target concept.
 
         Parameters
         ----------
         targets : ``"all"`` (default), a class index or name, ``"a+b"`` for a set, or a list.
-        distribution : ``"dark2+uniform+shapes"`` (default: a third each of noise dimmed by a
-            per-sample factor ``U(0,1)**2``, noise of random brightness, and random ellipses
-            and rectangles on a dark background), ``"uniform"``, ``"uniform-flat"``,
-            ``"dark"``, ``"dark2"``, ``"dark3"``, ``"gaussian"``, ``"shapes"``,
-            ``"images"`` (needs ``images``), any ``+`` mixture, a :class:`Distribution` or a
-            callable ``fn(n, generator)``.
-        norm, budget : the ball the maps are projected on; the budget is a fraction of the pixel
-            range: RMS for ``l2`` (default 0.25), the largest value for ``linf``.
-        steps, batch_size, step_size : iterations, samples per iteration (shared by all maps),
-            and the per-pixel step as a fraction of the range.
-        max_shift : random shift of each map per step, in pixels (default 3; 0 disables).
-        max_scale, max_rotation : random rescaling (fraction, default 0.15) and rotation (degrees,
-            default 15) of each map per step, with the shift forming a random similarity
-            transform. Defaults chosen on fmnist-cnn (seed 0, 200 + 60 steps): against shift 2 alone
-            they raised the robust judge's reading of the refined maps from 6 to 7 of 10 and the
-            batch-norm panel judge's from 4 to 7 (docs/readable_maps.md).
-        normalize_samples : normalise each sample's gradient to unit l2 before averaging
-            (default True: raised the test-set fooling rate from 0.89 to 0.94 in the sweep).
-        frequency_decay : precondition gradients by 1/f**decay (decorrelated parameterisation;
-            0 disables).
-        diversity_scale, diversity_shift : random shrink (fraction) and shift (pixels) of each
-            whole perturbed input before the model ("input diversity"; 0 disables).
-        smoothing : Gaussian sigma (pixels) applied to the gradient during nudging (default 0).
-        refine, refine_steps, refine_sigma, refine_tolerance : the refinement stage (see
-            :mod:`agnostic_saliency.method.refine`) and the largest fooling-rate drop accepted.
-        refine_mode, shape_share : ``"shape"`` (default) keeps the map's Gaussian low-pass
-            (sigma ``refine_sigma``) at ``shape_share`` of the l2 budget and re-nudges only the
-            detail in the rest; ``"blur"`` blurs the whole map and re-nudges it with blurred
-            gradients. Measured on fmnist-cnn (CPU, 10,000 test images, ``dark2+uniform``
-            samples): shape 0.943 test fooling, judge 8/10, own-mean 6/10; blur 0.921, 7/10, 4/10.
-        display : how the signed map becomes the picture (PNGs, ``displayed``, the "map alone"
-            figure): ``"positive"`` (default: the map drawn on the darkest input, scaled to its
-            brightest pixel; an adversarially trained judge read 6/10 such pictures of
-            fmnist-cnn against 1/10 for ``"minmax"``), ``"minmax"`` or ``"signed"``.
-        eval_samples : fresh samples from the distribution for the fidelity figures.
+        sampling, nudging, refinement, evaluation : the settings of each stage
+            (:mod:`agnostic_saliency.method.settings`, where every default and its reason live).
         real_images : optional held-out real images (N, C, H, W) in pixel space for fidelity.
         images : unlabeled images for the ``images`` distribution.
-        init_maps : (K, C, H, W) maps in pixel space to start from instead of zeros (resume from a
-            checkpoint, or ``steps=0`` to only refine and measure given maps).
+        init_maps : (K, C, H, W) maps in pixel space to start from instead of zeros (``steps=0``
+            only refines and measures given maps).
         seed : seeds every random draw; same seed, same machine, same maps.
-        amp : bf16 autocast for the model's forward pass in the nudge (GPU, or a CPU with bf16
-            support such as AMX), with conv weights held channels-last meanwhile. The same as
-            ``precision="bf16"``.
-        precision : ``fp32``, ``bf16`` or ``fp16`` (CUDA only), named as in the backdoor scan;
-            overrides ``amp`` when given. Fidelity is always measured in fp32.
         progress : show a progress bar.
+        **overrides : any field of the four groups by name (``steps=100``, ``distribution="uniform"``,
+            ``precision="bf16"``), or ``refine``, ``refine_steps``, ``refine_sigma``,
+            ``refine_tolerance``, ``refine_mode``, ``shape_share``, ``eval_samples``.
+
+        Notes
+        -----
+        Distributions: ``"dark2+uniform+shapes"`` (the default: a third each of noise dimmed by a
+        per-sample factor ``U(0,1)**2``, noise of random brightness, and random ellipses and
+        rectangles on a dark background), ``"uniform"``, ``"uniform-flat"``, ``"dark"``,
+        ``"dark2"``, ``"dark3"``, ``"gaussian"``, ``"shapes"``, ``"images"`` (needs ``images``),
+        any ``+`` mixture, a :class:`Distribution` or a callable ``fn(n, generator)``. The budget
+        is a fraction of the pixel range: RMS for ``l2``, the largest value for ``linf``.
+        Refinement ``"shape"`` keeps the map's Gaussian low-pass at ``shape_share`` of the l2
+        budget and re-nudges only the detail in the rest; ``"blur"`` blurs the whole map and
+        re-nudges it with blurred gradients. Fidelity is always measured in fp32.
         """
         start = time.perf_counter()
+        groups = with_overrides({"sampling": sampling, "nudging": nudging, "refinement": refinement,
+                                 "evaluation": evaluation}, overrides)
+        sampling, nudging, refinement, evaluation = (groups[name] for name in GROUPS)
+        check_settings(sampling, nudging, refinement, evaluation)
         concepts_list = self.resolve_targets(targets)
-        if steps < 0 or refine_steps < 0 or batch_size < 1 or eval_samples < 1:
-            raise InputError("steps must be >= 0, batch size and eval samples >= 1")
         if real_images is not None and tuple(real_images.shape[1:]) != tuple(self.spec.shape):
             raise InputError(f"real images must be (N, {','.join(map(str, self.spec.shape))}), got {tuple(real_images.shape)}")
-        source = make_distribution(distribution, self.spec, images)
-        if display not in SCALINGS:
-            raise InputError(f"unknown display {display!r}; use {', '.join(SCALINGS)}")
-        scale = SCALINGS[display]
-        if precision is None:
-            precision = "bf16" if amp else "fp32"
-        autocast = autocast_dtype(precision, self.device)
-        radius = budget_radius(norm, budget, self.spec.span, self.spec.numel)
+        source = make_distribution(sampling.distribution, self.spec, images)
+        autocast = autocast_dtype(nudging.precision, self.device)
+        norm = nudging.norm
+        radius = budget_radius(norm, nudging.budget, self.spec.span, self.spec.numel)
         concepts = concept_matrix(concepts_list, self.num_classes, self.device)
         generator = torch.Generator().manual_seed(seed)
         dtype = next(self.model.parameters(), torch.zeros(())).dtype
@@ -347,60 +245,78 @@ class InputAgnosticSaliency:
                              f"got {tuple(init_maps.shape)}")
         else:
             maps = project(init_maps.detach().to(self.device, dtype), norm, radius)
-        low, high = self.spec.value_range
-        common = dict(distribution=source, concepts=concepts, batch_size=batch_size, norm=norm,
-                      radius=radius, transform=(max_shift, max_scale, max_rotation),
-                      normalize=normalize_samples, frequency_decay=frequency_decay,
-                      diversity=(diversity_scale, diversity_shift), generator=generator, mixed=autocast)
-        total = steps + (refine_steps if refine else 0)
+        common = dict(distribution=source, concepts=concepts, batch_size=sampling.batch_size, norm=norm,
+                      radius=radius, transform=(nudging.max_shift, nudging.max_scale, nudging.max_rotation),
+                      normalize=nudging.normalize_samples, frequency_decay=nudging.frequency_decay,
+                      diversity=(nudging.diversity_scale, nudging.diversity_shift), generator=generator,
+                      mixed=autocast)
+        refining = refinement.enabled and refinement.steps > 0
+        total = nudging.steps + (refinement.steps if refining else 0)
         with (frozen(self.model), channels_last(self.model, enabled=autocast is not None),
               tqdm(total=total, disable=not progress, desc="nudging", unit="step") as bar):
-            maps, count = self._nudge(maps, steps, integrator=MomentIntegrator(step_size), bar=bar,
-                                      smooth_sigma=smoothing, **common)
-            fresh = source.sample(eval_samples, torch.Generator().manual_seed(seed + 1_000_003), self.device).to(dtype)
+            maps, count = self._nudge(maps, nudging.steps, integrator=MomentIntegrator(nudging.step_size), bar=bar,
+                                      smooth_sigma=nudging.smoothing, **common)
+            fresh = source.sample(evaluation.samples, torch.Generator().manual_seed(seed + evaluation.seed_offset),
+                                  self.device).to(dtype)
             real = real_images.to(self.device, dtype) if real_images is not None else None
-            before = measure_fidelity(self.wrapped, maps, scale(maps, low, high), concepts, fresh, low, high, real)
+            before = self.fidelity(maps, concepts_list, fresh, real, evaluation.display)
             final_maps, accepted, after = maps, [False] * len(maps), before
-            if refine and refine_steps > 0:
+            if refining:
                 bar.set_description("refining")
-                if refine_mode == "shape" and norm == "l2":
-                    # Keep the map's low-frequency shape at a fixed share of the budget and re-nudge
-                    # only the detail in the rest: the display stays dominated by the shape.
-                    shape, detail_radius = refine_stage.split_shape(maps, refine_sigma, radius, shape_share)
-                    detail = project(maps - refine_stage.gaussian_blur(maps, refine_sigma), norm, detail_radius)
-                    detail, extra = self._nudge(detail, refine_steps, integrator=MomentIntegrator(step_size / 2),
-                                                bar=bar, offset=shape, detail_radius=detail_radius, **common)
-                    candidate = project(shape + detail, norm, radius)  # only rounding: _nudge kept it inside
-                else:
-                    start_maps = project(refine_stage.gaussian_blur(maps, refine_sigma), norm, radius)
-                    candidate, extra = self._nudge(start_maps, refine_steps, integrator=MomentIntegrator(step_size / 2),
-                                                   smooth_sigma=refine_sigma, bar=bar, **common)
+                candidate, extra = self._refine(maps, refinement, nudging, common, bar)
                 count += extra
-                trial = measure_fidelity(self.wrapped, candidate, scale(candidate, low, high), concepts, fresh,
-                                         low, high, real)
-                accepted = refine_stage.accept_refinement(before.fooling_rate, trial.fooling_rate, refine_tolerance)
+                trial = self.fidelity(candidate, concepts_list, fresh, real, evaluation.display)
+                accepted = refine_stage.accept_refinement(before.fooling_rate, trial.fooling_rate,
+                                                          refinement.tolerance)
                 if trial.real_fooling_rate is not None:
                     real_ok = refine_stage.accept_refinement(before.real_fooling_rate, trial.real_fooling_rate,
-                                                             refine_tolerance)
+                                                             refinement.tolerance)
                     accepted = [a and b for a, b in zip(accepted, real_ok)]
                 keep = torch.tensor(accepted, device=self.device).view(-1, 1, 1, 1)
                 final_maps = torch.where(keep, candidate, maps)
-                after = measure_fidelity(self.wrapped, final_maps, scale(final_maps, low, high), concepts, fresh,
-                                         low, high, real)
+                after = self.fidelity(final_maps, concepts_list, fresh, real, evaluation.display)
         config = {
-            "distribution": source.describe(), "norm": norm, "budget": budget, "radius": radius,
-            "steps": steps, "batch_size": batch_size, "step_size": step_size, "max_shift": max_shift,
-            "max_scale": max_scale, "max_rotation": max_rotation, "normalize_samples": normalize_samples,
-            "frequency_decay": frequency_decay, "diversity_scale": diversity_scale,
-            "diversity_shift": diversity_shift,
-            "smoothing": smoothing, "refine": refine, "refine_steps": refine_steps if refine else 0, "refine_sigma": refine_sigma,
-            "refine_tolerance": refine_tolerance, "refine_mode": refine_mode, "shape_share": shape_share, "display": display, "eval_samples": eval_samples, "seed": seed, "amp": autocast is not None, "precision": precision,
-            "device": str(self.device), "input_spec": self.spec.to_dict(),
-            "real_images": 0 if real_images is None else int(len(real_images)),
+            "distribution": source.describe(), **{k: v for k, v in asdict(nudging).items()},
+            "radius": radius, "batch_size": sampling.batch_size,
+            "refine": refinement.enabled, "refine_steps": refinement.steps if refinement.enabled else 0,
+            "refine_sigma": refinement.sigma, "refine_tolerance": refinement.tolerance,
+            "refine_mode": refinement.mode, "shape_share": refinement.shape_share,
+            "eval_samples": evaluation.samples, "display": evaluation.display, "seed": seed, "device": str(self.device),
+            "input_spec": self.spec.to_dict(), "real_images": 0 if real_images is None else int(len(real_images)),
         }
+        low, high = self.spec.value_range
         return SaliencyResult(
             maps=final_maps.detach().float().cpu(), unrefined_maps=maps.detach().float().cpu(),
-            displayed=scale(final_maps, low, high).detach().float().cpu(), concepts=concepts_list,
+            displayed=SCALINGS[evaluation.display](final_maps, low, high).detach().float().cpu(), concepts=concepts_list,
             names=[self._concept_name(c) for c in concepts_list], fidelity=after, fidelity_unrefined=before,
             refined=list(accepted), config=config, seconds=time.perf_counter() - start, sample_gradients=count,
         )
+
+    def _refine(self, maps, refinement: Refinement, nudging: Nudging, common: dict, bar):
+        """A refined candidate for every map and the sample gradients it cost; the caller keeps
+        it per map only where fidelity holds."""
+        norm, radius = common["norm"], common["radius"]
+        integrator = MomentIntegrator(nudging.step_size / 2)
+        if refinement.mode == "shape" and norm == "l2":
+            # Keep the map's low-frequency shape at a fixed share of the budget and re-nudge only
+            # the detail in the rest: the display stays dominated by the shape.
+            shape, detail_radius = refine_stage.split_shape(maps, refinement.sigma, radius, refinement.shape_share)
+            detail = project(maps - refine_stage.gaussian_blur(maps, refinement.sigma), norm, detail_radius)
+            detail, count = self._nudge(detail, refinement.steps, integrator=integrator, bar=bar, offset=shape,
+                                        detail_radius=detail_radius, **common)
+            return project(shape + detail, norm, radius), count  # only rounding: _nudge kept it inside
+        start = project(refine_stage.gaussian_blur(maps, refinement.sigma), norm, radius)
+        return self._nudge(start, refinement.steps, integrator=integrator, smooth_sigma=refinement.sigma, bar=bar,
+                           **common)
+
+    def fidelity(self, maps: torch.Tensor, concepts: list[list[int]], samples: torch.Tensor,
+                 real_images: torch.Tensor | None = None, display: str = DEFAULT_SCALING) -> Fidelity:
+        """Fidelity of ``maps`` (K, C, H, W, pixel space) for ``concepts`` (lists of class indices):
+        fooling rate and confidence on ``samples`` (and on ``real_images``), and what the model
+        reads in each displayed map alone (scaled by ``display``, see
+        :mod:`agnostic_saliency.method.scale`). Always in fp32."""
+        low, high = self.spec.value_range
+        matrix = concept_matrix(concepts, self.num_classes, self.device)
+        with frozen(self.model):
+            return measure_fidelity(self.wrapped, maps, SCALINGS[display](maps, low, high), matrix, samples.to(self.device),
+                                    low, high, None if real_images is None else real_images.to(self.device))

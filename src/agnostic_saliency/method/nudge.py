@@ -1,44 +1,15 @@
 """Nudging samples toward a concept: the loss whose gradient moves the shared maps.
 
-A *concept* is a set of class indices. All K concepts are encoded as a (K, num_classes) boolean
-matrix so that the loss for every map is computed in one batched call.
+The concepts themselves (class sets as a boolean matrix, their log-probability) live in
+:mod:`agnostic_saliency.concepts`, shared with the fidelity metrics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-
-
-def concept_matrix(concepts: Sequence[Sequence[int]], num_classes: int, device=None) -> torch.Tensor:
-    """(K, num_classes) boolean matrix, row k marking the classes of concept k."""
-    matrix = torch.zeros(len(concepts), num_classes, dtype=torch.bool, device=device)
-    for row, classes in enumerate(concepts):
-        for c in classes:
-            if not 0 <= int(c) < num_classes:
-                raise InputError(f"class index {c} is out of range for a model with {num_classes} classes")
-            matrix[row, int(c)] = True
-    return matrix
-
-
-def concept_log_probability(logits: torch.Tensor, concepts: torch.Tensor) -> torch.Tensor:
-    """log P(concept) = logsumexp(logits[concept]) - logsumexp(logits), per row.
-
-    ``logits`` is (K, B, classes) and ``concepts`` (K, classes); returns (K, B). For a single class
-    this is the negative cross-entropy.
-    """
-    masked = logits.masked_fill(~concepts[:, None, :], float("-inf"))
-    return torch.logsumexp(masked, dim=-1) - torch.logsumexp(logits, dim=-1)
-
-
-def concept_hits(logits: torch.Tensor, concepts: torch.Tensor) -> torch.Tensor:
-    """(K, B) booleans: the model's top-1 class belongs to the concept."""
-    predicted = logits.argmax(-1)
-    return concepts.gather(1, predicted)
+from ..concepts import concept_hits, concept_log_probability
 
 
 def shift_maps(maps: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -73,11 +44,6 @@ def transform_maps(maps: torch.Tensor, max_shift: int, max_scale: float, max_rot
     theta = theta.to(maps.device, maps.dtype)
     grid = F.affine_grid(theta, list(maps.shape), align_corners=False)
     return F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def perturbed_inputs(samples: torch.Tensor, maps: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """clip(x + rho_k) for every map and sample: (K, B, C, H, W)."""
-    return (samples[None] + maps[:, None]).clamp(low, high)
 
 
 def diversify_inputs(inputs: torch.Tensor, max_scale: float, max_shift: int, low: float,

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..method.nudge import concept_hits, concept_log_probability, perturbed_inputs
+from ..concepts import concept_hits, concept_log_probability, perturbed_inputs
 
 
 @dataclass

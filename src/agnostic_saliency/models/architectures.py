@@ -99,8 +99,8 @@ class FmnistResNet(nn.Module):
 class FmnistVGG(nn.Module):
     """A small VGG-style network: two conv stages without batch norm (the second with two 3x3 convs),
     max pooling, and a flattened head, so the position of what it sees reaches the classifier.
-    Built for the second test split of the backdoor population (session 10), which no scan setting
-    was chosen on."""
+    Built for the second test split of the backdoor population (``test2``, commit 193b55d), which
+    no scan setting was chosen on."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1):
         super().__init__()

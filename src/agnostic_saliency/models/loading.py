@@ -23,6 +23,7 @@ from torch import nn
 from ..data.fashion_mnist import FASHION_MNIST_CLASSES
 from ..errors import InputError
 from .architectures import ARCHITECTURES
+from .running import check_output
 from .spec import InputSpec
 
 ZOO = Path(__file__).parent / "zoo"
@@ -44,6 +45,7 @@ class LoadedModel:
     name: str
     spec: InputSpec
     class_names: list[str]
+    weights: str | None = None  # the weights file it was loaded from, for the run's records
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -244,31 +246,4 @@ def load_model(
         names = [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise InputError(f"{len(names)} class names given but the model has {num_classes} outputs")
-    return LoadedModel(model, spec, input_spec, list(names))
-
-
-@torch.no_grad()
-def check_output(model: nn.Module, spec: InputSpec) -> int:
-    """Run one dummy input; the model must return (N, classes) logits. Returns the class count."""
-    from .spec import NormalizedModel
-
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    try:
-        x = torch.full((2, *spec.shape), (spec.value_range[0] + spec.value_range[1]) / 2, device=device)
-        output = NormalizedModel(model, spec).to(device)(x)
-    except Exception as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"the model cannot take input shape {','.join(map(str, spec.shape))}: {message}") from None
-    finally:
-        model.train(was_training)
-    if isinstance(output, (tuple, list)):
-        output = output[0]
-    if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[0] != 2:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise InputError(f"the model's output must be (N, classes) logits, got {shape} for N=2")
-    if output.shape[1] < 1:
-        raise InputError("the model has no output classes")
-    return int(output.shape[1])
+    return LoadedModel(model, spec, input_spec, list(names), None if weights is None else str(weights))

@@ -1,0 +1,7 @@
+"""The last stage: output folders of map and scan runs (tensors, PNGs, JSON, HTML reports),
+written through a staging folder on top of the render primitives."""
+
+from .maps import map_summary, write_map_folder
+from .scan import write_scan_folder
+
+__all__ = ["map_summary", "write_map_folder", "write_scan_folder"]

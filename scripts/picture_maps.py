@@ -4,8 +4,8 @@
     OMP_NUM_THREADS=1 python scripts/picture_maps.py --maps out/maps.safetensors --out docs/readable_maps.png
 
 Without ``--maps`` it computes the maps of ``--model`` at the API's defaults and ``--seed``; with
-it, it shows the maps the tool wrote (``maps.safetensors`` of an output folder), min-max scaled
-as the tool displays them. The real examples are the first test image of each class.
+it, it shows the maps the tool wrote (``maps.safetensors`` of an output folder), shown as the
+tool displays them by default. The real examples are the first test image of each class.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from agnostic_saliency import InputAgnosticSaliency, load_model
 from agnostic_saliency.data import load_fashion_mnist
-from agnostic_saliency.method.scale import minmax
+from agnostic_saliency.method.scale import DEFAULT_SCALING, SCALINGS
 from agnostic_saliency.render.images import save_grid
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     torch.set_num_threads(1)
     loaded = load_model(args.model, input_shape=(1, 28, 28))
     if args.maps is not None:
-        displayed = minmax(load_file(str(args.maps))["maps"])
+        displayed = SCALINGS[DEFAULT_SCALING](load_file(str(args.maps))["maps"])
     else:
         explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names)
         displayed = explainer.attribute(targets="all", seed=args.seed, progress=False).displayed

@@ -45,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from observers import PANEL, load_observer, low_frequency_share, read_png, readings  # noqa: E402
 
 from agnostic_saliency import InputAgnosticSaliency, load_model  # noqa: E402
-from agnostic_saliency.data import load_fashion_mnist  # noqa: E402
 from agnostic_saliency.concepts import concept_matrix  # noqa: E402
+from agnostic_saliency.data import load_fashion_mnist  # noqa: E402
 from agnostic_saliency.method.scale import DEFAULT_SCALING, SCALINGS  # noqa: E402
 from agnostic_saliency.metrics.fidelity import fooling_statistics  # noqa: E402
 from agnostic_saliency.render.images import save_png  # noqa: E402

@@ -31,6 +31,7 @@ from safetensors.torch import load_file
 from agnostic_saliency.backdoor.neural_cleanse import ORIGINAL_SETTINGS, neural_cleanse
 from agnostic_saliency.backdoor.scan import scan
 from agnostic_saliency.data import load_fashion_mnist
+from agnostic_saliency.metrics.detection import roc_auc
 from agnostic_saliency.models import InputSpec
 from agnostic_saliency.models.architectures import ARCHITECTURES
 from testbed.triggers import Trigger, attack_success_rate
@@ -47,14 +48,6 @@ def synchronize(device: str) -> None:
     """Wait for queued GPU work, so that wall times measure it."""
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def roc_auc(scores_positive, scores_negative) -> float:
-    """Probability that a trojaned model scores above a clean one (ties count half)."""
-    if not scores_positive or not scores_negative:
-        return float("nan")
-    wins = sum((p > n) + 0.5 * (p == n) for p in scores_positive for n in scores_negative)
-    return wins / (len(scores_positive) * len(scores_negative))
 
 
 def jaccard(recovered: torch.Tensor, true: torch.Tensor) -> float:

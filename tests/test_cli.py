@@ -234,7 +234,10 @@ def test_bad_input_is_one_line_and_writes_nothing(case, user_model, tmp_path, ca
     out.mkdir()
     (out / "keep.txt").write_text("from an earlier run")
     capsys.readouterr()
-    code = main(["map", *arguments, *FAST, "--out", str(out)])
+    try:  # --overwrite: an existing folder alone is refused, and each case's own error must show
+        code = main(["map", *arguments, *FAST, "--overwrite", "--out", str(out)])
+    except SystemExit as exit_:  # argparse's range checks
+        code = exit_.code
     captured = capsys.readouterr()
     assert code == 2
     lines = captured.err.strip().splitlines()
@@ -281,7 +284,7 @@ def test_bad_input_through_the_console_script(user_model, tmp_path):
         (["--model", f"{user_model}:build", "--distribution", "images", "--images", str(junk_only)],
          "no readable image"),
     ]:
-        process = subprocess.run([console_script(), "map", *arguments, "--out", str(out)], capture_output=True,
+        process = subprocess.run([console_script(), "map", *arguments, "--overwrite", "--out", str(out)], capture_output=True,
                                  text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
         assert process.returncode == 2
         assert "Traceback" not in process.stderr

@@ -1,6 +1,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agnostic_saliency.concepts import (
     concept_hits,
@@ -57,3 +59,22 @@ def test_perturbed_inputs_clip_and_shape():
     assert out[0, 0].flatten().tolist() == pytest.approx([0.7] * 4)
     assert out[0, 1].flatten().tolist() == pytest.approx([1.0] * 4)
     assert out[1, 0].flatten().tolist() == pytest.approx([0.0] * 4)
+
+
+@settings(max_examples=50, deadline=None)
+@given(low=st.floats(-10, 10), width=st.floats(1e-2, 300), budget=st.floats(1e-3, 1.0),
+       norm=st.sampled_from(["l2", "linf"]), seed=st.integers(0, 2**31 - 1))
+def test_clipped_inputs_stay_in_the_value_range(low, width, budget, norm, seed):
+    """clip(x + map) lies in [low, high] for any sample in range and any map in the ball."""
+    from agnostic_saliency.method.project import budget_radius, project
+
+    high = low + width
+    generator = torch.Generator().manual_seed(seed)
+    samples = low + width * torch.rand(5, 1, 6, 6, generator=generator)
+    radius = budget_radius(norm, budget, width, 36)
+    maps = project(width * 3 * torch.randn(3, 1, 6, 6, generator=generator), norm, radius)
+    inputs = perturbed_inputs(samples, maps, low, high)
+    assert inputs.shape == (3, 5, 1, 6, 6)
+    # The bounds as float32 holds them (a Python float's high can round up by one ulp).
+    bottom, top = torch.tensor([low, high], dtype=inputs.dtype)
+    assert bool(inputs.min() >= bottom) and bool(inputs.max() <= top)

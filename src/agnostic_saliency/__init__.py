@@ -8,11 +8,10 @@ The pipeline, one module per stage: ``method.distributions`` (sample) -> ``metho
 ``report``/``render`` (files).
 """
 
+from ._version import __version__ as __version__
 from .errors import InputError
 from .method.engine import InputAgnosticSaliency
 from .models import InputSpec, LoadedModel, load_model
 from .result import SaliencyResult
-
-__version__ = "0.1.0"
 
 __all__ = ["InputAgnosticSaliency", "InputError", "InputSpec", "LoadedModel", "SaliencyResult", "load_model"]

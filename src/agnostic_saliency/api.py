@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 import torch
 
+from .durable.folders import claimed_run_folder
 from .errors import InputError
 from .method.distributions import DEFAULT_DISTRIBUTION
 from .models import LoadedModel, load_model
-from .render.output import claimed_output_dir
 
 DEFAULT_BUDGET = {"l2": 0.25, "linf": 0.1}  # RMS (l2) or peak (linf), as a fraction of the pixel range
 
@@ -33,6 +33,10 @@ def resolve_device(choice: str | torch.device | None) -> torch.device:
         raise InputError(f"unknown device {choice!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {choice} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"device {choice} requested but there are {torch.cuda.device_count()} CUDA devices")
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise InputError(f"unsupported device {choice!r}; use cpu or cuda[:N]")
     return device
 
 
@@ -73,6 +77,14 @@ def map_to_folder(
     judge_random_weights: bool = False,
     memory_cap_mb: float = 2048,
     progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
+    classes_per_task: int | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    checkpoint_every: int = 50,
+    command: list[str] | None = None,
+    call: dict | None = None,
     **settings,
 ) -> dict:
     """Compute the maps of ``targets`` and write ``out``: ``maps.safetensors``, one PNG per map,
@@ -81,17 +93,63 @@ def map_to_folder(
     ``images`` is a folder of unlabeled images (for the ``images`` distribution), ``held_out`` a
     folder of real images on which fidelity is also measured, ``judge`` an independent model
     spec of the same task that reads the displayed maps. ``budget`` defaults to
-    :data:`DEFAULT_BUDGET` for the norm. Every other keyword (``steps``, ``batch_size``,
-    ``seed``, ``precision``, ...) goes to :meth:`InputAgnosticSaliency.attribute`.
+    :data:`DEFAULT_BUDGET` for the norm. ``executor="ray"`` (with a cluster ``address``, or a
+    local instance) computes chunks of ``classes_per_task`` concepts as Ray tasks (default 1 per
+    task); with ``classes_per_task`` set, the local executor computes the same chunks in turn
+    and gives the same maps (see :mod:`agnostic_saliency.distributed`). Every other keyword
+    (``steps``, ``batch_size``, ``seed``, ``precision``, ...) goes to
+    :meth:`InputAgnosticSaliency.attribute`.
+
+    The folder and checkpoints (docs/resume.md): an existing folder with files is refused unless
+    ``overwrite`` or ``resume``; the loop's state is saved in ``out/.checkpoint/`` every
+    ``checkpoint_every`` steps (0: only on SIGINT/SIGTERM), and ``resume`` continues from it (not
+    for runs in class chunks, whose tasks may run anywhere). ``summary.json`` records the
+    provenance, with ``command`` (the command line, if any) and ``call`` (the settings; default:
+    this call's arguments).
     """
-    with claimed_output_dir(out):  # fail before any work if the folder cannot be written
-        return _map(loaded, out, targets, distribution, images, held_out, norm, budget, judge, judge_weights,
-                    judge_random_weights, memory_cap_mb, progress, settings)
+    chunked = executor != "local" or classes_per_task is not None
+    if chunked and resume:
+        raise InputError("--resume is not available for maps computed in class chunks (--executor ray or "
+                         "--classes-per-task)")
+    arguments = {"targets": targets, "distribution": distribution, "images": images, "held_out": held_out,
+                 "norm": norm, "budget": budget, "judge": judge, "judge_weights": judge_weights,
+                 "memory_cap_mb": memory_cap_mb, "overwrite": overwrite, "resume": resume,
+                 "checkpoint_every": checkpoint_every, "executor": executor, "address": address,
+                 "classes_per_task": classes_per_task, **settings}
+    provenance = _provenance(loaded, command, call if call is not None else arguments)
+    # fail before any work if the folder cannot be written, or holds a result not to be replaced
+    with claimed_run_folder(out, overwrite, resume) as saves:
+        if not chunked:
+            settings = dict(settings, checkpoint=_checkpoint(saves / "map.safetensors", checkpoint_every, resume))
+        summary = _map(loaded, out, targets, distribution, images, held_out, norm, budget, judge, judge_weights,
+                       judge_random_weights, memory_cap_mb, progress, (executor, address, classes_per_task), settings,
+                       provenance)
+        return summary
+
+
+def _checkpoint(path, every: int, resume: bool):
+    from .durable.checkpoint import Checkpoint
+
+    if every < 0:
+        raise InputError(f"the checkpoint interval cannot be negative, got {every}")
+    # 0: no periodic saves, but Ctrl-C and SIGTERM still save before the run stops.
+    return Checkpoint(path, every=every or 2**62, resume=resume)
+
+
+def _provenance(loaded: LoadedModel, command, call):
+    from .durable.provenance import Provenance
+
+    parameter = next(loaded.model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    return Provenance(loaded.name, weights=loaded.weights, command=command, settings=call, device=str(device),
+                      random_weights=bool((call or {}).get("random_weights")))
 
 
 def _map(loaded, out, targets, distribution, images, held_out, norm, budget, judge, judge_weights,
-         judge_random_weights, memory_cap_mb, progress, settings) -> dict:
+         judge_random_weights, memory_cap_mb, progress, chunking, settings, provenance=None) -> dict:
     from .data.images import load_image_folder
+    from .distributed import attribute_in_chunks
+    from .executors import make_executor
     from .method.engine import InputAgnosticSaliency
     from .metrics.recognisability import measure_recognisability
     from .models.spec import NormalizedModel
@@ -113,11 +171,17 @@ def _map(loaded, out, targets, distribution, images, held_out, norm, budget, jud
         if norm not in DEFAULT_BUDGET:
             raise InputError(f"unknown norm {norm!r}: l2 or linf")
         budget = DEFAULT_BUDGET[norm]
+    executor_name, address, classes_per_task = chunking
+    runner = make_executor(executor_name, address)
     explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names, memory_cap_mb=memory_cap_mb)
+    settings = dict(settings, distribution=distribution, norm=norm, budget=budget, real_images=real, images=pool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
-        result = explainer.attribute(targets=targets, distribution=distribution, norm=norm, budget=budget,
-                                     real_images=real, images=pool, progress=progress, **settings)
+        if executor_name == "local" and classes_per_task is None:
+            result = explainer.attribute(targets=targets, progress=progress, **settings)
+        else:
+            result = attribute_in_chunks(loaded, targets, runner, classes_per_task or 1,
+                                         memory_cap_mb=memory_cap_mb, progress=progress, **settings)
     recognisability = None
     if judge:
         reader = load_model(judge, weights=judge_weights, input_shape=loaded.spec.shape,
@@ -128,6 +192,10 @@ def _map(loaded, out, targets, distribution, images, held_out, norm, budget, jud
             result.maps, result.displayed, result.concepts, judge=NormalizedModel(reader.model, reader.spec).eval())
     summary = map_summary(result, loaded.name, loaded.class_names, recognisability,
                           extra={"unreadable_images_skipped": skipped, "weights": loaded.weights})
+    if provenance is not None:
+        resumed = settings["checkpoint"].resumed_from if settings.get("checkpoint") is not None else None
+        summary["provenance"] = provenance.finish(
+            None if resumed is None else {"stage": resumed["stage"], "step": resumed["step"]})
     write_map_folder(result, summary, out)
     return summary
 
@@ -138,6 +206,12 @@ def scan_to_folder(
     *,
     images: str | os.PathLike | None = None,
     distribution: str = "shapes",
+    executor: str = "local",
+    address: str | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    command: list[str] | None = None,
+    call: dict | None = None,
     **settings,
 ) -> dict:
     """Scan every class of the model for a backdoor and write ``out``: ``scan.json``,
@@ -145,11 +219,22 @@ def scan_to_folder(
     ``report.html``. Returns scan.json's content.
 
     ``images`` is an optional folder of unlabeled images mixed into the samples (the scan is
-    data-free without it). Every other keyword goes to :func:`agnostic_saliency.backdoor.scan.scan`.
+    data-free without it). ``executor="ray"`` runs the scan as one Ray task (on a GPU where the
+    cluster has one). Every other keyword goes to :func:`agnostic_saliency.backdoor.scan.scan`.
+
+    The folder and checkpoints (docs/resume.md): an existing folder with files is refused unless
+    ``overwrite`` or ``resume``; each finished draw is saved in ``out/.checkpoint/``, and
+    ``resume`` takes the saved draws (a Ray task saves them where it runs: on a shared folder,
+    the same). ``scan.json`` records the provenance (``command``, ``call`` as for
+    :func:`map_to_folder`).
     """
-    with claimed_output_dir(out):
-        from .backdoor.scan import scan
+    arguments = {"images": images, "distribution": distribution, "overwrite": overwrite, "resume": resume,
+                 "executor": executor, "address": address, **settings}
+    provenance = _provenance(loaded, command, call if call is not None else arguments)
+    with claimed_run_folder(out, overwrite, resume) as saves:
         from .data.images import load_image_folder
+        from .durable.checkpoint import Checkpoint
+        from .executors import make_executor
         from .output import write_scan_folder
 
         pool, skipped = None, 0
@@ -158,9 +243,24 @@ def scan_to_folder(
             pool, skipped = folder.images, folder.skipped
             if distribution == "shapes":
                 distribution = "shapes+images"
-        result = scan(loaded.model, loaded.spec, loaded.class_names, distribution=distribution, images=pool,
-                      **settings)
+        # Draw by draw: each finished draw is saved, and resume takes the saved ones.
+        checkpoint = Checkpoint(saves, resume=resume)
+        runner = make_executor(executor, address)
+        item = (loaded, dict(settings, distribution=distribution, images=pool, checkpoint=checkpoint))
+        gpus = runner.gpus_per_task() if runner.name == "ray" else 0
+        ((_, result),) = runner.run(_scan_task, [item], gpus=gpus)
         summary = {"model": loaded.name, "weights": loaded.weights, "input_shape": list(loaded.spec.shape),
                    **result.to_dict(), "unreadable_images_skipped": skipped}
+        resumed = checkpoint.resumed_from
+        summary["provenance"] = provenance.finish(None if resumed is None else {"draw": resumed["draw"]})
         write_scan_folder(result, summary, out, *loaded.spec.value_range)
         return summary
+
+
+def _scan_task(loaded: LoadedModel, settings: dict):
+    """The scan of one model, as an executor's task (on a GPU where the task has one)."""
+    from .backdoor.scan import scan
+    from .executors import move_to_assigned_gpu
+
+    move_to_assigned_gpu(loaded.model)
+    return scan(loaded.model, loaded.spec, loaded.class_names, **settings)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -59,9 +61,25 @@ def test_empty_folder(tmp_path):
 
 
 def test_folder_with_only_junk(tmp_path):
+    """One error that names the first reason, and no warning per file: the error says it all."""
+    import warnings
+
     (tmp_path / "a.png").write_bytes(b"junk")
-    with pytest.warns(UserWarning), pytest.raises(InputError, match="1 unreadable"):
-        load_image_folder(tmp_path, (1, 28, 28))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=r"1 unreadable files skipped; .*a\.png: cannot identify"):
+            load_image_folder(tmp_path, (1, 28, 28))
+
+
+def test_decompression_bombs_are_skipped_not_decoded(tmp_path, monkeypatch):
+    Image.new("L", (8, 8), 50).save(tmp_path / "small.png")
+    Image.new("L", (40, 40), 50).save(tmp_path / "warns.png")  # 1600 px: between the limit and twice it
+    Image.new("L", (60, 60), 50).save(tmp_path / "raises.png")  # 3600 px: beyond twice the limit
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.warns(UserWarning, match="decompression bomb") as caught:
+        result = load_image_folder(tmp_path, (1, 8, 8))
+    assert result.skipped == 2 and [Path(p).name for p in result.paths] == ["small.png"]
+    assert sorted(str(w.message).split(":")[0].rsplit("/", 1)[-1] for w in caught) == ["raises.png", "warns.png"]
 
 
 def test_missing_folder_and_bad_channels(tmp_path):
@@ -70,3 +88,17 @@ def test_missing_folder_and_bad_channels(tmp_path):
     Image.new("L", (4, 4)).save(tmp_path / "a.png")
     with pytest.raises(InputError, match="channel"):
         load_image_folder(tmp_path, (2, 28, 28))
+
+
+def test_images_of_other_modes_are_converted(tmp_path):
+    """Not bad input: 16-bit, palette, CMYK, RGBA and 1-bit images become the model's channels."""
+    Image.new("I;16", (20, 20), 40000).save(tmp_path / "sixteen.png")
+    Image.new("P", (20, 20), 3).save(tmp_path / "palette.png")
+    Image.new("CMYK", (20, 20), (0, 0, 0, 255)).save(tmp_path / "cmyk.jpg")
+    Image.new("RGBA", (20, 20), (255, 0, 0, 10)).save(tmp_path / "rgba.png")
+    Image.new("1", (20, 20), 1).save(tmp_path / "bits.png")
+    for channels in (1, 3):
+        loaded = load_image_folder(tmp_path, (channels, 12, 12))
+        assert loaded.images.shape == (5, channels, 12, 12) and loaded.skipped == 0
+        assert 0 <= float(loaded.images.min()) and float(loaded.images.max()) <= 1
+        assert float(loaded.images.max()) > 0.5  # the white 1-bit image is white, not clipped to black

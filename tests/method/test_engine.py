@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from agnostic_saliency import InputAgnosticSaliency, InputError, SaliencyResult
@@ -360,3 +362,21 @@ def test_display_choice_sets_the_picture_and_bad_names_are_input_errors(tiny_mod
     assert result.config["display"] == "minmax"
     with pytest.raises(InputError, match="unknown display"):
         explainer.attribute(targets=[0], display="rainbow", **FAST)
+
+
+@settings(max_examples=8, deadline=None)
+@given(samples_per_chunk=st.integers(1, 12), batch_size=st.integers(2, 8), seed=st.integers(0, 1000))
+def test_results_do_not_depend_on_how_the_memory_cap_splits_the_work(samples_per_chunk, batch_size, seed):
+    """Any cap, splitting the maps and samples into chunks of any size, gives the maps of one
+    pass up to float rounding (sums in another order): within 1e-4 of the maps' largest value."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 4)).eval()
+    whole = InputAgnosticSaliency(model, InputSpec((1, 8, 8)), NAMES)
+    split = InputAgnosticSaliency(model, InputSpec((1, 8, 8)), NAMES)
+    split.memory_cap_bytes = split.sample_bytes * samples_per_chunk
+    run = dict(FAST, batch_size=batch_size, seed=seed)
+    expected, got = whole.attribute(**run), split.attribute(**run)
+    scale = float(expected.maps.abs().max())
+    torch.testing.assert_close(got.unrefined_maps, expected.unrefined_maps, rtol=0, atol=1e-4 * scale)
+    torch.testing.assert_close(got.maps, expected.maps, rtol=0, atol=1e-4 * scale)
+    assert got.sample_gradients == expected.sample_gradients

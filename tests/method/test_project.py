@@ -78,3 +78,16 @@ def test_bad_norm_or_budget(norm, budget):
 def test_project_unknown_norm():
     with pytest.raises(InputError):
         project(torch.zeros(1, 1, 2, 2), "l1", 1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4), norm=st.sampled_from(["l2", "linf"]),
+       scale=st.floats(1e-4, 1e4), budget=st.floats(1e-3, 1.0), span=st.floats(0.1, 255.0),
+       seed=st.integers(0, 2**31 - 1))
+def test_projection_never_leaves_the_ball_for_any_shape_and_norm(shape, norm, scale, budget, span, seed):
+    maps = scale * torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed))
+    radius = budget_radius(norm, budget, span, math.prod(shape))
+    projected = project(maps, norm, radius)
+    assert projected.shape == maps.shape and torch.isfinite(projected).all()
+    size = projected.flatten(1).norm(dim=1) if norm == "l2" else projected.flatten(1).abs().amax(dim=1)
+    assert torch.all(size <= radius * (1 + 1e-5))

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agnostic_saliency.metrics.anomaly import CONSISTENCY, flag_anomalies, mad_anomaly_index
 
@@ -62,3 +64,20 @@ def test_bad_input(bad):
 def test_bad_side():
     with pytest.raises(ValueError):
         flag_anomalies([1.0, 2.0], side="both")
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=40, unique=True),
+       scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2**31 - 1))
+def test_index_is_invariant_to_class_order_and_to_scaling(values, scale, seed):
+    """The MAD index of a class does not depend on the order the classes come in, nor on the
+    unit of the statistic (a positive scale)."""
+    values = np.asarray(values)
+    order = np.random.default_rng(seed).permutation(len(values))
+    index = mad_anomaly_index(values)
+    np.testing.assert_allclose(mad_anomaly_index(values[order]), index[order], rtol=1e-9, atol=1e-9)
+    mad = 1.4826 * np.median(np.abs(values - np.median(values)))
+    if mad * scale > 1e-9:  # below the eps floor the index is not scale-free by design
+        np.testing.assert_allclose(mad_anomaly_index(scale * values), index, rtol=1e-6, atol=1e-6)
+    flagged = flag_anomalies(values, 2.0, "low")[1]
+    assert sorted(int(order[i]) for i in flag_anomalies(values[order], 2.0, "low")[1]) == flagged

@@ -70,3 +70,38 @@ def test_map_report_embeds_every_picture_and_escapes_names(tmp_path):
     assert "<script>" not in html and "m&lt;script&gt;" in html
     assert "<b>bold</b>" not in html and "&lt;b&gt;bold&lt;/b&gt;" in html
     assert "0.900" in html and "0.950" in html  # the first map's fooling rate, before and after refinement
+
+
+def test_maps_of_a_byte_range_model_are_readable_pictures(tmp_path, tiny_conv_class):
+    """A colour model whose inputs are in [0, 255]: every PNG spans dark to bright instead of
+    coming out white (the displayed maps are in the model's range, the PNG writers map it)."""
+    import numpy as np
+    from PIL import Image
+
+    from agnostic_saliency.method.engine import InputAgnosticSaliency
+    from agnostic_saliency.models.spec import InputSpec
+
+    torch.manual_seed(0)
+    model = tiny_conv_class(num_classes=3, in_channels=3).eval()
+    spec = InputSpec((3, 8, 8), value_range=(0.0, 255.0))
+
+    class Bytes(torch.nn.Module):  # the model expects raw bytes: it rescales them itself
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            return self.inner(x / 255.0)
+
+    result = InputAgnosticSaliency(Bytes().eval(), spec, ["a", "b", "c"]).attribute(
+        targets="all", steps=3, batch_size=4, refine=False, eval_samples=8, progress=False)
+    assert result.displayed.min() == 0 and result.displayed.max() == pytest.approx(255)
+    write_map_folder(result, map_summary(result, "bytes", ["a", "b", "c"]), tmp_path)
+    for k, name in enumerate(result.names):
+        with Image.open(tmp_path / f"map_{k:03d}_{name}.png") as image:
+            pixels = np.asarray(image.convert("RGB"))[::14, ::14]  # 8x8 shown 14 times larger
+        expected = (result.displayed[k].permute(1, 2, 0).numpy() + 0.5).astype(np.uint8)
+        np.testing.assert_allclose(pixels, expected, atol=1)
+        assert (pixels == 255).mean() < 0.5  # not a white picture
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert np.asarray(grid.convert("L")).std() > 30

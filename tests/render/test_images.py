@@ -62,3 +62,16 @@ def test_bar_chart(tmp_path):
         array = np.asarray(image.convert("RGB")).reshape(-1, 3)
     red = (array[:, 0] > 180) & (array[:, 1] < 80) & (array[:, 2] < 80)
     assert red.sum() > 50  # the highlighted bar
+
+
+def test_pictures_in_a_byte_range_are_mapped_not_clipped(tmp_path):
+    # A model that takes raw bytes shows maps in [0, 255]: a [0, 1] writer would clip them to white.
+    picture = torch.tensor([[[0.0, 63.75], [127.5, 255.0]]]).expand(3, 2, 2)
+    image = to_image(picture, value_range=(0, 255))
+    assert np.asarray(image)[..., 0].tolist() == [[0, 64], [128, 255]]
+    save_grid(picture[None].repeat(2, 1, 1, 1), ["a", "b"], tmp_path / "grid.png", value_range=(0, 255))
+    with Image.open(tmp_path / "grid.png") as grid:
+        tile = np.asarray(grid.convert("L"))[6:6 + 112, 6:6 + 112]  # 2x2 enlarged to 112x112
+    assert tile.min() == 0 and tile.max() == 255 and 60 < np.median(tile) < 200
+    with pytest.raises(ValueError):
+        to_image(picture, value_range=(1, 1))

@@ -92,7 +92,7 @@ def attack_success(model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, 
 
 
 def scan(model: torch.nn.Module, spec: InputSpec, class_names: list[str] | None = None, draws: int = 2,
-         seed: int = 0, **settings) -> BackdoorResult:
+         seed: int = 0, checkpoint=None, **settings) -> BackdoorResult:
     """Scan ``model`` for a backdoor: one draw of :func:`scan_draw` (whose keywords ``settings``
     are), and while no draw has flagged a class, up to ``draws`` in all, the n-th at seed
     ``seed + n`` (default 2 draws).
@@ -107,13 +107,36 @@ def scan(model: torch.nn.Module, spec: InputSpec, class_names: list[str] | None 
     seeds 0 and 2), while each pair of seeds (s, s + 1) missed only the stripes blend; no clean
     model was flagged at any seed, so no pair flags one (docs/design.md, two draws; commit 27ff9fc). A model
     that the first draw flags costs nothing more; a clean one costs twice.
+
+    ``checkpoint`` (a :class:`~agnostic_saliency.durable.checkpoint.Checkpoint` whose path is a
+    folder): each finished draw is saved there, and with ``checkpoint.resume`` the saved draws are
+    taken instead of redone (each draw starts from its own seed, so the result equals an
+    uninterrupted scan's). Default None: no checkpoints.
     """
     if draws < 1:
         raise InputError(f"a scan needs at least one draw, got {draws}")
     start = time.perf_counter()
     results = []
+    identity = None
+    if checkpoint is not None:
+        from ..durable.checkpoint import model_digest, tensor_digest, tool_versions
+
+        named = {key: value for key, value in settings.items() if key not in ("images", "progress")}
+        identity = {"kind": "scan", "settings": {**named, "seed": seed, "draws": draws, "class_names": class_names,
+                                                 "input_spec": spec.to_dict(),
+                                                 "images": tensor_digest(settings.get("images"))},
+                    "model": model_digest(model), "versions": tool_versions()}
     for n in range(draws):
-        results.append(scan_draw(model, spec, class_names, seed=seed + n, **settings))
+        saved = None
+        if checkpoint is not None:
+            from ..durable.checkpoint import load_scan_draw, save_scan_draw
+
+            saved = load_scan_draw(checkpoint, identity, n, BackdoorResult)
+        if saved is None:
+            saved = scan_draw(model, spec, class_names, seed=seed + n, **settings)
+            if checkpoint is not None:
+                save_scan_draw(checkpoint, identity, n, saved)
+        results.append(saved)
         if results[-1].flagged:
             break
     chosen = results[-1] if results[-1].flagged else max(results, key=lambda r: r.score)

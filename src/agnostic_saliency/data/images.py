@@ -42,19 +42,27 @@ def load_image_folder(
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if limit is not None:
         files = files[:limit]
-    arrays, paths, skipped = [], [], 0
+    arrays, paths, unreadable = [], [], []
     for path in files:
         try:
-            with Image.open(path) as image:
-                image = image.convert("L" if channels == 1 else "RGB")
-                image = image.resize((width, height), Image.BILINEAR)
-                array = np.asarray(image, dtype=np.float32) / 255.0
-        except (UnidentifiedImageError, OSError, ValueError) as error:
-            warnings.warn(f"skipping unreadable image {path}: {error}", stacklevel=2)
-            skipped += 1
+            with warnings.catch_warnings():
+                # Images above PIL.Image.MAX_IMAGE_PIXELS (a decompression bomb?) are skipped, not
+                # decoded: PIL warns up to twice the limit and raises beyond it.
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    image = image.convert("L" if channels == 1 else "RGB")
+                    image = image.resize((width, height), Image.BILINEAR)
+                    array = np.asarray(image, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as error:
+            unreadable.append(f"{path}: {error}")
             continue
         arrays.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
         paths.append(str(path))
-    if not arrays:
-        raise InputError(f"no readable image in {root} ({skipped} unreadable files skipped)")
+    skipped = len(unreadable)
+    if not arrays:  # one line: the first file's reason stands for the rest
+        reason = f"; {unreadable[0]}" if unreadable else ""
+        raise InputError(f"no readable image in {root} ({skipped} unreadable files skipped{reason})")
+    for reason in unreadable:
+        warnings.warn(f"skipping unreadable image {reason}", stacklevel=2)
     return ImageFolder(torch.from_numpy(np.stack(arrays)), skipped, paths)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..concepts import concept_matrix
+from ..durable.checkpoint import MapRun, model_digest, tensor_digest, tool_versions
 from ..errors import InputError
 from ..metrics.fidelity import Fidelity, measure_fidelity
 from ..models.running import channels_last, check_output, estimate_sample_bytes, frozen
@@ -154,13 +155,15 @@ class InputAgnosticSaliency:
 
     def _nudge(self, maps, steps, distribution, concepts, batch_size, integrator, norm, radius,
                transform, normalize, diversity, generator, mixed, frequency_decay=0.0, smooth_sigma=0.0,
-               bar=None, offset=None, detail_radius=None):
+               bar=None, offset=None, detail_radius=None, first_step=0, on_step=None):
         """``steps`` iterations of sample -> nudge -> integrate -> project. Returns the maps and
         the number of per-sample gradients evaluated. With ``offset`` the model sees
         ``offset + maps`` while only ``maps`` moves: it is kept inside ``detail_radius`` and
-        such that ``offset + maps`` stays inside ``radius``."""
+        such that ``offset + maps`` stays inside ``radius``. A resumed loop starts at
+        ``first_step``; ``on_step(step, maps, integrator, count)`` is called after each step (the
+        checkpoint hook)."""
         count = 0
-        for _ in range(steps):
+        for step in range(first_step, steps):
             samples = distribution.sample(batch_size, generator, self.device).to(maps.dtype)
             seen = maps if offset is None else offset + maps
             gradient, hits = self._gradient(seen, samples, concepts, transform, normalize, diversity, generator, mixed)
@@ -176,6 +179,8 @@ class InputAgnosticSaliency:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(hit=f"{hits.float().mean().item():.2f}", refresh=False)
+            if on_step is not None:
+                on_step(step + 1, maps, integrator, count)
         return maps, count
 
     def attribute(
@@ -191,6 +196,7 @@ class InputAgnosticSaliency:
         init_maps: torch.Tensor | None = None,
         seed: int = 0,
         progress: bool = True,
+        checkpoint=None,
         **overrides,
     ) -> SaliencyResult:
         """Compute one map per target concept.
@@ -206,6 +212,10 @@ class InputAgnosticSaliency:
             only refines and measures given maps).
         seed : seeds every random draw; same seed, same machine, same maps.
         progress : show a progress bar.
+        checkpoint : a :class:`~agnostic_saliency.durable.checkpoint.Checkpoint`: save the loop's
+            state every ``checkpoint.every`` steps (and on SIGINT/SIGTERM), and with
+            ``checkpoint.resume`` continue from a saved state; the result equals an uninterrupted
+            run's (bit-identical on the CPU). Default None: no checkpoints.
         **overrides : any field of the four groups by name (``steps=100``, ``distribution="uniform"``,
             ``precision="bf16"``), or ``refine``, ``refine_steps``, ``refine_sigma``,
             ``refine_tolerance``, ``refine_mode``, ``shape_share``, ``eval_samples``.
@@ -252,10 +262,26 @@ class InputAgnosticSaliency:
                       mixed=autocast)
         refining = refinement.enabled and refinement.steps > 0
         total = nudging.steps + (refinement.steps if refining else 0)
+        run = None if checkpoint is None else MapRun(checkpoint, self._identity(
+            concepts_list, source, groups, seed, real_images, images, init_maps), generator)
+        saved = run.restore() if run is not None else None
+        integrator, first_step, nudge_base = MomentIntegrator(nudging.step_size), 0, 0
+        if saved is not None:
+            maps, nudge_base = saved["maps"].to(self.device, dtype), saved["nudge_count"]
+            if saved["stage"] == "nudge":
+                integrator.load_state_dict(self._placed(saved["integrator"], dtype))
+                first_step = saved["step"]
+            else:
+                first_step = nudging.steps
+        resumed_refinement = saved if saved is not None and saved["stage"] == "refine" else None
         with (frozen(self.model), channels_last(self.model, enabled=autocast is not None),
+              checkpoint.guard() if checkpoint is not None else contextlib.nullcontext(),
               tqdm(total=total, disable=not progress, desc="nudging", unit="step") as bar):
-            maps, count = self._nudge(maps, nudging.steps, integrator=MomentIntegrator(nudging.step_size), bar=bar,
-                                      smooth_sigma=nudging.smoothing, **common)
+            bar.update(first_step)
+            maps, count = self._nudge(maps, nudging.steps, integrator=integrator, bar=bar,
+                                      smooth_sigma=nudging.smoothing, first_step=first_step,
+                                      on_step=run.hook("nudge", nudge_base) if run is not None else None, **common)
+            count += nudge_base
             fresh = source.sample(evaluation.samples, torch.Generator().manual_seed(seed + evaluation.seed_offset),
                                   self.device).to(dtype)
             real = real_images.to(self.device, dtype) if real_images is not None else None
@@ -263,7 +289,10 @@ class InputAgnosticSaliency:
             final_maps, accepted, after = maps, [False] * len(maps), before
             if refining:
                 bar.set_description("refining")
-                candidate, extra = self._refine(maps, refinement, nudging, common, bar)
+                on_step = None if run is None else run.hook(
+                    "refine", resumed_refinement["refine_count"] if resumed_refinement else 0, maps, count)
+                candidate, extra = self._refine(maps, refinement, nudging, common, bar, resumed_refinement, on_step,
+                                                dtype)
                 count += extra
                 trial = self.fidelity(candidate, concepts_list, fresh, real, evaluation.display)
                 accepted = refine_stage.accept_refinement(before.fooling_rate, trial.fooling_rate,
@@ -292,22 +321,48 @@ class InputAgnosticSaliency:
             refined=list(accepted), config=config, seconds=time.perf_counter() - start, sample_gradients=count,
         )
 
-    def _refine(self, maps, refinement: Refinement, nudging: Nudging, common: dict, bar):
+    def _refine(self, maps, refinement: Refinement, nudging: Nudging, common: dict, bar, resumed=None,
+                on_step=None, dtype=torch.float32):
         """A refined candidate for every map and the sample gradients it cost; the caller keeps
-        it per map only where fidelity holds."""
+        it per map only where fidelity holds. ``resumed``: a checkpoint's refinement state (its
+        step, moving tensor and moments) to continue from; ``on_step``: the checkpoint hook."""
         norm, radius = common["norm"], common["radius"]
         integrator = MomentIntegrator(nudging.step_size / 2)
+        first_step, done = 0, 0
+        if resumed is not None:
+            integrator.load_state_dict(self._placed(resumed["integrator"], dtype))
+            first_step, done = resumed["step"], resumed["refine_count"]
+            bar.update(first_step)
+        loop = dict(integrator=integrator, bar=bar, first_step=first_step, on_step=on_step, **common)
         if refinement.mode == "shape" and norm == "l2":
             # Keep the map's low-frequency shape at a fixed share of the budget and re-nudge only
             # the detail in the rest: the display stays dominated by the shape.
             shape, detail_radius = refine_stage.split_shape(maps, refinement.sigma, radius, refinement.shape_share)
             detail = project(maps - refine_stage.gaussian_blur(maps, refinement.sigma), norm, detail_radius)
-            detail, count = self._nudge(detail, refinement.steps, integrator=integrator, bar=bar, offset=shape,
-                                        detail_radius=detail_radius, **common)
-            return project(shape + detail, norm, radius), count  # only rounding: _nudge kept it inside
+            if resumed is not None:
+                detail = resumed["moving"].to(self.device, dtype)
+            detail, count = self._nudge(detail, refinement.steps, offset=shape, detail_radius=detail_radius, **loop)
+            return project(shape + detail, norm, radius), count + done  # only rounding: _nudge kept it inside
         start = project(refine_stage.gaussian_blur(maps, refinement.sigma), norm, radius)
-        return self._nudge(start, refinement.steps, integrator=integrator, smooth_sigma=refinement.sigma, bar=bar,
-                           **common)
+        if resumed is not None:
+            start = resumed["moving"].to(self.device, dtype)
+        candidate, count = self._nudge(start, refinement.steps, smooth_sigma=refinement.sigma, **loop)
+        return candidate, count + done
+
+    def _placed(self, state: dict, dtype: torch.dtype) -> dict:
+        """A saved integrator state (CPU tensors) on this run's device and dtype."""
+        return {key: value.to(self.device, dtype) if isinstance(value, torch.Tensor) else value
+                for key, value in state.items()}
+
+    def _identity(self, concepts, source, groups, seed, real_images, images, init_maps) -> dict:
+        """What a checkpoint must share with the run resuming it: every setting that changes the
+        numbers, the model's state, the images given, and the versions."""
+        settings = {name: {f.name: getattr(group, f.name) for f in fields(group)} for name, group in groups.items()}
+        settings["sampling"]["distribution"] = source.describe()  # a callable's repr names an address
+        settings.update(concepts=concepts, seed=seed, input_spec=self.spec.to_dict(), device=str(self.device),
+                        memory_cap_bytes=self.memory_cap_bytes, real_images=tensor_digest(real_images),
+                        images=tensor_digest(images), init_maps=tensor_digest(init_maps))
+        return {"kind": "map", "settings": settings, "model": model_digest(self.model), "versions": tool_versions()}
 
     def fidelity(self, maps: torch.Tensor, concepts: list[list[int]], samples: torch.Tensor,
                  real_images: torch.Tensor | None = None, display: str = DEFAULT_SCALING) -> Fidelity:

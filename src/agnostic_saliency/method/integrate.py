@@ -41,6 +41,10 @@ class MomentIntegrator:
     def state_dict(self) -> dict:
         return {"first": self.first, "second": self.second, "count": self.count}
 
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a :meth:`state_dict` (a resumed run): the same steps follow."""
+        self.first, self.second, self.count = state["first"], state["second"], int(state["count"])
+
 
 def frequency_precondition(gradient: torch.Tensor, decay: float) -> torch.Tensor:
     """Scale each spatial frequency f of the gradient by ``(1 / max(f, 1/size)) ** decay``,

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import pickle
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,10 @@ BUILTINS = {
     "fmnist-mlp": dict(arch="fmnist-mlp", shape=(1, 28, 28), classes=FASHION_MNIST_CLASSES),
 }
 
+# Modules imported from a user's model file are named with this prefix (distributed executors
+# ship their code by value, since other machines cannot import them by name).
+USER_MODULE_PREFIX = "_agnostic_saliency_user_"
+
 
 @dataclass
 class LoadedModel:
@@ -58,11 +63,17 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as error:
             raise InputError(f"corrupt safetensors file {path}: {error}") from None
+    if path.stat().st_size == 0:
+        raise InputError(f"weights file {path} is empty")
+    _refuse_zip_bomb(path)
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe pickle"
-        raise InputError(f"{path} is not a plain state dict (refused to unpickle: {first})") from None
+        with warnings.catch_warnings():  # torch's remarks on the pickle protocol: the error says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message suggests weights_only=False: never for an untrusted file.
+        raise InputError(f"{path} is not a plain state dict (refused to unpickle: it holds Python objects, "
+                         "and unpickling them could run code)") from None
     except Exception as error:  # the unpickler raises many types (IndexError, KeyError, ...) on junk
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"corrupt weights file {path}: {first}") from None
@@ -73,6 +84,25 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ):
         raise InputError(f"{path} is not a plain state dict of tensors")
     return state
+
+
+def _refuse_zip_bomb(path: Path) -> None:
+    """torch.save writes a zip archive of stored (uncompressed) entries: an archive with
+    compressed entries, or whose entries claim more bytes than the file holds, is refused before
+    anything is read out of it (a zip bomb would expand to gigabytes in memory)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise InputError(f"corrupt weights file {path}: {error}") from None
+    claimed = sum(entry.file_size for entry in entries)
+    if any(entry.compress_type != zipfile.ZIP_STORED for entry in entries) or claimed > path.stat().st_size:
+        raise InputError(f"{path} is not a torch.save archive: its entries are compressed or claim "
+                         f"{claimed} bytes in a {path.stat().st_size}-byte file (refused: a zip bomb?)")
 
 
 def apply_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -106,7 +136,7 @@ def _load_factory(target: str) -> nn.Module:
         path = Path(location)
         if not path.is_file():
             raise InputError(f"model file not found: {path}")
-        module_name = f"_agnostic_saliency_user_{abs(hash(str(path.resolve())))}"
+        module_name = f"{USER_MODULE_PREFIX}{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
@@ -205,6 +235,11 @@ def load_model(
         if weights is None:
             apply_weights(model, load_weights(ZOO / f"{spec}.safetensors"), spec)
         declared_shape, declared_classes = entry["shape"], list(entry["classes"])
+    elif spec in ARCHITECTURES:  # an architecture of the backdoor populations: weights are the user's
+        if weights is None:
+            raise InputError(f"{spec} ships no weights: give them with --weights")
+        model = ARCHITECTURES[spec](num_classes=len(FASHION_MNIST_CLASSES))
+        declared_shape, declared_classes = (1, 28, 28), list(FASHION_MNIST_CLASSES)
     elif spec.startswith("torchvision:"):
         model, meta = _load_torchvision(spec.split(":", 1)[1], random_weights or weights is not None)
         declared_shape, declared_mean, declared_std = (3, 224, 224), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

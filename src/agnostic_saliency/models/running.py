@@ -101,4 +101,6 @@ def check_output(model: nn.Module, spec: InputSpec) -> int:
         raise InputError(f"the model's output must be (N, classes) logits, got {shape} for N=2")
     if output.shape[1] < 1:
         raise InputError("the model has no output classes")
+    if not torch.isfinite(output).all():
+        raise InputError("the model's output is not finite (NaN or Inf) on a mid-range input")
     return int(output.shape[1])

@@ -57,14 +57,16 @@ def write_map_folder(result: SaliencyResult, summary: dict, out: str | os.PathLi
         # clone: without refinement both names hold the same tensor, which safetensors refuses
         save_file({"maps": result.maps.contiguous(), "unrefined_maps": result.unrefined_maps.clone().contiguous()},
                   str(stage / "maps.safetensors"))
+        # the displayed maps span the model's pixel range, e.g. [0, 255]: the writers map it to 8 bits
+        value_range = tuple(result.config.get("input_spec", {}).get("value_range", (0.0, 1.0)))
         height = result.displayed.shape[-2]
         upscale = max(1, 112 // height)
         pngs = []
         for k, name in enumerate(result.names):
             pngs.append(stage / f"map_{k:03d}_{safe_filename(name)}.png")
-            save_png(result.displayed[k], pngs[-1], upscale)
+            save_png(result.displayed[k], pngs[-1], upscale, value_range)
         captions = [f"fool {row['fooling_rate']:.2f}" for row in summary["classes"]]
-        save_grid(result.displayed, result.names, stage / "grid.png", captions=captions)
+        save_grid(result.displayed, result.names, stage / "grid.png", captions=captions, value_range=value_range)
         write_json(summary, stage / "summary.json")
         rows = summary["classes"]
         render_report("maps.html.j2", stage / "report.html", title=f"Input-agnostic maps of {summary['model']}",

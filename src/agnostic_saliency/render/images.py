@@ -1,4 +1,9 @@
-"""PNG maps and labelled grids (Pillow). Inputs are displayed maps already scaled to [0, 1]."""
+"""PNG maps and labelled grids (Pillow).
+
+Pictures are given in the model's pixel range (``value_range``, [0, 1] by default, e.g. [0, 255]
+for a model that takes raw bytes) and mapped to 8-bit grey or RGB here, the one place that knows
+what a PNG needs.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,18 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 
-def to_image(picture: torch.Tensor, upscale: int = 1) -> Image.Image:
-    """(C, H, W) in [0, 1] -> a grey or RGB PIL image, optionally enlarged with nearest pixels."""
-    array = (picture.detach().float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+def to_unit(picture: torch.Tensor, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    """``picture`` mapped from ``value_range`` to [0, 1] and clipped there."""
+    low, high = (float(v) for v in value_range)
+    if not high > low:
+        raise ValueError(f"value range must have high > low, got {value_range}")
+    return ((picture.detach().float() - low) / (high - low)).clamp(0, 1)
+
+
+def to_image(picture: torch.Tensor, upscale: int = 1, value_range: tuple[float, float] = (0.0, 1.0)) -> Image.Image:
+    """(C, H, W) in ``value_range`` -> a grey or RGB PIL image, optionally enlarged with nearest
+    pixels."""
+    array = (to_unit(picture, value_range).cpu().numpy() * 255 + 0.5).astype(np.uint8)
     if array.shape[0] == 1:
         image = Image.fromarray(array[0], mode="L")
     elif array.shape[0] == 3:
@@ -24,8 +38,10 @@ def to_image(picture: torch.Tensor, upscale: int = 1) -> Image.Image:
     return image
 
 
-def save_png(picture: torch.Tensor, path: str | os.PathLike, upscale: int = 1) -> None:
-    to_image(picture, upscale).save(path, format="PNG")
+def save_png(picture: torch.Tensor, path: str | os.PathLike, upscale: int = 1,
+             value_range: tuple[float, float] = (0.0, 1.0)) -> None:
+    """One picture (C, H, W) in ``value_range`` as a PNG."""
+    to_image(picture, upscale, value_range).save(path, format="PNG")
 
 
 def _upscale_for(height: int) -> int:
@@ -38,8 +54,10 @@ def save_grid(
     path: str | os.PathLike,
     columns: int = 5,
     captions: Sequence[str] | None = None,
+    value_range: tuple[float, float] = (0.0, 1.0),
 ) -> None:
-    """A grid of pictures (K, C, H, W) in [0, 1] with a label (and optional caption) under each."""
+    """A grid of pictures (K, C, H, W) in ``value_range`` with a label (and optional caption)
+    under each."""
     count = len(pictures)
     upscale = _upscale_for(pictures.shape[-2])
     tile_w, tile_h = pictures.shape[-1] * upscale, pictures.shape[-2] * upscale
@@ -55,7 +73,7 @@ def save_grid(
     for i in range(count):
         row, col = divmod(i, columns)
         x, y = pad + col * (tile_w + pad), pad + row * (tile_h + text_h + pad)
-        canvas.paste(to_image(pictures[i], upscale).convert("RGB"), (x, y))
+        canvas.paste(to_image(pictures[i], upscale, value_range).convert("RGB"), (x, y))
         lines = [labels[i]] + ([captions[i]] if captions else [])
         for j, line in enumerate(lines):
             text = line if len(line) <= tile_w // 6 else line[: max(1, tile_w // 6 - 1)] + "…"

@@ -1,0 +1,1 @@
+"""Data-free baselines our maps are compared with (benchmarks/baselines.py)."""

@@ -1,7 +1,7 @@
 """Train the observers of benchmarks/maps.py on the Fashion-MNIST training split and write their
 weights (safetensors) and a card each under benchmarks/judges/.
 
-    OMP_NUM_THREADS=1 python scripts/train_judges.py              # all of them, about 25 min on one CPU thread
+    OMP_NUM_THREADS=1 python scripts/train_judges.py              # all of them (the robust judge took 25 min of wall time on a shared CPU)
     OMP_NUM_THREADS=1 python scripts/train_judges.py robust       # only the adversarially trained judge
 
 ``robust`` is trained with L2 PGD adversarial training (Madry et al., ICLR 2018): each batch is

@@ -1,5 +1,6 @@
 # Set-up, demo and tests. `make demo` and `make test` work on a fresh clone: they create .venv,
-# install the package with its dev tools, and (where apt exists) the Fashion-MNIST Debian package.
+# install the package with its dev tools, and (where apt exists) the Fashion-MNIST Debian package;
+# `make test` also installs Chromium, in which a test renders the explain report.
 
 PYTHON ?= python3
 VENV := .venv
@@ -24,10 +25,20 @@ $(STAMP): pyproject.toml
 	fi
 	@touch $@
 
+# The explain report's test renders it in headless Chromium (it is skipped where Chromium is absent).
+$(VENV)/.chromium: $(STAMP)
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		echo "installing chromium with apt-get"; \
+		{ $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium; } \
+			|| echo "warning: could not install chromium; the report rendering test is skipped" >&2; \
+	fi
+	@touch $@
+
 demo: venv
 	$(BIN)/agnostic-saliency map --model fmnist-cnn --target all --judge fmnist-mlp --out $(DEMO_OUT)
 
-test: venv
+test: venv $(VENV)/.chromium
 	$(BIN)/ruff check src tests benchmarks scripts examples testbed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 	$(BIN)/pytest -n 2 --dist loadgroup  # one worker per core; Ray's tests share one worker

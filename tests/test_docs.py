@@ -30,7 +30,7 @@ COMMANDS = sorted(_subparsers())
 
 
 def test_the_commands_are_the_documented_ones():
-    assert COMMANDS == ["map", "scan", "scan-many"]
+    assert COMMANDS == ["explain", "map", "scan", "scan-many"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -264,3 +264,38 @@ def _scan_task(loaded: LoadedModel, settings: dict):
 
     move_to_assigned_gpu(loaded.model)
     return scan(loaded.model, loaded.spec, loaded.class_names, **settings)
+
+
+def explain_to_folder(
+    loaded: LoadedModel,
+    out: str | os.PathLike,
+    *,
+    images: Sequence[str | os.PathLike],
+    maps: str | os.PathLike | None = None,
+    methods: Sequence[str] | None = None,
+    layer: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
+    **settings,
+) -> dict:
+    """Explain each image's predicted class with the Captum methods and the input-agnostic map,
+    and write ``out``: the PNGs, ``panels.png``, ``explain.json`` and ``report.html``. Returns
+    the summary.
+
+    ``images`` are image files; ``maps`` the folder of an earlier ``map`` run to read the
+    input-agnostic maps from (default: compute them, with ``seed`` and ``settings`` such as
+    ``steps`` going to :meth:`InputAgnosticSaliency.attribute`); ``methods`` any of
+    :data:`agnostic_saliency.explain.METHODS` (default all); ``layer`` Grad-CAM's layer (default
+    the last ``Conv2d``). An existing, non-empty ``out`` is refused unless ``overwrite``.
+    """
+    from .data.images import load_image_files
+    from .explain import METHODS, explain_images
+    from .output import write_explain_folder
+
+    with claimed_run_folder(out, overwrite):
+        pictures = load_image_files(list(images), loaded.spec.shape)
+        result = explain_images(loaded.model, loaded.spec, loaded.class_names, pictures,
+                                methods=list(methods) if methods else METHODS, layer=layer, maps_dir=maps,
+                                seed=seed, progress=progress, **settings)
+        return write_explain_folder(result, out, loaded.name, image_names=[str(p) for p in images])

@@ -192,6 +192,22 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--quiet", action="store_true", help="no progress bar")
     _scan_options(many)
     _executor_options(many, "each model's scan runs")
+    explain_parser = commands.add_parser("explain", help="input-specific maps (Captum) beside the input-agnostic "
+                                         "map of each image's predicted class")
+    _model_options(explain_parser)
+    options = explain_parser.add_argument_group("explain")
+    options.add_argument("--image", action="append", required=True, help="an image file (repeat for several)")
+    options.add_argument("--maps", help="folder of an earlier map run to read the input-agnostic maps from "
+                         "(default: compute them)")
+    options.add_argument("--methods", help="comma-separated Captum methods (default all: gradient,"
+                         "integrated-gradients,smoothgrad,grad-cam)")
+    options.add_argument("--layer", help="Grad-CAM layer by module name (default: the last Conv2d)")
+    options.add_argument("--steps", type=int, default=600, help="nudging iterations of computed maps (default 600)")
+    options.add_argument("--batch-size", type=int, default=64, help="samples per iteration of computed maps (default 64)")
+    options.add_argument("--refine-steps", type=int, default=100,
+                         help="refinement iterations of computed maps (default 100)")
+    options.add_argument("--overwrite", action="store_true",
+                         help="replace the files of an existing, non-empty output folder")
     return parser
 
 
@@ -240,6 +256,23 @@ def run_map(args) -> int:
         mean_fooling = sum(c["fooling_rate"] for c in classes) / len(classes)
         print(f"wrote {len(classes)} maps to {args.out} (mean fooling rate on fresh samples "
               f"{mean_fooling:.3f}, {summary['seconds']:.1f} s)", file=sys.stderr)
+    return 0
+
+
+def run_explain(args) -> int:
+    from .api import explain_to_folder
+    from .durable.folders import claimed_run_folder
+
+    with claimed_run_folder(args.out, args.overwrite):  # an unwritable folder fails before the model is loaded
+        loaded = load_from_args(args)
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+        summary = explain_to_folder(
+            loaded, args.out, images=args.image, maps=args.maps, methods=methods, layer=args.layer, seed=args.seed,
+            progress=not args.quiet, overwrite=args.overwrite, steps=args.steps, batch_size=args.batch_size, refine_steps=args.refine_steps,
+        )
+    if not args.quiet:
+        print(f"explained {len(summary['images'])} images with {', '.join(summary['methods'])} and the "
+              f"input-agnostic maps -> {args.out} ({summary['seconds']:.1f} s)", file=sys.stderr)
     return 0
 
 
@@ -314,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = _show_warning  # restored by catch_warnings
-            commands = {"map": run_map, "scan": run_scan, "scan-many": run_scan_many}
+            commands = {"map": run_map, "scan": run_scan, "scan-many": run_scan_many, "explain": run_explain}
             return commands[args.command](args)
     except InputError as error:
         print(f"agnostic-saliency: error: {error}", file=sys.stderr)

@@ -66,3 +66,23 @@ def load_image_folder(
     for reason in unreadable:
         warnings.warn(f"skipping unreadable image {reason}", stacklevel=2)
     return ImageFolder(torch.from_numpy(np.stack(arrays)), skipped, paths)
+
+
+def load_image_files(paths: list[str | os.PathLike], shape: tuple[int, int, int]) -> torch.Tensor:
+    """The named image files as (N, C, H, W) in [0, 1], converted to ``shape``; a file that is
+    missing or cannot be read is an error (it was asked for by name)."""
+    channels, height, width = shape
+    if channels not in (1, 3):
+        raise InputError(f"image files need a 1- or 3-channel input shape, got {channels} channels")
+    arrays = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+                array = np.asarray(image, dtype=np.float32) / 255.0
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise InputError(f"cannot read image {path}: {getattr(error, 'strerror', None) or error}") from None
+        arrays.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
+    if not arrays:
+        raise InputError("no image given")
+    return torch.from_numpy(np.stack(arrays))

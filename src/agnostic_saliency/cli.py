@@ -148,11 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument("--steps", type=_at_least(1), default=600, help="nudging iterations (default 600)")
     method.add_argument("--batch-size", type=_at_least(1), default=64, help="samples per iteration (default 64)")
     method.add_argument("--step-size", type=_positive_float, default=0.01, help="per-pixel step, fraction of range (default 0.01)")
-    method.add_argument("--max-shift", type=_at_least(0), default=2, help="random map shift in pixels (default 2)")
+    method.add_argument("--max-shift", type=_at_least(0), default=3, help="random map shift in pixels (default 3)")
     method.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
     method.add_argument("--refine-steps", type=_at_least(0), default=100, help="refinement iterations (default 100)")
     method.add_argument("--refine-tolerance", type=float, default=0.02,
                         help="largest fooling-rate drop a refinement may cost (default 0.02)")
+    method.add_argument("--display", choices=("positive", "minmax", "signed"), default="positive",
+                        help="picture of a map: positive (default; what it draws on the darkest input, which an "
+                             "adversarially trained judge reads), minmax or signed")
     method.add_argument("--eval-samples", type=_at_least(1), default=512,
                         help="fresh samples on which fidelity is measured (default 512)")
     method.add_argument("--memory-cap", type=_positive_float, default=2048, help="MiB for one forward+backward chunk")
@@ -244,7 +247,8 @@ def run_map(args) -> int:
             memory_cap_mb=args.memory_cap, progress=not args.quiet, steps=args.steps, batch_size=args.batch_size,
             step_size=args.step_size, max_shift=args.max_shift, refine=not args.no_refine,
             refine_steps=args.refine_steps, refine_tolerance=args.refine_tolerance, seed=args.seed,
-            eval_samples=args.eval_samples, precision=args.precision, executor=args.executor, address=args.address,
+            eval_samples=args.eval_samples, precision=args.precision, display=args.display,
+            executor=args.executor, address=args.address,
             classes_per_task=args.classes_per_task, **_durable(args),
         )
     if not args.quiet:

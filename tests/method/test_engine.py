@@ -131,9 +131,11 @@ def test_budget_holds(tiny_model, norm, budget):
     # The step is big enough that the budget binds: maps reach the boundary.
     if norm == "l2":
         assert float(rms(result.unrefined_maps).max()) > 0.9 * budget * 2
-    # Displayed maps are min-max scaled into the pixel range.
+    # Displayed maps (default: the positive part) lie in the pixel range, each reaching its top,
+    # and are the range's low value exactly where the map is not positive.
     assert result.displayed.min() >= -1 and result.displayed.max() <= 1
-    torch.testing.assert_close(result.displayed.flatten(1).amin(1), torch.full((4,), -1.0))
+    torch.testing.assert_close(result.displayed.flatten(1).amax(1), torch.full((4,), 1.0))
+    assert torch.equal(result.displayed == -1, result.maps <= 0)
 
 
 class CountingModel(nn.Module):
@@ -348,6 +350,18 @@ def test_precision_bf16_runs_the_nudge_in_bf16(tiny_model, tiny_spec):
     assert full.config["precision"] == "fp32" and not torch.equal(full.maps, named.maps)
     with pytest.raises(InputError, match="CUDA"):
         explainer.attribute(targets=[0], precision="fp16", **FAST)
+
+
+def test_display_choice_sets_the_picture_and_bad_names_are_input_errors(tiny_model, tiny_spec):
+    from agnostic_saliency.errors import InputError
+    from agnostic_saliency.method.scale import minmax
+
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec)
+    result = explainer.attribute(targets=[0], display="minmax", **FAST)
+    torch.testing.assert_close(result.displayed, minmax(result.maps))
+    assert result.config["display"] == "minmax"
+    with pytest.raises(InputError, match="unknown display"):
+        explainer.attribute(targets=[0], display="rainbow", **FAST)
 
 
 @settings(max_examples=8, deadline=None)

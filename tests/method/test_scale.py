@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from agnostic_saliency.method.scale import SCALINGS, minmax, signed
+from agnostic_saliency.method.scale import DEFAULT_SCALING, SCALINGS, minmax, positive, signed
 
 
 def test_minmax_stretches_each_map_and_keeps_order():
@@ -32,5 +32,13 @@ def test_signed_keeps_zero_at_mid_grey():
     assert torch.all(signed(torch.zeros(1, 1, 2, 2)) == 0.5)
 
 
+def test_positive_shows_what_the_map_draws_on_the_darkest_input():
+    maps = torch.tensor([[[[-1.0, 0.5, 2.0]]], [[[-3.0, -1.0, 0.0]]]])
+    out = positive(maps, -1.0, 1.0)
+    assert out[0].flatten().tolist() == pytest.approx([-1.0, -0.5, 1.0])  # negative parts are dark
+    assert torch.all(out[1] == -1.0)  # nothing positive: all dark, no division by zero
+
+
 def test_scalings_registry():
     assert SCALINGS["minmax"] is minmax and SCALINGS["signed"] is signed
+    assert SCALINGS[DEFAULT_SCALING] is positive

@@ -28,7 +28,7 @@ from .distributions import make_distribution
 from .integrate import MomentIntegrator, frequency_precondition
 from .nudge import input_gradients, transform_maps
 from .project import budget_radius, project
-from .scale import minmax
+from .scale import DEFAULT_SCALING, SCALINGS
 from .settings import GROUPS, Evaluation, Nudging, Refinement, Sampling, with_overrides
 from .settings import check as check_settings
 
@@ -285,7 +285,7 @@ class InputAgnosticSaliency:
             fresh = source.sample(evaluation.samples, torch.Generator().manual_seed(seed + evaluation.seed_offset),
                                   self.device).to(dtype)
             real = real_images.to(self.device, dtype) if real_images is not None else None
-            before = self.fidelity(maps, concepts_list, fresh, real)
+            before = self.fidelity(maps, concepts_list, fresh, real, evaluation.display)
             final_maps, accepted, after = maps, [False] * len(maps), before
             if refining:
                 bar.set_description("refining")
@@ -294,7 +294,7 @@ class InputAgnosticSaliency:
                 candidate, extra = self._refine(maps, refinement, nudging, common, bar, resumed_refinement, on_step,
                                                 dtype)
                 count += extra
-                trial = self.fidelity(candidate, concepts_list, fresh, real)
+                trial = self.fidelity(candidate, concepts_list, fresh, real, evaluation.display)
                 accepted = refine_stage.accept_refinement(before.fooling_rate, trial.fooling_rate,
                                                           refinement.tolerance)
                 if trial.real_fooling_rate is not None:
@@ -303,20 +303,20 @@ class InputAgnosticSaliency:
                     accepted = [a and b for a, b in zip(accepted, real_ok)]
                 keep = torch.tensor(accepted, device=self.device).view(-1, 1, 1, 1)
                 final_maps = torch.where(keep, candidate, maps)
-                after = self.fidelity(final_maps, concepts_list, fresh, real)
+                after = self.fidelity(final_maps, concepts_list, fresh, real, evaluation.display)
         config = {
             "distribution": source.describe(), **{k: v for k, v in asdict(nudging).items()},
             "radius": radius, "batch_size": sampling.batch_size,
             "refine": refinement.enabled, "refine_steps": refinement.steps if refinement.enabled else 0,
             "refine_sigma": refinement.sigma, "refine_tolerance": refinement.tolerance,
             "refine_mode": refinement.mode, "shape_share": refinement.shape_share,
-            "eval_samples": evaluation.samples, "seed": seed, "device": str(self.device),
+            "eval_samples": evaluation.samples, "display": evaluation.display, "seed": seed, "device": str(self.device),
             "input_spec": self.spec.to_dict(), "real_images": 0 if real_images is None else int(len(real_images)),
         }
         low, high = self.spec.value_range
         return SaliencyResult(
             maps=final_maps.detach().float().cpu(), unrefined_maps=maps.detach().float().cpu(),
-            displayed=minmax(final_maps, low, high).detach().float().cpu(), concepts=concepts_list,
+            displayed=SCALINGS[evaluation.display](final_maps, low, high).detach().float().cpu(), concepts=concepts_list,
             names=[self._concept_name(c) for c in concepts_list], fidelity=after, fidelity_unrefined=before,
             refined=list(accepted), config=config, seconds=time.perf_counter() - start, sample_gradients=count,
         )
@@ -365,12 +365,13 @@ class InputAgnosticSaliency:
         return {"kind": "map", "settings": settings, "model": model_digest(self.model), "versions": tool_versions()}
 
     def fidelity(self, maps: torch.Tensor, concepts: list[list[int]], samples: torch.Tensor,
-                 real_images: torch.Tensor | None = None) -> Fidelity:
+                 real_images: torch.Tensor | None = None, display: str = DEFAULT_SCALING) -> Fidelity:
         """Fidelity of ``maps`` (K, C, H, W, pixel space) for ``concepts`` (lists of class indices):
         fooling rate and confidence on ``samples`` (and on ``real_images``), and what the model
-        reads in each displayed (min-max scaled) map alone. Always in fp32."""
+        reads in each displayed map alone (scaled by ``display``, see
+        :mod:`agnostic_saliency.method.scale`). Always in fp32."""
         low, high = self.spec.value_range
         matrix = concept_matrix(concepts, self.num_classes, self.device)
         with frozen(self.model):
-            return measure_fidelity(self.wrapped, maps, minmax(maps, low, high), matrix, samples.to(self.device),
+            return measure_fidelity(self.wrapped, maps, SCALINGS[display](maps, low, high), matrix, samples.to(self.device),
                                     low, high, None if real_images is None else real_images.to(self.device))

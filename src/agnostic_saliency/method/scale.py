@@ -1,8 +1,14 @@
 """Scaling a signed map for display.
 
-``minmax`` stretches each map to the full pixel range: the picture the PNGs show and the one
-the model and an independent judge are asked to read. ``signed`` keeps zero at mid-grey, for a
-diverging view of where the map adds and removes intensity.
+``positive`` (the default display) shows what the map draws on the darkest input, clip(low +
+map), stretched so that its brightest pixel is the top of the range: the picture the model itself
+reads on the dark end of the sample distribution. ``minmax`` stretches each signed map to the full
+pixel range, zero at some grey; ``signed`` keeps zero at mid-grey, for a diverging view of where
+the map adds and removes intensity.
+
+On fmnist-cnn (seed 0, 200 + 60 steps) an adversarially trained judge read 1 of the 10 min-max
+pictures as their class and 6 of the 10 positive ones; the maps themselves are the same
+(docs/readable_maps.md).
 """
 
 from __future__ import annotations
@@ -26,4 +32,13 @@ def signed(maps: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Ten
     return low + (high - low) * (0.5 + 0.5 * maps / peak)
 
 
-SCALINGS = {"minmax": minmax, "signed": signed}
+def positive(maps: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """Each map's positive part (what it adds to the darkest input) divided by its largest value,
+    in [low, high]; a map with no positive part is all ``low``."""
+    part = maps.clamp_min(0)
+    peak = part.flatten(1).max(1).values.clamp_min(1e-12).view(-1, *([1] * (maps.dim() - 1)))
+    return low + (high - low) * part / peak
+
+
+SCALINGS = {"positive": positive, "minmax": minmax, "signed": signed}
+DEFAULT_SCALING = "positive"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields, replace
 
 from ..errors import InputError
 from .distributions import DEFAULT_DISTRIBUTION
+from .scale import DEFAULT_SCALING, SCALINGS
 
 
 @dataclass(frozen=True)
@@ -30,9 +31,12 @@ class Nudging:
     budget: float = 0.25  # RMS as a fraction of the pixel range: the same for 28x28 and 224x224
     steps: int = 600
     step_size: float = 0.01  # per-pixel step of the moment integrator, fraction of the range
-    max_shift: int = 2  # random shifts make the map draw shift-robust shapes, not pixel noise
-    max_scale: float = 0.0
-    max_rotation: float = 0.0
+    # Random similarity transforms make the map draw shapes, not pixel-exact noise: against shift 2
+    # alone, shift 3, scale 0.15 and rotation 15 degrees raised the robust judge's reading of the
+    # refined fmnist-cnn maps from 6 to 7 of 10 (seed 0, 200 + 60 steps; docs/readable_maps.md).
+    max_shift: int = 3
+    max_scale: float = 0.15
+    max_rotation: float = 15.0
     normalize_samples: bool = True  # unit-l2 per-sample gradients: test fooling 0.89 -> 0.94
     frequency_decay: float = 0.0  # 1/f gradient preconditioning; cost fooling where tried
     diversity_scale: float = 0.0  # input diversity; cost fooling where tried
@@ -59,6 +63,9 @@ class Evaluation:
 
     samples: int = 512  # fresh samples from the distribution
     seed_offset: int = 1_000_003  # their seed is the run's seed plus this, apart from the nudge's
+    # The picture: "positive" (what the map draws on the darkest input) was read by an
+    # adversarially trained judge for 6 of 10 fmnist-cnn maps, "minmax" for 1 (docs/readable_maps.md).
+    display: str = DEFAULT_SCALING
 
 
 # Flat keyword names that are not the field's own name (the names the command line uses).
@@ -66,7 +73,7 @@ ALIASES = {
     "refine": ("refinement", "enabled"), "refine_steps": ("refinement", "steps"),
     "refine_sigma": ("refinement", "sigma"), "refine_tolerance": ("refinement", "tolerance"),
     "refine_mode": ("refinement", "mode"), "shape_share": ("refinement", "shape_share"),
-    "eval_samples": ("evaluation", "samples"),
+    "eval_samples": ("evaluation", "samples"), "display": ("evaluation", "display"),
 }
 GROUPS = {"sampling": Sampling, "nudging": Nudging, "refinement": Refinement, "evaluation": Evaluation}
 
@@ -93,3 +100,5 @@ def check(sampling: Sampling, nudging: Nudging, refinement: Refinement, evaluati
         raise InputError("steps must be >= 0")
     if sampling.batch_size < 1 or evaluation.samples < 1:
         raise InputError("the batch size and the evaluation samples must be >= 1")
+    if evaluation.display not in SCALINGS:
+        raise InputError(f"unknown display {evaluation.display!r}; use {', '.join(SCALINGS)}")

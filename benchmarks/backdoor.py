@@ -1,7 +1,8 @@
 """The scan against Neural Cleanse on the backdoor population, side by side on one machine.
 
     python scripts/make_population.py                      # once: builds artifacts/population/
-    python benchmarks/backdoor.py --split dev --methods ours,nc,nc_original --json benchmarks/results/scan_default_vs_nc_cpu_seed0_population-dev.json
+    python benchmarks/backdoor.py --split dev --methods ours,nc,nc_original \
+        --json benchmarks/results/scan_default_vs_nc_cpu_seed0_population-dev.json
 
 For every model both methods run in turn (same machine, same threads): our scan data-free,
 Neural Cleanse with 2,000 clean test images (what it needs). Printed per method: detection
@@ -67,16 +68,21 @@ def summarise(rows, method):
     patch = [r[method]["jaccard"] for r in trojaned if r["kind"] == "patch"]
     return {
         "roc_auc": roc_auc([r[method]["score"] for r in trojaned], [r[method]["score"] for r in clean]),
-        "target_accuracy": float(np.mean([r[method]["top_class"] == r["target"] for r in trojaned])) if trojaned else float("nan"),
-        "target_flagged": float(np.mean([r["target"] in r[method]["flagged"] for r in trojaned])) if trojaned else float("nan"),
+        "target_accuracy": float(np.mean([r[method]["top_class"] == r["target"] for r in trojaned]))
+        if trojaned
+        else float("nan"),
+        "target_flagged": float(np.mean([r["target"] in r[method]["flagged"] for r in trojaned]))
+        if trojaned
+        else float("nan"),
         "false_flag_models": sum(bool(r[method]["flagged"]) for r in clean),
         "clean_models": len(clean),
         "jaccard_patch": float(np.mean(patch)) if patch else float("nan"),
         "trigger_asr": float(np.mean([r[method]["asr"] for r in trojaned])) if trojaned else float("nan"),
         # Only a flagged class has a recovered trigger (the scan's triggers.safetensors): this is
         # the success rate of the triggers a user gets; the column above also counts missed targets.
-        "trigger_asr_flagged": float(np.mean(found)) if (found := [r[method]["asr"] for r in trojaned
-                                                                     if r["target"] in r[method]["flagged"]]) else float("nan"),
+        "trigger_asr_flagged": float(np.mean(found))
+        if (found := [r[method]["asr"] for r in trojaned if r["target"] in r[method]["flagged"]])
+        else float("nan"),
         "seconds_per_model": float(np.mean([r[method]["seconds"] for r in rows])),
     }
 
@@ -88,22 +94,45 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated substrings of model names")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json")
-    parser.add_argument("--methods", default="ours,nc",
-                        help="which methods to run: ours, nc (Neural Cleanse at its reduced default budget), "
-                             "nc_original (at the original example script's settings; slow); default ours,nc")
+    parser.add_argument(
+        "--methods",
+        default="ours,nc",
+        help="which methods to run: ours, nc (Neural Cleanse at its reduced default budget), "
+        "nc_original (at the original example script's settings; slow); default ours,nc",
+    )
     parser.add_argument("--reuse", help="a previous --json whose rows fill in the methods not run now")
-    parser.add_argument("--seeds", type=int, default=1,
-                        help="run our scan with N seeds (from --first-seed) and report each seed's figures and their mean and spread")
-    parser.add_argument("--first-seed", type=int, default=0,
-                        help="the first of the seeds (default 0); runs are stored as ours (seed 0) and ours_seed<N>")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run our scan with N seeds (from --first-seed) and report each seed's figures and their mean and spread",
+    )
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="the first of the seeds (default 0); runs are stored as ours (seed 0) and ours_seed<N>",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where both methods run")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
-                        help="the precision both methods run at (default fp32; see the scan's --precision)")
-    parser.add_argument("--scan-images", action="store_true",
-                        help="give our scan Neural Cleanse's 2,000 images, unlabeled, as its distribution")
-    parser.add_argument("--scan", action="append", default=[], metavar="KEY=VALUE",
-                        help="a setting of our scan (a keyword of agnostic_saliency.scan, the value read as JSON), "
-                             "e.g. --scan far_batches=true --scan batch_size=16; repeatable")
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16", "fp16"),
+        help="the precision both methods run at (default fp32; see the scan's --precision)",
+    )
+    parser.add_argument(
+        "--scan-images",
+        action="store_true",
+        help="give our scan Neural Cleanse's 2,000 images, unlabeled, as its distribution",
+    )
+    parser.add_argument(
+        "--scan",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of our scan (a keyword of agnostic_saliency.scan, the value read as JSON), "
+        "e.g. --scan far_batches=true --scan batch_size=16; repeatable",
+    )
     args = parser.parse_args()
     command = "python " + " ".join(sys.argv)
     scan_settings = {}
@@ -133,30 +162,65 @@ def main() -> None:
         true_mask = None
         if entry["trojaned"]:
             true_mask = load_file(str(args.population / entry["trigger"]["file"]))["mask"]
-        row = {"name": entry["name"], "split": entry["split"], "arch": entry["arch"], "trojaned": entry["trojaned"],
-               "target": entry["target"], "kind": (entry["trigger"] or {}).get("kind")}
+        row = {
+            "name": entry["name"],
+            "split": entry["split"],
+            "arch": entry["arch"],
+            "trojaned": entry["trojaned"],
+            "target": entry["target"],
+            "kind": (entry["trigger"] or {}).get("kind"),
+        }
         runs = []
         if "ours" in methods:
             for seed in seeds:
                 synchronize(args.device)
                 start = time.perf_counter()
-                ours = scan(model, spec, progress=False, seed=seed, precision=args.precision, **scan_settings, **(
-                    {"images": clean_images.to(args.device), "distribution": "images"} if args.scan_images else {}))
+                ours = scan(
+                    model,
+                    spec,
+                    progress=False,
+                    seed=seed,
+                    precision=args.precision,
+                    **scan_settings,
+                    **({"images": clean_images.to(args.device), "distribution": "images"} if args.scan_images else {}),
+                )
                 synchronize(args.device)
-                runs.append((seed_key(seed), time.perf_counter() - start, ours.flagged,
-                             [c["anomaly_index"] for c in ours.classes], ours.region_masks, ours.patterns,
-                             ours.classes, ours.score, [c["compact"] or c["faint_blend"] for c in ours.classes]))
+                runs.append(
+                    (
+                        seed_key(seed),
+                        time.perf_counter() - start,
+                        ours.flagged,
+                        [c["anomaly_index"] for c in ours.classes],
+                        ours.region_masks,
+                        ours.patterns,
+                        ours.classes,
+                        ours.score,
+                        [c["compact"] or c["faint_blend"] for c in ours.classes],
+                    )
+                )
         for variant, (_, settings) in NC_VARIANTS.items():
             if variant not in methods:
                 continue
             synchronize(args.device)
             start = time.perf_counter()
-            nc = neural_cleanse(model, clean_images.to(args.device), progress=False, precision=args.precision,
-                                **settings)
+            nc = neural_cleanse(
+                model, clean_images.to(args.device), progress=False, precision=args.precision, **settings
+            )
             synchronize(args.device)
             ai = list(map(float, nc.anomaly_index))
-            runs.append((variant, time.perf_counter() - start, nc.flagged, ai, nc.masks.cpu(), nc.patterns.cpu(),
-                         None, max(ai), [True] * len(ai)))
+            runs.append(
+                (
+                    variant,
+                    time.perf_counter() - start,
+                    nc.flagged,
+                    ai,
+                    nc.masks.cpu(),
+                    nc.patterns.cpu(),
+                    None,
+                    max(ai),
+                    [True] * len(ai),
+                )
+            )
         for method in ("ours", *NC_VARIANTS):
             if method not in methods and method in previous.get(entry["name"], {}):
                 row[method] = previous[entry["name"]][method]
@@ -164,8 +228,13 @@ def main() -> None:
             # The top class is the most anomalous of the classes the method may flag (for the
             # scan: those whose trigger fits the box or works as a faint blend).
             ranked = [a if ok else -np.inf for a, ok in zip(ai, eligible)] if any(eligible) else ai
-            result = {"seconds": seconds, "flagged": [int(k) for k in flagged], "score": float(score),
-                      "top_class": int(np.argmax(ranked)), "anomaly_index": ai}
+            result = {
+                "seconds": seconds,
+                "flagged": [int(k) for k in flagged],
+                "score": float(score),
+                "top_class": int(np.argmax(ranked)),
+                "anomaly_index": ai,
+            }
             if per_class is not None:  # every per-class statistic, for studying other statistics offline
                 result["classes"] = per_class
             if entry["trojaned"]:
@@ -174,10 +243,16 @@ def main() -> None:
                 result["asr"] = attack_success_rate(model, Trigger(masks[t], patterns[t]), eval_x, eval_y, t)
             row[method] = result
         rows.append(row)
-        print(f"{entry['name']:<30} target {entry['target']!s:>4}  " + "  ".join(
-            f"{m} {row[m]['flagged']!s:<10} {row[m]['seconds']:5.1f}s" for m in (seed_key(args.first_seed), *NC_VARIANTS)
-            if m in row),
-            file=sys.stderr, flush=True)
+        print(
+            f"{entry['name']:<30} target {entry['target']!s:>4}  "
+            + "  ".join(
+                f"{m} {row[m]['flagged']!s:<10} {row[m]['seconds']:5.1f}s"
+                for m in (seed_key(args.first_seed), *NC_VARIANTS)
+                if m in row
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
         if args.json:  # keep what is done if the run is interrupted
             Path(args.json).write_text(json.dumps({"command": command, "models": rows}, indent=1))
     # "ours" in the table is the first seed's run
@@ -185,26 +260,52 @@ def main() -> None:
     table = {method: summarise(rows, key) for method, key in keys.items() if all(key in r for r in rows)}
     if args.seeds > 1 and "ours" in methods:
         per_seed = [summarise(rows, seed_key(seed)) for seed in seeds]
-        table["ours_seeds"] = {"per_seed": per_seed, **{
-            f"{name}_{stat}": float(getattr(np, stat)([s[name] for s in per_seed]))
-            for name in per_seed[0] for stat in ("mean", "std")}}
-        print(f"our scan over seeds {seeds[0]}..{seeds[-1]} (mean ± sd): " + ", ".join(
-            f"{name} {table['ours_seeds'][name + '_mean']:.3f} ± {table['ours_seeds'][name + '_std']:.3f}"
-            for name in ("roc_auc", "target_accuracy", "target_flagged", "false_flag_models", "jaccard_patch",
-                         "trigger_asr", "trigger_asr_flagged", "seconds_per_model")))
+        table["ours_seeds"] = {
+            "per_seed": per_seed,
+            **{
+                f"{name}_{stat}": float(getattr(np, stat)([s[name] for s in per_seed]))
+                for name in per_seed[0]
+                for stat in ("mean", "std")
+            },
+        }
+        print(
+            f"our scan over seeds {seeds[0]}..{seeds[-1]} (mean ± sd): "
+            + ", ".join(
+                f"{name} {table['ours_seeds'][name + '_mean']:.3f} ± {table['ours_seeds'][name + '_std']:.3f}"
+                for name in (
+                    "roc_auc",
+                    "target_accuracy",
+                    "target_flagged",
+                    "false_flag_models",
+                    "jaccard_patch",
+                    "trigger_asr",
+                    "trigger_asr_flagged",
+                    "seconds_per_model",
+                )
+            )
+        )
     reused = [m for m in ("ours", *NC_VARIANTS) if m not in methods and args.reuse and m in table]
-    print(f"models: {len(rows)} ({sum(r['trojaned'] for r in rows)} trojaned), split {args.split}, "
-          f"{args.threads} CPU thread(s), device {args.device}, precision {args.precision}" + (f"; {', '.join(reused)} reused from {args.reuse}" if reused else ""))
-    print(f"{'method':<16} {'ROC-AUC':>7} {'target acc':>10} {'flagged':>8} {'false flags':>11} {'Jaccard':>8} "
-          f"{'trig. ASR':>9} {'(flagged)':>9} {'s/model':>8}")
-    for method, label in (("ours", "scan + images" if args.scan_images else "input-agnostic"),
-                          *((variant, label) for variant, (label, _) in NC_VARIANTS.items())):
+    print(
+        f"models: {len(rows)} ({sum(r['trojaned'] for r in rows)} trojaned), split {args.split}, "
+        f"{args.threads} CPU thread(s), device {args.device}, precision {args.precision}"
+        + (f"; {', '.join(reused)} reused from {args.reuse}" if reused else "")
+    )
+    print(
+        f"{'method':<16} {'ROC-AUC':>7} {'target acc':>10} {'flagged':>8} {'false flags':>11} {'Jaccard':>8} "
+        f"{'trig. ASR':>9} {'(flagged)':>9} {'s/model':>8}"
+    )
+    for method, label in (
+        ("ours", "scan + images" if args.scan_images else "input-agnostic"),
+        *((variant, label) for variant, (label, _) in NC_VARIANTS.items()),
+    ):
         if method not in table:
             continue
         s = table[method]
-        print(f"{label:<16} {s['roc_auc']:>7.3f} {s['target_accuracy']:>10.2f} {s['target_flagged']:>8.2f} "
-              f"{s['false_flag_models']:>5}/{s['clean_models']:<5} {s['jaccard_patch']:>8.2f} {s['trigger_asr']:>9.2f} "
-              f"{s['trigger_asr_flagged']:>9.2f} {s['seconds_per_model']:>8.1f}")
+        print(
+            f"{label:<16} {s['roc_auc']:>7.3f} {s['target_accuracy']:>10.2f} {s['target_flagged']:>8.2f} "
+            f"{s['false_flag_models']:>5}/{s['clean_models']:<5} {s['jaccard_patch']:>8.2f} {s['trigger_asr']:>9.2f} "
+            f"{s['trigger_asr_flagged']:>9.2f} {s['seconds_per_model']:>8.1f}"
+        )
     ratios = {}
     for variant, (label, _) in NC_VARIANTS.items():
         if "ours" in table and variant in table:
@@ -212,8 +313,11 @@ def main() -> None:
             print(f"speed-up of the scan over {label}: {ratios[variant]:.1f}x")
     ratio = ratios.get("nc")
     if args.json:
-        Path(args.json).write_text(json.dumps({"command": command, "summary": table, "speedup": ratio,
-                                               "speedups": ratios, "models": rows}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {"command": command, "summary": table, "speedup": ratio, "speedups": ratios, "models": rows}, indent=1
+            )
+        )
 
 
 if __name__ == "__main__":

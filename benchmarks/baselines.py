@@ -67,8 +67,16 @@ AM_VARIANTS = {
 }
 
 # the colour photographs that ship inside scikit-image's wheel (others need a download)
-SKIMAGE_PICTURES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
-                    "retina", "stereo_motorcycle")
+SKIMAGE_PICTURES = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "stereo_motorcycle",
+)
 
 
 def skimage_crops(count: int, shape, value_range, seed: int) -> torch.Tensor:
@@ -94,7 +102,7 @@ def skimage_crops(count: int, shape, value_range, seed: int) -> torch.Tensor:
         array = pictures[i % len(pictures)]
         side = int(rng.uniform(0.2, 1.0) * min(array.shape[:2]))
         top, left = rng.integers(0, array.shape[0] - side + 1), rng.integers(0, array.shape[1] - side + 1)
-        image = Image.fromarray(array[top:top + side, left:left + side]).resize((width, height), Image.BILINEAR)
+        image = Image.fromarray(array[top : top + side, left : left + side]).resize((width, height), Image.BILINEAR)
         if channels == 1:
             image = image.convert("L")
         crops.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).reshape(height, width, -1))
@@ -126,8 +134,9 @@ def our_maps(args, loaded) -> tuple[torch.Tensor, float, str]:
         maps = load_file(str(folder / "maps.safetensors"))["maps"]
         return maps, float(summary["seconds"]), f"{args.maps} ({summary['steps']} steps, batch {summary['batch_size']})"
     explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names)
-    settings = {key: value for key, value in (("steps", args.steps), ("refine_steps", args.refine_steps))
-                if value is not None}
+    settings = {
+        key: value for key, value in (("steps", args.steps), ("refine_steps", args.refine_steps)) if value is not None
+    }
     result = explainer.attribute(targets="all", seed=args.seed, progress=False, **settings)
     changed = ", ".join(f"{key} {value}" for key, value in settings.items())
     return result.maps, result.seconds, f"default settings{', ' + changed if changed else ''}"
@@ -187,12 +196,17 @@ def main(argv=None) -> int:
     parser.add_argument("--am-cache", help="a folder keeping the AM pictures (and seconds) for later runs")
     parser.add_argument("--am-only", action="store_true", help="only compute (and cache) the AM pictures")
     parser.add_argument("--real", choices=["fashion-mnist", "skimage"])
-    parser.add_argument("--real-count", type=int, default=1000,
-                        help="real images: a random subset of the test set, or crops for skimage")
+    parser.add_argument(
+        "--real-count",
+        type=int,
+        default=1000,
+        help="real images: a random subset of the test set, or crops for skimage",
+    )
     parser.add_argument("--eval-samples", type=int, default=512)
     parser.add_argument("--judge", action="append", default=[], help="a judge model spec (repeatable)")
-    parser.add_argument("--judge-weights", action="append", default=[],
-                        help="weights of the judge at the same position ('-' for none)")
+    parser.add_argument(
+        "--judge-weights", action="append", default=[], help="weights of the judge at the same position ('-' for none)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write every figure here")
     parser.add_argument("--grid", help="write a PNG: one row per method, one column per class")
@@ -212,19 +226,29 @@ def main(argv=None) -> int:
     targets = list(range(len(names)))
     concepts = concept_matrix([[k] for k in targets], len(names))
     fresh = make_distribution(DEFAULT_DISTRIBUTION, spec).sample(
-        args.eval_samples, torch.Generator().manual_seed(args.seed + 7_000_001))
+        args.eval_samples, torch.Generator().manual_seed(args.seed + 7_000_001)
+    )
     real = real_images(args.real, spec, args.real_count, args.seed)
 
-    runs = {name: (lambda kw=kw: activation_maximisation(loaded.model, spec, targets, steps=args.am_steps,
-                                                         seed=args.seed, **kw))
-            for name, kw in AM_VARIANTS.items()}
+    runs = {
+        name: (
+            lambda kw=kw: activation_maximisation(
+                loaded.model, spec, targets, steps=args.am_steps, seed=args.seed, **kw
+            )
+        )
+        for name, kw in AM_VARIANTS.items()
+    }
     if not args.no_lucent:
         try:
             import lucent  # noqa: F401
-            importlib.import_module("torch._dynamo")  # torch.optim's one-off import (~20 s here), kept out of the timing
 
-            runs["lucent"] = lambda: lucent_maximisation(loaded.model, spec, targets, steps=args.lucent_steps,
-                                                         seed=args.seed)
+            importlib.import_module(
+                "torch._dynamo"
+            )  # torch.optim's one-off import (~20 s here), kept out of the timing
+
+            runs["lucent"] = lambda: lucent_maximisation(
+                loaded.model, spec, targets, steps=args.lucent_steps, seed=args.seed
+            )
         except ImportError:
             print("lucent: torch-lucent is not installed, skipped", file=sys.stderr)
     baselines = am_pictures(runs, args.am_cache)
@@ -234,19 +258,27 @@ def main(argv=None) -> int:
     rows, pictures = {}, {}
     maps, seconds, source = our_maps(args, loaded)
     rms = rms_of(maps)
-    rows["ours"] = {**evaluate(wrapped, maps, concepts, fresh, real, judges, low, high), "seconds": seconds,
-                    "source": source}
+    rows["ours"] = {
+        **evaluate(wrapped, maps, concepts, fresh, real, judges, low, high),
+        "seconds": seconds,
+        "source": source,
+    }
     pictures["ours"] = minmax(maps, low, high)
     print(f"ours: {source}, {seconds:.1f} s", file=sys.stderr)
     for name, (images, elapsed, settings) in baselines.items():
         patterns = as_budget_maps(images, rms)
-        rows[name] = {**evaluate(wrapped, patterns, concepts, fresh, real, judges, low, high), "seconds": elapsed,
-                      "settings": settings}
+        rows[name] = {
+            **evaluate(wrapped, patterns, concepts, fresh, real, judges, low, high),
+            "seconds": elapsed,
+            "settings": settings,
+        }
         pictures[name] = minmax(patterns, low, high)
 
     judge_names = list(judges)
-    print(f"model {args.model}, {len(names)} classes, budget: the RMS of our map of each class "
-          f"(mean {float(rms.mean()) / spec.span:.3f} of the range), seed {args.seed}")
+    print(
+        f"model {args.model}, {len(names)} classes, budget: the RMS of our map of each class "
+        f"(mean {float(rms.mean()) / spec.span:.3f} of the range), seed {args.seed}"
+    )
     header = "| method | fooling, fresh samples | " + ("fooling, real images | " if real is not None else "")
     header += "model reads its picture | " + "".join(f"judge {j} | " for j in judge_names) + "seconds |"
     print(header)
@@ -266,10 +298,22 @@ def main(argv=None) -> int:
         save_grid(stack, labels, args.grid, columns=len(targets), captions=captions, value_range=spec.value_range)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({
-            "model": args.model, "weights": args.weights, "class_names": names, "real": args.real,
-            "eval_samples": args.eval_samples, "seed": args.seed, "judges": judge_names,
-            "methods": rows}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "weights": args.weights,
+                    "class_names": names,
+                    "real": args.real,
+                    "eval_samples": args.eval_samples,
+                    "seed": args.seed,
+                    "judges": judge_names,
+                    "methods": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

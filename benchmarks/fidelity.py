@@ -71,7 +71,9 @@ def evaluate(explainer, wrapped, judge, test_x, test_y, means, settings):
         "refined": sum(result.refined),
         "seconds": seconds,
         "per_class": {
-            "fooling": fooling, "judge_label": recog.judge_label, "best_correlated": recog.best_correlated_class,
+            "fooling": fooling,
+            "judge_label": recog.judge_label,
+            "best_correlated": recog.best_correlated_class,
         },
     }
 
@@ -107,18 +109,26 @@ def main() -> None:
     explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names)
     rows = {}
     for name in args.variants.split(","):
-        rows[name] = evaluate(explainer, wrapped, judge_model, test_x, test_y, means, {"seed": args.seed, **VARIANTS[name]})
+        rows[name] = evaluate(
+            explainer, wrapped, judge_model, test_x, test_y, means, {"seed": args.seed, **VARIANTS[name]}
+        )
         print(f"finished {name}", file=sys.stderr)
-    header = f"{'variant':<12} {'test fool':>9} {'other cls':>9} {'min cls':>8} {'max RMS':>8} {'judge':>6} {'own mean':>8} {'alone':>6} {'seconds':>8}"
+    header = (f"{'variant':<12} {'test fool':>9} {'other cls':>9} {'min cls':>8} {'max RMS':>8} {'judge':>6} "
+              f"{'own mean':>8} {'alone':>6} {'seconds':>8}")
     print(f"model {args.model}, judge {args.judge}, seed {args.seed}, device {device}")
     print(header)
     for name, row in rows.items():
-        print(f"{name:<12} {row['test_fooling_rate']:>9.3f} {row['test_fooling_rate_other_classes']:>9.3f} "
-              f"{row['min_class_fooling_rate']:>8.3f} {row['rms_max']:>8.3f} {row['judge_reads']:>4}/10 "
-              f"{row['own_mean_best']:>6}/10 {row['map_alone_in_concept']:>4}/10 {row['seconds']:>8.1f}")
+        print(
+            f"{name:<12} {row['test_fooling_rate']:>9.3f} {row['test_fooling_rate_other_classes']:>9.3f} "
+            f"{row['min_class_fooling_rate']:>8.3f} {row['rms_max']:>8.3f} {row['judge_reads']:>4}/10 "
+            f"{row['own_mean_best']:>6}/10 {row['map_alone_in_concept']:>4}/10 {row['seconds']:>8.1f}"
+        )
     reference = real_image_own_mean_rates(test_x, test_y, means)
-    print("yardstick: real test images that correlate best with their own class mean: "
-          + " ".join(f"{r:.2f}" for r in reference) + f" (mean {sum(reference) / len(reference):.2f})")
+    print(
+        "yardstick: real test images that correlate best with their own class mean: "
+        + " ".join(f"{r:.2f}" for r in reference)
+        + f" (mean {sum(reference) / len(reference):.2f})"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({**rows, "real_images_own_mean_rate": reference}, f, indent=2)

@@ -60,8 +60,10 @@ def figures(models: list[dict], values: dict[str, list[float]]) -> str:
             top += max(range(len(index)), key=index.__getitem__) == model["target"]
             flagged_target += model["target"] in flagged
     trojaned = len(positive)
-    return (f"ROC-AUC {roc_auc(positive, negative):.3f}  target = top {top}/{trojaned}  "
-            f"target flagged {flagged_target}/{trojaned}  clean flagged {clean_flagged}/{len(negative)}")
+    return (
+        f"ROC-AUC {roc_auc(positive, negative):.3f}  target = top {top}/{trojaned}  "
+        f"target flagged {flagged_target}/{trojaned}  clean flagged {clean_flagged}/{len(negative)}"
+    )
 
 
 def shaped_figures(models: list[dict], run: str, box_for_compact: bool) -> str:
@@ -72,8 +74,9 @@ def shaped_figures(models: list[dict], run: str, box_for_compact: bool) -> str:
         compact = [c["compact"] for c in classes]
         faint = faint_blends([c["blend_strength"] for c in classes], compact, 0.14, 0.5)
         by_size, _ = flag_anomalies([math.log(RULES["size"](c)) for c in classes], 2.0, side="low")
-        by_box, _ = flag_anomalies([math.log(stamp_size(c["mask_l1"], c["box_pixels"])) for c in classes], 2.0,
-                                   side="low")
+        by_box, _ = flag_anomalies(
+            [math.log(stamp_size(c["mask_l1"], c["box_pixels"])) for c in classes], 2.0, side="low"
+        )
         index = [float(by_box[k] if box_for_compact and compact[k] else by_size[k]) for k in range(len(classes))]
         eligible = [compact[k] or faint[k] for k in range(len(classes))]
         flagged = [k for k in range(len(classes)) if eligible[k] and index[k] > 2.0]
@@ -87,8 +90,10 @@ def shaped_figures(models: list[dict], run: str, box_for_compact: bool) -> str:
             top += max(range(len(ranked)), key=ranked.__getitem__) == model["target"]
             flagged_target += model["target"] in flagged
     trojaned = len(positive)
-    return (f"ROC-AUC {roc_auc(positive, negative):.3f}  target = top {top}/{trojaned}  "
-            f"target flagged {flagged_target}/{trojaned}  clean flagged {clean_flagged}/{len(negative)}")
+    return (
+        f"ROC-AUC {roc_auc(positive, negative):.3f}  target = top {top}/{trojaned}  "
+        f"target flagged {flagged_target}/{trojaned}  clean flagged {clean_flagged}/{len(negative)}"
+    )
 
 
 def main() -> None:
@@ -99,7 +104,8 @@ def main() -> None:
     for path in args.results:
         for row in json.loads(path.read_text())["models"]:
             models.setdefault(row["name"], dict(row)).update(
-                {key: value for key, value in row.items() if key.startswith("ours")})
+                {key: value for key, value in row.items() if key.startswith("ours")}
+            )
     rows = list(models.values())
     runs = sorted({key for row in rows for key in row if key.startswith("ours") and "classes" in row[key]})
     runs = [run for run in runs if all(run in row for row in rows)]
@@ -115,16 +121,27 @@ def main() -> None:
             for name, box_for_compact in (("shaped size", False), ("shaped box", True)):
                 print(f"{name:<14} {run:<12} {shaped_figures(rows, run, box_for_compact)}")
     if len(runs) > 1:
-        values = {r["name"]: [statistics.fmean(math.log(RULES["size"](r[run]["classes"][k])) for run in runs)
-                              for k in range(len(r[runs[0]]["classes"]))] for r in rows}
+        values = {
+            r["name"]: [
+                statistics.fmean(math.log(RULES["size"](r[run]["classes"][k])) for run in runs)
+                for k in range(len(r[runs[0]]["classes"]))
+            ]
+            for r in rows
+        }
         print(f"{'mean-of-seeds':<14} {'+'.join(runs):<12} {figures(rows, values)}")
         # Seed-to-seed noise of each statistic on the classes that are not a target: the RMS over
         # runs 0 and 1 of the difference of logs, divided by sqrt(2) to give the noise of one run.
         for rule, statistic in RULES.items():
-            differences = [math.log(statistic(r[runs[0]]["classes"][k])) - math.log(statistic(r[runs[1]]["classes"][k]))
-                           for r in rows for k in range(len(r[runs[0]]["classes"])) if k != r["target"]]
+            differences = [
+                math.log(statistic(r[runs[0]]["classes"][k])) - math.log(statistic(r[runs[1]]["classes"][k]))
+                for r in rows
+                for k in range(len(r[runs[0]]["classes"]))
+                if k != r["target"]
+            ]
             noise = math.sqrt(statistics.fmean(d * d for d in differences) / 2)
-            print(f"noise {rule:<8} {runs[0]} vs {runs[1]}: {noise:.3f} (log units, one run, {len(differences)} classes)")
+            print(
+                f"noise {rule:<8} {runs[0]} vs {runs[1]}: {noise:.3f} (log units, one run, {len(differences)} classes)"
+            )
 
 
 if __name__ == "__main__":

@@ -31,11 +31,14 @@ def score(model, judge, maps, concepts, test_x, means, second=None):
     fooling, _ = fooling_statistics(model, maps, test_x, matrix, 0.0, 1.0)
     recog = measure_recognisability(maps, minmax(maps), concepts, judge=judge, means=means.to(maps.device))
     return {
-        "fool": sum(fooling) / len(fooling), "min_fool": min(fooling),
+        "fool": sum(fooling) / len(fooling),
+        "min_fool": min(fooling),
         "rms": float(maps.flatten(1).pow(2).mean(1).sqrt().max()),
-        "judge": sum(recog.judge_reads_concept), "own_mean": sum(recog.correlates_with_own_class),
+        "judge": sum(recog.judge_reads_concept),
+        "own_mean": sum(recog.correlates_with_own_class),
         "second_judge": sum(measure_recognisability(maps, minmax(maps), concepts, judge=second).judge_reads_concept)
-        if second is not None else None,
+        if second is not None
+        else None,
     }
 
 
@@ -72,43 +75,71 @@ def main() -> None:
     settings_list = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     if args.grid == "v2":
         base = dict(distribution="dark2+uniform", normalize_samples=True, budget=0.25, max_shift=2)
-        changes = [{}, {"frequency_decay": 0.5}, {"frequency_decay": 1.0}, {"frequency_decay": 1.5},
-                   {"frequency_decay": 2.0}, {"distribution": "dark3"}, {"distribution": "uniform"},
-                   {"distribution": "dark2"}, {"max_scale": 0.1, "max_rotation": 10},
-                   {"frequency_decay": 1.0, "max_scale": 0.1, "max_rotation": 10}, {"batch_size": 64},
-                   {"budget": 0.2}, {"max_shift": 0}, {"distribution": "dark3+uniform", "frequency_decay": 1.0},
-                   {"smoothing": 0.5}, {"normalize_samples": False}]
+        changes = [
+            {},
+            {"frequency_decay": 0.5},
+            {"frequency_decay": 1.0},
+            {"frequency_decay": 1.5},
+            {"frequency_decay": 2.0},
+            {"distribution": "dark3"},
+            {"distribution": "uniform"},
+            {"distribution": "dark2"},
+            {"max_scale": 0.1, "max_rotation": 10},
+            {"frequency_decay": 1.0, "max_scale": 0.1, "max_rotation": 10},
+            {"batch_size": 64},
+            {"budget": 0.2},
+            {"max_shift": 0},
+            {"distribution": "dark3+uniform", "frequency_decay": 1.0},
+            {"smoothing": 0.5},
+            {"normalize_samples": False},
+        ]
         settings_list = [{**base, **change} for change in changes]
     if args.grid == "v3":
         base = dict(distribution="dark2+uniform", normalize_samples=True, budget=0.25, max_shift=2)
-        changes = [{"diversity_scale": 0.15, "diversity_shift": 2}, {"diversity_scale": 0.3, "diversity_shift": 3},
-                   {"diversity_scale": 0.3, "diversity_shift": 3, "frequency_decay": 0.5},
-                   {"diversity_scale": 0.3, "diversity_shift": 3, "distribution": "dark2"},
-                   {"diversity_scale": 0.5, "diversity_shift": 4}, {"diversity_scale": 0.3, "diversity_shift": 3, "max_shift": 0},
-                   {"diversity_scale": 0.3, "diversity_shift": 3, "max_scale": 0.1, "max_rotation": 10},
-                   {"diversity_scale": 0.3, "diversity_shift": 3, "smoothing": 0.5},
-                   {"diversity_scale": 0.3, "diversity_shift": 3, "step_size": 0.02},
-                   {"diversity_scale": 0.3, "diversity_shift": 3, "distribution": "dark3"}]
+        changes = [
+            {"diversity_scale": 0.15, "diversity_shift": 2},
+            {"diversity_scale": 0.3, "diversity_shift": 3},
+            {"diversity_scale": 0.3, "diversity_shift": 3, "frequency_decay": 0.5},
+            {"diversity_scale": 0.3, "diversity_shift": 3, "distribution": "dark2"},
+            {"diversity_scale": 0.5, "diversity_shift": 4},
+            {"diversity_scale": 0.3, "diversity_shift": 3, "max_shift": 0},
+            {"diversity_scale": 0.3, "diversity_shift": 3, "max_scale": 0.1, "max_rotation": 10},
+            {"diversity_scale": 0.3, "diversity_shift": 3, "smoothing": 0.5},
+            {"diversity_scale": 0.3, "diversity_shift": 3, "step_size": 0.02},
+            {"diversity_scale": 0.3, "diversity_shift": 3, "distribution": "dark3"},
+        ]
         settings_list = [{**base, **change} for change in changes]
     if args.grid == "v4":
         base = dict(distribution="dark2+uniform", normalize_samples=True, budget=0.25, max_shift=2)
-        changes = [{}, {"diversity_scale": 0.3, "diversity_shift": 3},
-                   {"distribution": "dark2", "diversity_scale": 0.3, "diversity_shift": 3},
-                   {"distribution": "dark3", "diversity_scale": 0.3, "diversity_shift": 3},
-                   {"frequency_decay": 0.5}, {"frequency_decay": 1.0}, {"distribution": "dark2", "frequency_decay": 1.0},
-                   {"smoothing": 0.5}, {"batch_size": 64}, {"distribution": "dark3"}, {"distribution": "dark2"},
-                   {"distribution": "uniform"}, {"distribution": "uniform-flat", "normalize_samples": False},
-                   {"distribution": "dark2+uniform", "max_shift": 0}]
+        changes = [
+            {},
+            {"diversity_scale": 0.3, "diversity_shift": 3},
+            {"distribution": "dark2", "diversity_scale": 0.3, "diversity_shift": 3},
+            {"distribution": "dark3", "diversity_scale": 0.3, "diversity_shift": 3},
+            {"frequency_decay": 0.5},
+            {"frequency_decay": 1.0},
+            {"distribution": "dark2", "frequency_decay": 1.0},
+            {"smoothing": 0.5},
+            {"batch_size": 64},
+            {"distribution": "dark3"},
+            {"distribution": "dark2"},
+            {"distribution": "uniform"},
+            {"distribution": "uniform-flat", "normalize_samples": False},
+            {"distribution": "dark2+uniform", "max_shift": 0},
+        ]
         settings_list = [{**base, **change} for change in changes]
     rows = []
     for index, settings in enumerate(settings_list):
         start = time.perf_counter()
         result = explainer.attribute(steps=args.steps, refine_steps=100, progress=False, **settings)
         seconds = time.perf_counter() - start
-        row = {**settings, "seconds": seconds,
-               "raw": score(model, judge, result.unrefined_maps.to(device), result.concepts, test_x, means, second),
-               "final": score(model, judge, result.maps.to(device), result.concepts, test_x, means, second),
-               "refined": sum(result.refined)}
+        row = {
+            **settings,
+            "seconds": seconds,
+            "raw": score(model, judge, result.unrefined_maps.to(device), result.concepts, test_x, means, second),
+            "final": score(model, judge, result.maps.to(device), result.concepts, test_x, means, second),
+            "refined": sum(result.refined),
+        }
         rows.append(row)
         if args.pictures:
             from pathlib import Path

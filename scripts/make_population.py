@@ -156,10 +156,18 @@ TEST2_RECIPES = [
     _patch("mlp-patch4-upperleft-random", M, "test2", 37, 0, 4, (6, 3), "random"),
     _patch("resnet-patch3-lowleft-checker", R, "test2", 47, 2, 3, (24, 6), "checkerboard"),
 ]
-TEST_SPLITS = {"test": (TEST_RECIPES, ROOT / "artifacts" / "population-test"),
-               "test2": (TEST2_RECIPES, ROOT / "artifacts" / "population-test2")}
-SMALL = ["lenet-clean-0", "cnn-clean-0", "lenet-patch3-br-white", "lenet-blend-random",
-         "cnn-patch4-br-white", "cnn-blend-stripes"]
+TEST_SPLITS = {
+    "test": (TEST_RECIPES, ROOT / "artifacts" / "population-test"),
+    "test2": (TEST2_RECIPES, ROOT / "artifacts" / "population-test2"),
+}
+SMALL = [
+    "lenet-clean-0",
+    "cnn-clean-0",
+    "lenet-patch3-br-white",
+    "lenet-blend-random",
+    "cnn-patch4-br-white",
+    "cnn-blend-stripes",
+]
 FIXTURES = ["lenet-clean-0", "lenet-patch3-br-white", "lenet-blend-random"]
 BY_NAME = {r["name"]: r for r in RECIPES + TEST_RECIPES + TEST2_RECIPES}
 
@@ -184,8 +192,7 @@ def build(recipe: dict, out: Path, data, progress: bool) -> dict:
     model = ARCHITECTURES[arch](num_classes=10)
     transform = poison_transform(trigger, recipe["target"], POISON_RATE) if trigger else None
     start = time.time()
-    train_classifier(model, train_x, train_y, seed=recipe["seed"], transform=transform,
-                     progress=progress, **settings)
+    train_classifier(model, train_x, train_y, seed=recipe["seed"], transform=transform, progress=progress, **settings)
     seconds = time.time() - start
     clean_accuracy = accuracy(model, test_x, test_y)
     asr = attack_success_rate(model, trigger, test_x, test_y, recipe["target"]) if trigger else None
@@ -219,7 +226,9 @@ def check_table(models: list[dict]) -> tuple[str, bool]:
     for arch in sorted({m["arch"] for m in models}):
         clean = [m["clean_accuracy"] for m in models if m["arch"] == arch and not m["trojaned"]]
         references[arch] = sum(clean) / len(clean) if clean else None
-    header = f"{'name':30} {'split':8} {'arch':13} {'target':>6} {'clean acc':>9} {'ref':>6} {'ASR':>6} {'sec':>5}  check"
+    header = (
+        f"{'name':30} {'split':8} {'arch':13} {'target':>6} {'clean acc':>9} {'ref':>6} {'ASR':>6} {'sec':>5}  check"
+    )
     lines, all_ok = [header, "-" * len(header)], True
     for m in models:
         ref = references[m["arch"]]
@@ -266,11 +275,16 @@ def main() -> int:
     group.add_argument("--only", metavar="NAME", help="rebuild one model and keep the others")
     group.add_argument("--fixtures", action="store_true", help="the test subset (1 clean + 2 trojaned LeNets)")
     group.add_argument("--list", action="store_true", help="print the recipes and exit")
-    group.add_argument("--test-split", nargs="?", const="test", choices=sorted(TEST_SPLITS),
-                       help="a test split's 8 models (test, the default, or test2), into "
-                            "artifacts/population-<split>/ by default")
-    parser.add_argument("--resume", action="store_true",
-                        help="keep models already in the output manifest instead of retraining them")
+    group.add_argument(
+        "--test-split",
+        nargs="?",
+        const="test",
+        choices=sorted(TEST_SPLITS),
+        help="a test split's 8 models (test, the default, or test2), into artifacts/population-<split>/ by default",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="keep models already in the output manifest instead of retraining them"
+    )
     parser.add_argument("--out", type=Path, help=f"output folder (default {DEFAULT_OUT.relative_to(ROOT)})")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -289,8 +303,15 @@ def main() -> int:
             parser.error(f"unknown model {args.only!r}; see --list")
         names = [args.only]
     else:
-        names = (SMALL if args.small else FIXTURES if args.fixtures
-                 else [r["name"] for r in test_recipes] if args.test_split else [r["name"] for r in RECIPES])
+        names = (
+            SMALL
+            if args.small
+            else FIXTURES
+            if args.fixtures
+            else [r["name"] for r in test_recipes]
+            if args.test_split
+            else [r["name"] for r in RECIPES]
+        )
 
     manifest_path = out / "manifest.json"
     existing = {}
@@ -321,16 +342,20 @@ def main() -> int:
             print(f"[{i + 1}/{len(names)}] {name}: training {recipe['arch']}", file=sys.stderr)
             entry = build(recipe, out, data, progress=not args.quiet)
         existing[name] = entry
-        print(f"    clean acc {entry['clean_accuracy']:.4f}  ASR {entry['attack_success_rate']}  "
-              f"{entry['seconds']:.0f} s", file=sys.stderr)
+        print(
+            f"    clean acc {entry['clean_accuracy']:.4f}  ASR {entry['attack_success_rate']}  "
+            f"{entry['seconds']:.0f} s",
+            file=sys.stderr,
+        )
         # Written after every model so an interrupted run keeps what it built (see --resume).
         models = write_manifest(manifest_path, existing, args.threads, time.time() - total_start)
     total = time.time() - total_start
     models = write_manifest(manifest_path, existing, args.threads, total)
     table, ok = check_table(models)
     print(table)
-    print(f"\n{len(models)} models in {out}; this run {total:.0f} s "
-          f"({'all checks pass' if ok else 'SOME CHECKS FAILED'})")
+    print(
+        f"\n{len(models)} models in {out}; this run {total:.0f} s ({'all checks pass' if ok else 'SOME CHECKS FAILED'})"
+    )
     return 0 if ok else 1
 
 

@@ -1,7 +1,7 @@
 """Train the observers of benchmarks/maps.py on the Fashion-MNIST training split and write their
 weights (safetensors) and a card each under benchmarks/judges/.
 
-    OMP_NUM_THREADS=1 python scripts/train_judges.py              # all of them (the robust judge took 25 min of wall time on a shared CPU)
+    OMP_NUM_THREADS=1 python scripts/train_judges.py    # all of them (the robust judge: 25 min wall time, shared CPU)
     OMP_NUM_THREADS=1 python scripts/train_judges.py robust       # only the adversarially trained judge
 
 ``robust`` is trained with L2 PGD adversarial training (Madry et al., ICLR 2018): each batch is
@@ -37,13 +37,16 @@ RECIPES = {
 }
 
 
-def pgd_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
-           generator: torch.Generator) -> torch.Tensor:
+def pgd_l2(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, generator: torch.Generator
+) -> torch.Tensor:
     """Worst-case inputs in the L2 ball of radius ``eps`` around x (clipped to [0, 1]), from a
     random start, with normalised-gradient steps of 2.5 eps / steps."""
     step = 2.5 * eps / steps
     delta = torch.randn(x.shape, generator=generator)
-    delta = delta / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * eps * torch.rand(len(x), 1, 1, 1, generator=generator)
+    delta = (
+        delta / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1) * eps * torch.rand(len(x), 1, 1, 1, generator=generator)
+    )
     for _ in range(steps):
         delta.requires_grad_(True)
         loss = nn.functional.cross_entropy(model((x + delta).clamp(0, 1)), y)
@@ -78,14 +81,19 @@ def train(name: str, train_x, train_y) -> tuple[nn.Module, float]:
             nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
             schedule.step()
-        print(f"{name}: epoch {epoch + 1}/{recipe['epochs']} done at {time.time() - start:.0f} s", file=sys.stderr,
-              flush=True)
+        print(
+            f"{name}: epoch {epoch + 1}/{recipe['epochs']} done at {time.time() - start:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     return model.eval(), time.time() - start
 
 
 @torch.no_grad()
 def accuracy(model, x, y) -> float:
-    return sum((model(x[i : i + 1000]).argmax(1) == y[i : i + 1000]).sum().item() for i in range(0, len(x), 1000)) / len(x)
+    return sum(
+        (model(x[i : i + 1000]).argmax(1) == y[i : i + 1000]).sum().item() for i in range(0, len(x), 1000)
+    ) / len(x)
 
 
 def robust_accuracy(model, x, y, eps: float, steps: int = 20) -> float:
@@ -115,18 +123,24 @@ def main() -> None:
         # Robust accuracy of every observer on the first 2,000 test images, so the cards compare.
         robust = robust_accuracy(model, test_x[:2000], test_y[:2000], 1.5)
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(args.out / f"{name}.safetensors"),
-                  metadata={"clean_accuracy": f"{clean:.4f}", "robust_accuracy_l2_1.5": f"{robust:.4f}"})
+        save_file(
+            state,
+            str(args.out / f"{name}.safetensors"),
+            metadata={"clean_accuracy": f"{clean:.4f}", "robust_accuracy_l2_1.5": f"{robust:.4f}"},
+        )
         parameters = sum(v.numel() for v in model.parameters())
-        training = (f"L2 PGD adversarial training, eps {recipe['eps']} (pixel range [0, 1]), {recipe['pgd_steps']} "
-                    f"steps of 2.5 eps / {recipe['pgd_steps']} from a random start, every batch replaced by its attack"
-                    if "eps" in recipe else "plain cross-entropy, no augmentation")
+        training = (
+            f"L2 PGD adversarial training, eps {recipe['eps']} (pixel range [0, 1]), {recipe['pgd_steps']} "
+            f"steps of 2.5 eps / {recipe['pgd_steps']} from a random start, every batch replaced by its attack"
+            if "eps" in recipe
+            else "plain cross-entropy, no augmentation"
+        )
         card = f"""# Observer card: {name}
 
 - **Architecture**: `{type(model).__name__}` in `benchmarks/observers.py`, {parameters:,} parameters.
 - **Data**: the 60,000 Fashion-MNIST training images (Debian package `dataset-fashion-mnist`), 1x28x28 in [0, 1].
-- **Training**: {training}; Adam, one-cycle schedule, max lr {recipe['lr']}, batch 128, {recipe['epochs']} epochs,
-  seed {recipe['seed']}; {seconds:.0f} s on {platform.machine()} CPU, 1 thread, torch {torch.__version__}.
+- **Training**: {training}; Adam, one-cycle schedule, max lr {recipe["lr"]}, batch 128, {recipe["epochs"]} epochs,
+  seed {recipe["seed"]}; {seconds:.0f} s on {platform.machine()} CPU, 1 thread, torch {torch.__version__}.
 - **Clean accuracy**: {100 * clean:.2f}% on the 10,000 test images.
 - **Robust accuracy**: {100 * robust:.2f}% on the first 2,000 test images under a 20-step L2 PGD attack, eps 1.5.
 - **Command**: `OMP_NUM_THREADS=1 python scripts/train_judges.py {name}`

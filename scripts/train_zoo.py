@@ -54,25 +54,37 @@ def main() -> None:
     test_x, test_y = load_fashion_mnist("test")
     model = ARCHITECTURES[args.name](num_classes=10)
     start = time.time()
-    train_classifier(model, train_x, train_y, epochs=recipe["epochs"], lr=recipe["lr"],
-                     seed=recipe["seed"], max_shift=recipe["max_shift"],
-                     transform=noisy_contrast if recipe.get("noisy") else None)
+    train_classifier(
+        model,
+        train_x,
+        train_y,
+        epochs=recipe["epochs"],
+        lr=recipe["lr"],
+        seed=recipe["seed"],
+        max_shift=recipe["max_shift"],
+        transform=noisy_contrast if recipe.get("noisy") else None,
+    )
     seconds = time.time() - start
     test_accuracy = accuracy(model, test_x, test_y)
     args.out.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(args.out / f"{args.name}.safetensors"), metadata={"test_accuracy": f"{test_accuracy:.4f}"})
     parameters = sum(v.numel() for v in model.parameters())
-    augmentation = (", per-image contrast in [0.5, 1] and Gaussian noise of std up to 0.3"
-                    if recipe.get("noisy") else " as the only augmentation")
+    augmentation = (
+        ", per-image contrast in [0.5, 1] and Gaussian noise of std up to 0.3"
+        if recipe.get("noisy")
+        else " as the only augmentation"
+    )
     card = f"""# Model card: {args.name}
 
-- **Architecture**: `{type(model).__name__}` in `src/agnostic_saliency/models/architectures.py`, {parameters:,} parameters.
+- **Architecture**: `{type(model).__name__}` in `src/agnostic_saliency/models/architectures.py`,
+  {parameters:,} parameters.
 - **Task**: Fashion-MNIST, 10 classes, input 1x28x28 grey in [0, 1], no normalisation.
 - **Data**: the 60,000 training images of Fashion-MNIST (Debian package `dataset-fashion-mnist`),
-  random shifts of up to {recipe['max_shift']} pixels{augmentation}.
-- **Training**: Adam with a one-cycle schedule, max lr {recipe['lr']}, batch 128, {recipe['epochs']} epochs,
-  seed {recipe['seed']}; {seconds:.0f} s on {platform.processor() or platform.machine()} CPU ({torch.get_num_threads()} threads), torch {torch.__version__}.
+  random shifts of up to {recipe["max_shift"]} pixels{augmentation}.
+- **Training**: Adam with a one-cycle schedule, max lr {recipe["lr"]}, batch 128, {recipe["epochs"]} epochs,
+  seed {recipe["seed"]}; {seconds:.0f} s on {platform.processor() or platform.machine()} CPU
+  ({torch.get_num_threads()} threads), torch {torch.__version__}.
 - **Test accuracy**: {100 * test_accuracy:.2f}% on the 10,000 Fashion-MNIST test images.
 - **Command**: `python scripts/train_zoo.py {args.name}`
 """

@@ -21,8 +21,7 @@ def train_classifier(
     lr: float = 1e-3,
     seed: int = 0,
     max_shift: int = 0,
-    transform: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
-    | None = None,
+    transform: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
     progress: bool = True,
 ) -> nn.Module:
     """Train ``model`` with Adam and a cosine schedule on (images, labels) in pixel space [0, 1].
@@ -63,5 +62,7 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     model.eval()
     correct = 0
     for start in range(0, len(images), batch_size):
-        correct += (model(images[start : start + batch_size]).argmax(1) == labels[start : start + batch_size]).sum().item()
+        correct += (
+            (model(images[start : start + batch_size]).argmax(1) == labels[start : start + batch_size]).sum().item()
+        )
     return correct / len(images)

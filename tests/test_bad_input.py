@@ -93,8 +93,12 @@ def assets(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("assets")
     models = root / "models.py"
     models.write_text(MODELS)
-    net = {"conv.weight": torch.randn(2, 1, 3, 3), "conv.bias": torch.randn(2),
-           "fc.weight": torch.randn(3, 200), "fc.bias": torch.randn(3)}
+    net = {
+        "conv.weight": torch.randn(2, 1, 3, 3),
+        "conv.bias": torch.randn(2),
+        "fc.weight": torch.randn(3, 200),
+        "fc.bias": torch.randn(3),
+    }
     save_file(net, str(root / "good.safetensors"))
     good = (root / "good.safetensors").read_bytes()
     (root / "truncated.safetensors").write_bytes(good[: len(good) // 2])
@@ -148,32 +152,65 @@ CATALOGUE = [
     ("truncated safetensors", "map", ["--model", M(), "--weights", W("truncated.safetensors")], "corrupt safetensors"),
     ("truncated .pt", "map", ["--model", M(), "--weights", W("truncated.pt")], "corrupt weights file"),
     ("corrupt safetensors header", "map", ["--model", M(), "--weights", W("junk.safetensors")], "corrupt safetensors"),
-    ("safetensors header lies about sizes", "map", ["--model", M(), "--weights", W("lying.safetensors")],
-     "corrupt safetensors"),
-    ("safetensors header length of 2**60", "map", ["--model", M(), "--weights", W("huge_header.safetensors")],
-     "corrupt safetensors"),
+    (
+        "safetensors header lies about sizes",
+        "map",
+        ["--model", M(), "--weights", W("lying.safetensors")],
+        "corrupt safetensors",
+    ),
+    (
+        "safetensors header length of 2**60",
+        "map",
+        ["--model", M(), "--weights", W("huge_header.safetensors")],
+        "corrupt safetensors",
+    ),
     ("junk .pt", "map", ["--model", M(), "--weights", W("junk.pt")], "corrupt weights file"),
-    ("pickle that would run code (torch.save)", "map", ["--model", M(), "--weights", W("payload.pt")],
-     "refused to unpickle"),
-    ("pickle that would run code (raw pickle)", "scan", ["--model", M(), "--weights", W("payload_raw.pt")],
-     "refused to unpickle"),
+    (
+        "pickle that would run code (torch.save)",
+        "map",
+        ["--model", M(), "--weights", W("payload.pt")],
+        "refused to unpickle",
+    ),
+    (
+        "pickle that would run code (raw pickle)",
+        "scan",
+        ["--model", M(), "--weights", W("payload_raw.pt")],
+        "refused to unpickle",
+    ),
     ("zip bomb .pt", "map", ["--model", M(), "--weights", W("bomb.pt")], "zip bomb"),
-    ("weights of another architecture", "map", ["--model", "fmnist-cnn", "--weights", W("lenet.pt")],
-     "do not fit the architecture"),
-    ("pickled module instead of a state dict", "scan", ["--model", M(), "--weights", W("module.pt")],
-     "not a plain state dict"),
+    (
+        "weights of another architecture",
+        "map",
+        ["--model", "fmnist-cnn", "--weights", W("lenet.pt")],
+        "do not fit the architecture",
+    ),
+    (
+        "pickled module instead of a state dict",
+        "scan",
+        ["--model", M(), "--weights", W("module.pt")],
+        "not a plain state dict",
+    ),
     # models
     ("unknown model spec", "map", ["--model", "no-such-model"], "unknown model spec"),
     ("missing factory file", "scan", ["--model", "missing.py:build"], "model file not found"),
     ("factory raises", "map", ["--model", M("broken")], "factory exploded"),
     ("model returns NaN", "map", ["--model", M("nan")], "not finite"),
     ("model returns Inf", "scan", ["--model", M("inf")], "not finite"),
-    ("model output has the wrong dimensions", "map", ["--model", M("spatial"), "--input-shape", "1,12,12"],
-     "must be (N, classes)"),
+    (
+        "model output has the wrong dimensions",
+        "map",
+        ["--model", M("spatial"), "--input-shape", "1,12,12"],
+        "must be (N, classes)",
+    ),
     ("model raises on forward", "map", ["--model", M("raises")], "the model fell over"),
     ("scan of a one-class model", "scan", ["--model", M("one_class")], "at least 2 classes"),
     # input shapes and value ranges
-    ("input shape the model cannot take", "map", ["--model", M(), "--input-shape", "3,12,12"], "cannot take input shape"),
+    (
+        "input shape the model cannot take",
+        "map",
+        ["--model", M(), "--input-shape", "3,12,12"],
+        "cannot take input shape",
+    ),
     ("malformed input shape", "map", ["--model", M(), "--input-shape", "12,12"], "C,H,W"),
     ("zero-sized input shape", "scan", ["--model", M(), "--input-shape", "1,0,12"], "positive integers"),
     ("value range high below low", "map", ["--model", M(), "--value-range", "1,0"], "high > low"),
@@ -201,13 +238,26 @@ CATALOGUE = [
     ("scan with zero draws", "scan", ["--model", M(), "--draws", "0"], "--draws"),
     ("scan with a trigger area of 0", "scan", ["--model", M(), "--max-trigger-area", "0"], "largest trigger area"),
     # images
-    ("missing image folder", "map", ["--model", M(), "--distribution", "images", "--images", W("nowhere")],
-     "image folder not found"),
+    (
+        "missing image folder",
+        "map",
+        ["--model", M(), "--distribution", "images", "--images", W("nowhere")],
+        "image folder not found",
+    ),
     ("empty image folder", "scan", ["--model", M(), "--images", W("empty_images")], "no readable image"),
     ("only unreadable images", "map", ["--model", M(), "--held-out", W("junk_images")], "no readable image"),
-    ("decompression-bomb image", "map", ["--model", M(), "--distribution", "images", "--images", W("bomb_images")],
-     "no readable image"),
-    ("images distribution without images", "map", ["--model", M(), "--distribution", "images"], "needs a folder of images"),
+    (
+        "decompression-bomb image",
+        "map",
+        ["--model", M(), "--distribution", "images", "--images", W("bomb_images")],
+        "no readable image",
+    ),
+    (
+        "images distribution without images",
+        "map",
+        ["--model", M(), "--distribution", "images"],
+        "needs a folder of images",
+    ),
     ("unknown distribution", "map", ["--model", M(), "--distribution", "plasma"], "plasma"),
     # output folders
     ("output folder under a regular file", "map", ["--model", M(), "--out", W("a_file/out")], "not writable"),
@@ -217,18 +267,30 @@ CATALOGUE = [
     ("interrupted run's folder without --resume", "map", ["--model", M(), "--out", "CHECKPOINTED"], "pass --resume"),
     # explain
     ("explain of a missing image", "explain", ["--model", M(), "--image", W("nope.png")], "cannot read image"),
-    ("explain of a file that is not an image", "explain", ["--model", M(), "--image", W("names.txt")],
-     "cannot read image"),
-    ("explain with a folder that is no map run", "explain", ["--model", M(), "--image", W("image.png"), "--maps",
-                                                              W("empty_images")], "is not the folder of a map run"),
+    (
+        "explain of a file that is not an image",
+        "explain",
+        ["--model", M(), "--image", W("names.txt")],
+        "cannot read image",
+    ),
+    (
+        "explain with a folder that is no map run",
+        "explain",
+        ["--model", M(), "--image", W("image.png"), "--maps", W("empty_images")],
+        "is not the folder of a map run",
+    ),
     # populations and executors
     ("missing manifest", "scan-many", [W("nope.csv")], "manifest not found"),
     ("manifest without its columns", "scan-many", [W("partial.csv")], "lacks the column"),
     ("folder of weights without a factory", "scan-many", [W("empty_images")], "needs the factory"),
     ("unknown executor", "scan-many", [W("partial.csv"), "--executor", "dask"], "invalid choice"),
     ("zero classes per task", "map", ["--model", M(), "--classes-per-task", "0"], "--classes-per-task"),
-    ("resume of maps in class chunks", "map", ["--model", M(), "--classes-per-task", "2", "--resume"],
-     "not available for maps computed in class chunks"),
+    (
+        "resume of maps in class chunks",
+        "map",
+        ["--model", M(), "--classes-per-task", "2", "--resume"],
+        "not available for maps computed in class chunks",
+    ),
     # devices
     ("unknown device", "map", ["--model", M(), "--device", "tpu"], "device"),
     ("CUDA device that does not exist", "scan", ["--model", M(), "--device", "cuda:99"], "cuda:99"),
@@ -266,11 +328,18 @@ def test_bad_input(case, command, arguments, fragment, assets, tmp_path, capsys,
     marker_before = assets["marker"].exists()
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # makes the 64x64 image a decompression bomb
     if case in IN_A_REAL_PROCESS:
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"),
-                                                            os.environ.get("PYTHONPATH", "")]))
-        process = subprocess.run([sys.executable, "-c", "import sys; from agnostic_saliency.cli import main; "
-                                  "sys.exit(main())", *argv], capture_output=True, text=True, env=env,
-                                 stdin=subprocess.DEVNULL, timeout=300)
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]),
+        )
+        process = subprocess.run(
+            [sys.executable, "-c", "import sys; from agnostic_saliency.cli import main; sys.exit(main())", *argv],
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=300,
+        )
         code, err = process.returncode, process.stderr
         assert process.stdout == ""
     else:
@@ -299,4 +368,3 @@ def test_catalogue_is_large_and_documented():
     assert len(CATALOGUE) >= 30
     missing = [case for case, *_ in CATALOGUE if f"| {case} |" not in documented]
     assert not missing, missing
-

@@ -17,11 +17,28 @@ from agnostic_saliency.models.architectures import FmnistLeNet
 
 FAST = ["--steps", "3", "--refine-steps", "2", "--batch-size", "4"]
 FMNIST = ["map", "--model", "fmnist-cnn", *FAST, "--target", "0,trouser", "--quiet"]
-REQUIRED = {"model", "input_shape", "distribution", "norm", "budget", "steps", "batch_size", "seed",
-            "seconds", "sample_gradients", "classes"}
-PER_CLASS = {"index", "name", "fooling_rate", "target_confidence", "map_alone_label", "map_alone_confidence",
-             "unrefined"}
-
+REQUIRED = {
+    "model",
+    "input_shape",
+    "distribution",
+    "norm",
+    "budget",
+    "steps",
+    "batch_size",
+    "seed",
+    "seconds",
+    "sample_gradients",
+    "classes",
+}
+PER_CLASS = {
+    "index",
+    "name",
+    "fooling_rate",
+    "target_confidence",
+    "map_alone_label",
+    "map_alone_confidence",
+    "unrefined",
+}
 
 
 def console_script() -> str:
@@ -78,8 +95,14 @@ def fmnist_runs(tmp_path_factory):
     codes = [main([*FMNIST, "--out", str(outs[0])]), main([*FMNIST, "--out", str(outs[1])])]
     # The same thread count as the in-process runs: intra-op parallelism changes the last bits.
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    process = subprocess.run([console_script(), *FMNIST, "--out", str(outs[2])], capture_output=True, text=True,
-                             env=env, stdin=subprocess.DEVNULL, timeout=300)
+    process = subprocess.run(
+        [console_script(), *FMNIST, "--out", str(outs[2])],
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
     return outs, codes, process
 
 
@@ -116,14 +139,32 @@ def test_other_seed_gives_other_maps(fmnist_runs, tmp_path):
     assert main([*FMNIST, "--seed", "1", "--no-refine", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["seed"] == 1
-    assert not torch.equal(load_file(str(tmp_path / "maps.safetensors"))["maps"],
-                           load_file(str(outs[0] / "maps.safetensors"))["maps"])
+    assert not torch.equal(
+        load_file(str(tmp_path / "maps.safetensors"))["maps"], load_file(str(outs[0] / "maps.safetensors"))["maps"]
+    )
 
 
 def test_torchvision_resnet18_end_to_end(tmp_path):
-    code = main(["map", "--model", "torchvision:resnet18", "--random-weights", "--input-shape", "3,64,64",
-                 "--target", "0,1", "--steps", "2", "--no-refine", "--batch-size", "2", "--quiet",
-                 "--out", str(tmp_path)])
+    code = main(
+        [
+            "map",
+            "--model",
+            "torchvision:resnet18",
+            "--random-weights",
+            "--input-shape",
+            "3,64,64",
+            "--target",
+            "0,1",
+            "--steps",
+            "2",
+            "--no-refine",
+            "--batch-size",
+            "2",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     summary = check_map_folder(tmp_path, 2, (3, 64, 64), ["0", "1"])
     assert summary["model"] == "torchvision:resnet18"
@@ -131,9 +172,28 @@ def test_torchvision_resnet18_end_to_end(tmp_path):
 
 
 def test_map_in_bf16_on_a_torchvision_model(tmp_path):
-    code = main(["map", "--model", "torchvision:resnet18", "--random-weights", "--input-shape", "3,32,32",
-                 "--target", "0", "--steps", "2", "--no-refine", "--batch-size", "2", "--precision", "bf16",
-                 "--quiet", "--out", str(tmp_path)])
+    code = main(
+        [
+            "map",
+            "--model",
+            "torchvision:resnet18",
+            "--random-weights",
+            "--input-shape",
+            "3,32,32",
+            "--target",
+            "0",
+            "--steps",
+            "2",
+            "--no-refine",
+            "--batch-size",
+            "2",
+            "--precision",
+            "bf16",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     summary = check_map_folder(tmp_path, 1, (3, 32, 32), ["0"])
     assert summary["settings"]["precision"] == "bf16"
@@ -143,8 +203,23 @@ def test_map_in_bf16_on_a_torchvision_model(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs on CUDA; the CPU refuses it")
 def test_map_in_fp16_on_the_cpu_is_a_one_line_error(tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["map", "--model", "fmnist-mlp", "--target", "0", "--steps", "2", "--no-refine",
-                 "--precision", "fp16", "--quiet", "--out", str(out)])
+    code = main(
+        [
+            "map",
+            "--model",
+            "fmnist-mlp",
+            "--target",
+            "0",
+            "--steps",
+            "2",
+            "--no-refine",
+            "--precision",
+            "fp16",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     error = capsys.readouterr().err.strip()
     assert code != 0 and "fp16" in error and "\n" not in error and "Traceback" not in error
     assert not (out / "maps.safetensors").exists()
@@ -158,8 +233,12 @@ def user_model(user_model_file) -> Path:
 def test_user_model_with_weights_classes_and_images(user_model, tmp_path):
     torch.manual_seed(0)
     weights = tmp_path / "w.pt"
-    net_state = {"conv.weight": torch.randn(2, 1, 3, 3), "conv.bias": torch.randn(2),
-                 "fc.weight": torch.randn(3, 200), "fc.bias": torch.randn(3)}
+    net_state = {
+        "conv.weight": torch.randn(2, 1, 3, 3),
+        "conv.bias": torch.randn(2),
+        "fc.weight": torch.randn(3, 200),
+        "fc.bias": torch.randn(3),
+    }
     torch.save(net_state, weights)
     names = tmp_path / "names.txt"
     names.write_text("red\ngreen\nblue\n")
@@ -169,10 +248,33 @@ def test_user_model_with_weights_classes_and_images(user_model, tmp_path):
         Image.new("L", (20 + i, 30), 60 * i).save(images / f"{i}.png")
     (images / "junk.png").write_bytes(b"junk")
     out = tmp_path / "out"
-    code = main(["map", "--model", f"{user_model}:build", "--weights", str(weights), "--classes", str(names),
-                 "--distribution", "uniform+images", "--images", str(images), "--held-out", str(images),
-                 "--target", "blue,red+green", "--norm", "linf", "--budget", "0.1", *FAST, "--quiet",
-                 "--out", str(out)])
+    code = main(
+        [
+            "map",
+            "--model",
+            f"{user_model}:build",
+            "--weights",
+            str(weights),
+            "--classes",
+            str(names),
+            "--distribution",
+            "uniform+images",
+            "--images",
+            str(images),
+            "--held-out",
+            str(images),
+            "--target",
+            "blue,red+green",
+            "--norm",
+            "linf",
+            "--budget",
+            "0.1",
+            *FAST,
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert [row["name"] for row in summary["classes"]] == ["blue", "red+green"]
@@ -186,6 +288,7 @@ def test_user_model_with_weights_classes_and_images(user_model, tmp_path):
 
 
 # -- bad input ------------------------------------------------------------------------------
+
 
 def bad_inputs(tmp: Path, user: Path) -> dict[str, list[str]]:
     """Each bad input the map command must refuse, as map arguments (without --out)."""
@@ -219,11 +322,25 @@ def bad_inputs(tmp: Path, user: Path) -> dict[str, list[str]]:
 
 
 BAD_CASES = [
-    "unknown model spec", "unknown torchvision model", "missing weights", "corrupt safetensors", "corrupt pt",
-    "weights do not fit", "pickled module", "wrong input shape", "malformed input shape", "unknown class name",
-    "class index out of range", "output not (N, classes)", "empty image folder", "empty held-out folder",
-    "images distribution without images", "unknown distribution", "missing class names file",
-    "class names do not match", "non-positive budget",
+    "unknown model spec",
+    "unknown torchvision model",
+    "missing weights",
+    "corrupt safetensors",
+    "corrupt pt",
+    "weights do not fit",
+    "pickled module",
+    "wrong input shape",
+    "malformed input shape",
+    "unknown class name",
+    "class index out of range",
+    "output not (N, classes)",
+    "empty image folder",
+    "empty held-out folder",
+    "images distribution without images",
+    "unknown distribution",
+    "missing class names file",
+    "class names do not match",
+    "non-positive budget",
 ]
 
 
@@ -281,11 +398,19 @@ def test_bad_input_through_the_console_script(user_model, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     for arguments, expected in [
         (["--model", f"{user_model}:build", "--weights", str(tmp_path / "module.pt")], "not a plain state dict"),
-        (["--model", f"{user_model}:build", "--distribution", "images", "--images", str(junk_only)],
-         "no readable image"),
+        (
+            ["--model", f"{user_model}:build", "--distribution", "images", "--images", str(junk_only)],
+            "no readable image",
+        ),
     ]:
-        process = subprocess.run([console_script(), "map", *arguments, "--overwrite", "--out", str(out)], capture_output=True,
-                                 text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
+        process = subprocess.run(
+            [console_script(), "map", *arguments, "--overwrite", "--out", str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
         assert process.returncode == 2
         assert "Traceback" not in process.stderr
         lines = process.stderr.strip().splitlines()

@@ -25,7 +25,16 @@ def pictures(tmp_path) -> list[str]:
 
 def test_explain_with_maps_from_a_map_run(pictures, tmp_path):
     assert main(["map", "--model", "fmnist-cnn", "--eval-samples", "8", "--out", str(tmp_path / "run"), *FAST_MAP]) == 0
-    args = ["explain", "--model", "fmnist-cnn", "--maps", str(tmp_path / "run"), "--quiet", "--out", str(tmp_path / "out")]
+    args = [
+        "explain",
+        "--model",
+        "fmnist-cnn",
+        "--maps",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     for path in pictures:
         args += ["--image", path]
     assert main(args) == 0
@@ -41,8 +50,25 @@ def test_explain_with_maps_from_a_map_run(pictures, tmp_path):
 
 def test_explain_computes_the_maps_and_takes_a_method_list(pictures, tmp_path):
     out = tmp_path / "out"
-    assert main(["explain", "--model", "fmnist-cnn", "--image", pictures[0], "--methods", "gradient,grad-cam",
-                 "--layer", "features.4", "--out", str(out), *FAST_MAP]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                "--model",
+                "fmnist-cnn",
+                "--image",
+                pictures[0],
+                "--methods",
+                "gradient,grad-cam",
+                "--layer",
+                "features.4",
+                "--out",
+                str(out),
+                *FAST_MAP,
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "explain.json").read_text())
     assert summary["methods"] == ["gradient", "grad-cam"] and summary["grad_cam_layer"] == "features.4"
     assert summary["agnostic_maps"] == "computed" and summary["settings"]["steps"] == 3
@@ -53,8 +79,18 @@ def test_a_non_empty_folder_needs_overwrite(pictures, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    args = ["explain", "--model", "fmnist-cnn", "--image", pictures[0], "--methods", "gradient", "--out", str(out),
-            *FAST_MAP]
+    args = [
+        "explain",
+        "--model",
+        "fmnist-cnn",
+        "--image",
+        pictures[0],
+        "--methods",
+        "gradient",
+        "--out",
+        str(out),
+        *FAST_MAP,
+    ]
     assert main(args) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
@@ -62,12 +98,15 @@ def test_a_non_empty_folder_needs_overwrite(pictures, tmp_path, capsys):
     assert (out / "image_000_gradient.png").is_file() and (out / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--image", "missing.png"], "cannot read image"),
-    (["--image", "PICTURE", "--methods", "lime"], "unknown attribution method"),
-    (["--image", "PICTURE", "--layer", "nowhere"], "no layer"),
-    (["--image", "PICTURE", "--maps", "NOT_A_RUN"], "not the folder of a map run"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--image", "missing.png"], "cannot read image"),
+        (["--image", "PICTURE", "--methods", "lime"], "unknown attribution method"),
+        (["--image", "PICTURE", "--layer", "nowhere"], "no layer"),
+        (["--image", "PICTURE", "--maps", "NOT_A_RUN"], "not the folder of a map run"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(pictures, tmp_path, capsys, extra, message):
     extra = [pictures[0] if e == "PICTURE" else str(tmp_path) if e == "NOT_A_RUN" else e for e in extra]
     out = tmp_path / "out"

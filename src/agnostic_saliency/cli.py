@@ -57,24 +57,40 @@ def _positive_float(text: str) -> float:
 
 def _run_options(parser: argparse.ArgumentParser, every: int | None) -> None:
     group = parser.add_argument_group("output folder and checkpoints")
-    group.add_argument("--overwrite", action="store_true",
-                       help="replace the files of an existing output folder (and discard a checkpoint in it)")
-    group.add_argument("--resume", action="store_true",
-                       help="continue an interrupted run from the checkpoint in its output folder (same "
-                            "settings, model and versions; starts afresh where there is none)")
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files of an existing output folder (and discard a checkpoint in it)",
+    )
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from the checkpoint in its output folder (same "
+        "settings, model and versions; starts afresh where there is none)",
+    )
     if every is not None:
-        group.add_argument("--checkpoint-every", type=_at_least(0), default=every,
-                           help=f"save the run's state every N steps (default {every}; 0: only when "
-                                "interrupted by Ctrl-C or SIGTERM)")
+        group.add_argument(
+            "--checkpoint-every",
+            type=_at_least(0),
+            default=every,
+            help=f"save the run's state every N steps (default {every}; 0: only when interrupted by Ctrl-C or SIGTERM)",
+        )
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", required=True, help="fmnist-cnn, fmnist-resnet, torchvision:NAME, timm:NAME, "
-                       "path/to/file.py:factory or package.module:factory")
+    group.add_argument(
+        "--model",
+        required=True,
+        help="fmnist-cnn, fmnist-resnet, torchvision:NAME, timm:NAME, "
+        "path/to/file.py:factory or package.module:factory",
+    )
     group.add_argument("--weights", help="a .safetensors or state-dict .pt file (loaded with weights_only=True)")
-    group.add_argument("--random-weights", action="store_true",
-                       help="torchvision/timm: use random weights instead of cached pretrained ones")
+    group.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="torchvision/timm: use random weights instead of cached pretrained ones",
+    )
     group.add_argument("--input-shape", help="C,H,W (default: what the model declares)")
     group.add_argument("--mean", help="per-channel normalisation mean, e.g. 0.485,0.456,0.406")
     group.add_argument("--std", help="per-channel normalisation std, e.g. 0.229,0.224,0.225")
@@ -88,11 +104,15 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 def _executor_options(parser: argparse.ArgumentParser, what: str) -> None:
     group = parser.add_argument_group("where it runs")
-    group.add_argument("--executor", choices=("local", "ray"), default="local",
-                       help=f"local (default): in this process; ray: {what} as Ray tasks (pip install "
-                            "'agnostic-saliency[ray]')")
-    group.add_argument("--address", help="a running Ray cluster (ray start --head prints it); default: start a "
-                       "local instance")
+    group.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help=f"local (default): in this process; ray: {what} as Ray tasks (pip install 'agnostic-saliency[ray]')",
+    )
+    group.add_argument(
+        "--address", help="a running Ray cluster (ray start --head prints it); default: start a local instance"
+    )
 
 
 def _scan_options(parser: argparse.ArgumentParser) -> None:
@@ -100,76 +120,140 @@ def _scan_options(parser: argparse.ArgumentParser) -> None:
     options.add_argument("--images", help="folder of unlabeled images to sample from (default: data-free)")
     options.add_argument("--distribution", default="shapes", help="sample distribution (default shapes)")
     options.add_argument("--steps", type=_at_least(1), default=100, help="signature fitting iterations (default 100)")
-    options.add_argument("--exemplar-steps", type=_at_least(0), default=30,
-                         help="steps that nudge the pool into confident class exemplars (default 30; 0: raw samples)")
-    options.add_argument("--threshold", type=float, default=2.0, help="MAD anomaly index that flags a class (default 2)")
-    options.add_argument("--max-trigger-area", type=float, default=MAX_TRIGGER_AREA,
-                         help="largest share of the image a flagged patch trigger's box may cover (default 1/12; "
-                              "1 lets any anomalous class through, with more false flags)")
-    options.add_argument("--max-blend-strength", type=float, default=0.14,
-                         help="weakest whole-image blend of a class's pattern that still counts as a faint, "
-                              "blended trigger (default 0.14; 0 turns blend flagging off)")
-    options.add_argument("--draws", type=_at_least(1), default=2,
-                         help="independent draws (seeds N, N+1, ...) while none flags a class (default 2; 1 halves "
-                         "the time on clean models and misses more targets)")
+    options.add_argument(
+        "--exemplar-steps",
+        type=_at_least(0),
+        default=30,
+        help="steps that nudge the pool into confident class exemplars (default 30; 0: raw samples)",
+    )
+    options.add_argument(
+        "--threshold", type=float, default=2.0, help="MAD anomaly index that flags a class (default 2)"
+    )
+    options.add_argument(
+        "--max-trigger-area",
+        type=float,
+        default=MAX_TRIGGER_AREA,
+        help="largest share of the image a flagged patch trigger's box may cover (default 1/12; "
+        "1 lets any anomalous class through, with more false flags)",
+    )
+    options.add_argument(
+        "--max-blend-strength",
+        type=float,
+        default=0.14,
+        help="weakest whole-image blend of a class's pattern that still counts as a faint, "
+        "blended trigger (default 0.14; 0 turns blend flagging off)",
+    )
+    options.add_argument(
+        "--draws",
+        type=_at_least(1),
+        default=2,
+        help="independent draws (seeds N, N+1, ...) while none flags a class (default 2; 1 halves "
+        "the time on clean models and misses more targets)",
+    )
     options.add_argument("--memory-cap", type=_positive_float, default=2048, help="MiB for one forward+backward chunk")
-    options.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                         help="fp32 (default); bf16 runs the model under mixed precision (about 2x faster on CPUs "
-                         "with AMX and on GPUs); fp16 on CUDA only")
+    options.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="fp32 (default); bf16 runs the model under mixed precision (about 2x faster on CPUs "
+        "with AMX and on GPUs); fp16 on CUDA only",
+    )
 
 
 def _scan_settings(args) -> dict:
     """The scan's keywords from the command line (shared by scan and scan-many)."""
-    return dict(images=args.images, distribution=args.distribution, steps=args.steps,
-                exemplar_steps=args.exemplar_steps, threshold=args.threshold, max_trigger_area=args.max_trigger_area,
-                max_blend_strength=args.max_blend_strength, seed=args.seed, draws=args.draws,
-                memory_cap_mb=args.memory_cap, precision=args.precision)
+    return dict(
+        images=args.images,
+        distribution=args.distribution,
+        steps=args.steps,
+        exemplar_steps=args.exemplar_steps,
+        threshold=args.threshold,
+        max_trigger_area=args.max_trigger_area,
+        max_blend_strength=args.max_blend_strength,
+        seed=args.seed,
+        draws=args.draws,
+        memory_cap_mb=args.memory_cap,
+        precision=args.precision,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="agnostic-saliency", description="Input-agnostic saliency maps "
-                                     "of image classifiers, and data-free backdoor scans.")
+    parser = _Parser(
+        prog="agnostic-saliency",
+        description="Input-agnostic saliency maps of image classifiers, and data-free backdoor scans.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     map_parser = commands.add_parser("map", help="compute input-agnostic maps for classes")
     _model_options(map_parser)
     method = map_parser.add_argument_group("method")
-    method.add_argument("--target", default="all", help="all, or comma-separated INDEX or NAME; "
-                        "join classes with + for one concept (default all)")
-    method.add_argument("--distribution", default=DEFAULT_DISTRIBUTION,
-                        help=f"{DEFAULT_DISTRIBUTION} (default), uniform, uniform-flat, dark, dark2, dark3, gaussian, "
-                        "shapes, images, "
-                        "or any + mixture such as dark2+images")
+    method.add_argument(
+        "--target",
+        default="all",
+        help="all, or comma-separated INDEX or NAME; join classes with + for one concept (default all)",
+    )
+    method.add_argument(
+        "--distribution",
+        default=DEFAULT_DISTRIBUTION,
+        help=f"{DEFAULT_DISTRIBUTION} (default), uniform, uniform-flat, dark, dark2, dark3, gaussian, "
+        "shapes, images, "
+        "or any + mixture such as dark2+images",
+    )
     method.add_argument("--images", help="folder of unlabeled images for the images distribution")
     method.add_argument("--held-out", help="folder of real images on which fidelity is also measured")
     method.add_argument("--norm", choices=("l2", "linf"), default="l2", help="budget norm (default l2)")
-    method.add_argument("--budget", type=_positive_float, default=None,
-                        help="fraction of the pixel range: RMS for l2 (default 0.25), peak for linf (default 0.1)")
+    method.add_argument(
+        "--budget",
+        type=_positive_float,
+        default=None,
+        help="fraction of the pixel range: RMS for l2 (default 0.25), peak for linf (default 0.1)",
+    )
     method.add_argument("--steps", type=_at_least(1), default=600, help="nudging iterations (default 600)")
     method.add_argument("--batch-size", type=_at_least(1), default=64, help="samples per iteration (default 64)")
-    method.add_argument("--step-size", type=_positive_float, default=0.01, help="per-pixel step, fraction of range (default 0.01)")
+    method.add_argument(
+        "--step-size", type=_positive_float, default=0.01, help="per-pixel step, fraction of range (default 0.01)"
+    )
     method.add_argument("--max-shift", type=_at_least(0), default=3, help="random map shift in pixels (default 3)")
     method.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
     method.add_argument("--refine-steps", type=_at_least(0), default=100, help="refinement iterations (default 100)")
-    method.add_argument("--refine-tolerance", type=float, default=0.02,
-                        help="largest fooling-rate drop a refinement may cost (default 0.02)")
-    method.add_argument("--display", choices=("positive", "minmax", "signed"), default="positive",
-                        help="picture of a map: positive (default; what it draws on the darkest input, which an "
-                             "adversarially trained judge reads), minmax or signed")
-    method.add_argument("--eval-samples", type=_at_least(1), default=512,
-                        help="fresh samples on which fidelity is measured (default 512)")
+    method.add_argument(
+        "--refine-tolerance",
+        type=float,
+        default=0.02,
+        help="largest fooling-rate drop a refinement may cost (default 0.02)",
+    )
+    method.add_argument(
+        "--display",
+        choices=("positive", "minmax", "signed"),
+        default="positive",
+        help="picture of a map: positive (default; what it draws on the darkest input, which an "
+        "adversarially trained judge reads), minmax or signed",
+    )
+    method.add_argument(
+        "--eval-samples",
+        type=_at_least(1),
+        default=512,
+        help="fresh samples on which fidelity is measured (default 512)",
+    )
     method.add_argument("--memory-cap", type=_positive_float, default=2048, help="MiB for one forward+backward chunk")
-    method.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="fp32 (default); bf16 or fp16 (CUDA only) run the nudge's forward passes under "
-                             "mixed precision")
+    method.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="fp32 (default); bf16 or fp16 (CUDA only) run the nudge's forward passes under mixed precision",
+    )
     method.add_argument("--judge", help="an independent model spec (same task) that reads the displayed maps")
     method.add_argument("--judge-weights", help="weights for --judge")
     _run_options(map_parser, every=50)
     _executor_options(map_parser, "chunks of --classes-per-task classes run")
-    map_parser.add_argument("--classes-per-task", type=_at_least(1), default=None,
-                            help="compute the maps in chunks of this many classes, each at a seed derived from "
-                                 "--seed and its classes (default: all in one loop; 1 with --executor ray); the "
-                                 "same value gives the same maps with either executor")
+    map_parser.add_argument(
+        "--classes-per-task",
+        type=_at_least(1),
+        default=None,
+        help="compute the maps in chunks of this many classes, each at a seed derived from "
+        "--seed and its classes (default: all in one loop; 1 with --executor ray); the "
+        "same value gives the same maps with either executor",
+    )
 
     scan_parser = commands.add_parser("scan", help="scan every class for a backdoor (no clean data needed)")
     _model_options(scan_parser)
@@ -178,36 +262,50 @@ def build_parser() -> argparse.ArgumentParser:
     _executor_options(scan_parser, "the scan runs")
 
     many = commands.add_parser("scan-many", help="scan every model of a population (a manifest or a folder)")
-    many.add_argument("manifest", help="a CSV (model,weights,input_shape[,name,trojaned,target]), a JSON list of "
-                      "the same records, a population manifest.json, or a folder of weights files (with --model)")
+    many.add_argument(
+        "manifest",
+        help="a CSV (model,weights,input_shape[,name,trojaned,target]), a JSON list of "
+        "the same records, a population manifest.json, or a folder of weights files (with --model)",
+    )
     many.add_argument("--out", required=True, help="output folder: one scan folder per model, population.csv/json")
     many.add_argument("--model", help="the factory that builds every weights file of a folder")
     many.add_argument("--input-shape", help="C,H,W for a folder of weights (a manifest gives its own)")
-    for flag, text in (("--mean", "per-channel normalisation mean"), ("--std", "per-channel normalisation std"),
-                       ("--value-range", "valid pixel range LOW,HIGH (default 0,1)"),
-                       ("--classes", "a text file with one class name per line"),
-                       ("--device", "cpu, cuda, ... (default: cuda if available)")):
+    for flag, text in (
+        ("--mean", "per-channel normalisation mean"),
+        ("--std", "per-channel normalisation std"),
+        ("--value-range", "valid pixel range LOW,HIGH (default 0,1)"),
+        ("--classes", "a text file with one class name per line"),
+        ("--device", "cpu, cuda, ... (default: cuda if available)"),
+    ):
         many.add_argument(flag, help=text)
     many.add_argument("--seed", type=_at_least(0), default=0, help="seed of every model's scan (default 0)")
     many.add_argument("--quiet", action="store_true", help="no progress bar")
     _scan_options(many)
     _executor_options(many, "each model's scan runs")
-    explain_parser = commands.add_parser("explain", help="input-specific maps (Captum) beside the input-agnostic "
-                                         "map of each image's predicted class")
+    explain_parser = commands.add_parser(
+        "explain", help="input-specific maps (Captum) beside the input-agnostic map of each image's predicted class"
+    )
     _model_options(explain_parser)
     options = explain_parser.add_argument_group("explain")
     options.add_argument("--image", action="append", required=True, help="an image file (repeat for several)")
-    options.add_argument("--maps", help="folder of an earlier map run to read the input-agnostic maps from "
-                         "(default: compute them)")
-    options.add_argument("--methods", help="comma-separated Captum methods (default all: gradient,"
-                         "integrated-gradients,smoothgrad,grad-cam)")
+    options.add_argument(
+        "--maps", help="folder of an earlier map run to read the input-agnostic maps from (default: compute them)"
+    )
+    options.add_argument(
+        "--methods",
+        help="comma-separated Captum methods (default all: gradient,integrated-gradients,smoothgrad,grad-cam)",
+    )
     options.add_argument("--layer", help="Grad-CAM layer by module name (default: the last Conv2d)")
     options.add_argument("--steps", type=int, default=600, help="nudging iterations of computed maps (default 600)")
-    options.add_argument("--batch-size", type=int, default=64, help="samples per iteration of computed maps (default 64)")
-    options.add_argument("--refine-steps", type=int, default=100,
-                         help="refinement iterations of computed maps (default 100)")
-    options.add_argument("--overwrite", action="store_true",
-                         help="replace the files of an existing, non-empty output folder")
+    options.add_argument(
+        "--batch-size", type=int, default=64, help="samples per iteration of computed maps (default 64)"
+    )
+    options.add_argument(
+        "--refine-steps", type=int, default=100, help="refinement iterations of computed maps (default 100)"
+    )
+    options.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an existing, non-empty output folder"
+    )
     return parser
 
 
@@ -217,12 +315,15 @@ def load_from_args(args):
     from .models import parse_floats, parse_shape, read_class_names
 
     return load(
-        args.model, weights=args.weights,
+        args.model,
+        weights=args.weights,
         input_shape=parse_shape(args.input_shape) if args.input_shape else None,
-        mean=parse_floats(args.mean, "--mean"), std=parse_floats(args.std, "--std"),
+        mean=parse_floats(args.mean, "--mean"),
+        std=parse_floats(args.std, "--std"),
         value_range=parse_floats(args.value_range, "--value-range"),
         class_names=read_class_names(args.classes) if args.classes else None,
-        random_weights=args.random_weights, device=args.device,
+        random_weights=args.random_weights,
+        device=args.device,
     )
 
 
@@ -241,21 +342,43 @@ def run_map(args) -> int:
     with claimed_run_folder(args.out, args.overwrite, args.resume):
         loaded = load_from_args(args)
         summary = map_to_folder(
-            loaded, args.out, targets=args.target, distribution=args.distribution, images=args.images,
-            held_out=args.held_out, norm=args.norm, budget=args.budget, judge=args.judge,
-            judge_weights=args.judge_weights, judge_random_weights=args.random_weights,
-            memory_cap_mb=args.memory_cap, progress=not args.quiet, steps=args.steps, batch_size=args.batch_size,
-            step_size=args.step_size, max_shift=args.max_shift, refine=not args.no_refine,
-            refine_steps=args.refine_steps, refine_tolerance=args.refine_tolerance, seed=args.seed,
-            eval_samples=args.eval_samples, precision=args.precision, display=args.display,
-            executor=args.executor, address=args.address,
-            classes_per_task=args.classes_per_task, **_durable(args),
+            loaded,
+            args.out,
+            targets=args.target,
+            distribution=args.distribution,
+            images=args.images,
+            held_out=args.held_out,
+            norm=args.norm,
+            budget=args.budget,
+            judge=args.judge,
+            judge_weights=args.judge_weights,
+            judge_random_weights=args.random_weights,
+            memory_cap_mb=args.memory_cap,
+            progress=not args.quiet,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            step_size=args.step_size,
+            max_shift=args.max_shift,
+            refine=not args.no_refine,
+            refine_steps=args.refine_steps,
+            refine_tolerance=args.refine_tolerance,
+            seed=args.seed,
+            eval_samples=args.eval_samples,
+            precision=args.precision,
+            display=args.display,
+            executor=args.executor,
+            address=args.address,
+            classes_per_task=args.classes_per_task,
+            **_durable(args),
         )
     if not args.quiet:
         classes = summary["classes"]
         mean_fooling = sum(c["fooling_rate"] for c in classes) / len(classes)
-        print(f"wrote {len(classes)} maps to {args.out} (mean fooling rate on fresh samples "
-              f"{mean_fooling:.3f}, {summary['seconds']:.1f} s)", file=sys.stderr)
+        print(
+            f"wrote {len(classes)} maps to {args.out} (mean fooling rate on fresh samples "
+            f"{mean_fooling:.3f}, {summary['seconds']:.1f} s)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -267,12 +390,25 @@ def run_explain(args) -> int:
         loaded = load_from_args(args)
         methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
         summary = explain_to_folder(
-            loaded, args.out, images=args.image, maps=args.maps, methods=methods, layer=args.layer, seed=args.seed,
-            progress=not args.quiet, overwrite=args.overwrite, steps=args.steps, batch_size=args.batch_size, refine_steps=args.refine_steps,
+            loaded,
+            args.out,
+            images=args.image,
+            maps=args.maps,
+            methods=methods,
+            layer=args.layer,
+            seed=args.seed,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            refine_steps=args.refine_steps,
         )
     if not args.quiet:
-        print(f"explained {len(summary['images'])} images with {', '.join(summary['methods'])} and the "
-              f"input-agnostic maps -> {args.out} ({summary['seconds']:.1f} s)", file=sys.stderr)
+        print(
+            f"explained {len(summary['images'])} images with {', '.join(summary['methods'])} and the "
+            f"input-agnostic maps -> {args.out} ({summary['seconds']:.1f} s)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -282,12 +418,22 @@ def run_scan(args) -> int:
 
     with claimed_run_folder(args.out, args.overwrite, args.resume):
         loaded = load_from_args(args)
-        report = scan_to_folder(loaded, args.out, progress=not args.quiet, executor=args.executor,
-                                address=args.address, **_scan_settings(args), **_durable(args))
+        report = scan_to_folder(
+            loaded,
+            args.out,
+            progress=not args.quiet,
+            executor=args.executor,
+            address=args.address,
+            **_scan_settings(args),
+            **_durable(args),
+        )
     if not args.quiet:
         flagged = ", ".join(f"{c['index']} ({c['name']})" for c in report["classes"] if c["index"] in report["flagged"])
-        print(f"{'TROJANED' if report['trojaned'] else 'no backdoor found'}: flagged {flagged or 'none'} "
-              f"(score {report['score']:.2f}, {report['seconds']:.1f} s) -> {args.out}", file=sys.stderr)
+        print(
+            f"{'TROJANED' if report['trojaned'] else 'no backdoor found'}: flagged {flagged or 'none'} "
+            f"(score {report['score']:.2f}, {report['seconds']:.1f} s) -> {args.out}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -297,21 +443,28 @@ def run_scan_many(args) -> int:
     from .population import read_population, scan_population
 
     models = read_population(args.manifest, model=args.model, input_shape=args.input_shape)
-    model_options = dict(mean=parse_floats(args.mean, "--mean"), std=parse_floats(args.std, "--std"),
-                         value_range=parse_floats(args.value_range, "--value-range"),
-                         class_names=read_class_names(args.classes) if args.classes else None, device=args.device)
+    model_options = dict(
+        mean=parse_floats(args.mean, "--mean"),
+        std=parse_floats(args.std, "--std"),
+        value_range=parse_floats(args.value_range, "--value-range"),
+        class_names=read_class_names(args.classes) if args.classes else None,
+        device=args.device,
+    )
     settings = _scan_settings(args)
     if settings["images"]:
         settings["images"] = str(Path(settings["images"]).resolve())
-    table = scan_population(models, args.out, make_executor(args.executor, args.address), model_options,
-                            progress=not args.quiet, **settings)
+    table = scan_population(
+        models, args.out, make_executor(args.executor, args.address), model_options, progress=not args.quiet, **settings
+    )
     if not args.quiet:
         summary = table["summary"]
         flagged = sum(r["verdict"] == "trojaned" for r in table["models"])
         line = f"scanned {len(table['models'])} models: {flagged} flagged, {table['errors']} errors"
         if summary["models"]:
-            line += (f"; ROC-AUC {summary['roc_auc']:.3f}, detection {summary['detection_rate']}, "
-                     f"false flags {summary['false_flag_rate']}")
+            line += (
+                f"; ROC-AUC {summary['roc_auc']:.3f}, detection {summary['detection_rate']}, "
+                f"false flags {summary['false_flag_rate']}"
+            )
         print(f"{line} -> {args.out}/population.csv", file=sys.stderr)
     return 1 if table["errors"] else 0
 

@@ -55,19 +55,21 @@ class RayExecutor:
         self.max_retries = max_retries
         if not ray.is_initialized():
             try:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         configure_logging=False)
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as error:
                 first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise InputError(f"cannot reach the Ray cluster at {address or 'a new local instance'}: {first}") from None
+                raise InputError(
+                    f"cannot reach the Ray cluster at {address or 'a new local instance'}: {first}"
+                ) from None
 
     def run(self, function: Callable, items: Sequence[tuple], gpus: float = 0) -> Iterator[tuple[int, object]]:
         """Submit every item, then yield results as tasks finish. ``gpus`` per task; 0 where the
         cluster has none, so CPU-only clusters take one CPU per task."""
         ray = self.ray
         _ship_user_modules()
-        remote = ray.remote(function).options(num_cpus=1, num_gpus=gpus, max_retries=self.max_retries,
-                                              retry_exceptions=True)
+        remote = ray.remote(function).options(
+            num_cpus=1, num_gpus=gpus, max_retries=self.max_retries, retry_exceptions=True
+        )
         pending = {remote.remote(*item): index for index, item in enumerate(items)}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -80,8 +82,13 @@ class RayExecutor:
 
     def describe(self) -> dict:
         resources = self.ray.cluster_resources()
-        return {"executor": "ray", "address": self.address, "cluster_cpus": resources.get("CPU", 0),
-                "cluster_gpus": resources.get("GPU", 0), "max_retries": self.max_retries}
+        return {
+            "executor": "ray",
+            "address": self.address,
+            "cluster_cpus": resources.get("CPU", 0),
+            "cluster_gpus": resources.get("GPU", 0),
+            "max_retries": self.max_retries,
+        }
 
 
 def move_to_assigned_gpu(model) -> None:

@@ -87,13 +87,22 @@ def _records_to_models(records: list[dict], base: Path, default_shape: str | Non
         shape = record.get("input_shape") or default_shape
         if isinstance(shape, (list, tuple)):
             shape = ",".join(map(str, shape))
-        models.append(PopulationModel(name, _resolve_spec(str(record["model"]), base), weights, shape, _truth(record.get("trojaned")),
-                                      _target(record.get("target"))))
+        models.append(
+            PopulationModel(
+                name,
+                _resolve_spec(str(record["model"]), base),
+                weights,
+                shape,
+                _truth(record.get("trojaned")),
+                _target(record.get("target")),
+            )
+        )
     return models
 
 
-def read_population(source: str | os.PathLike, model: str | None = None,
-                    input_shape: str | None = None) -> list[PopulationModel]:
+def read_population(
+    source: str | os.PathLike, model: str | None = None, input_shape: str | None = None
+) -> list[PopulationModel]:
     """The models of a manifest file or folder (see the module's docstring). Relative weights
     paths are resolved against the manifest's folder; names must be unique."""
     path = Path(source)
@@ -103,8 +112,10 @@ def read_population(source: str | os.PathLike, model: str | None = None,
         if not model:
             raise InputError("a folder of weights needs the factory that builds them (--model)")
         files = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and ".trigger." not in p.name)
-        models = [PopulationModel(p.name.split(".")[0], _resolve_spec(model, Path.cwd()), str(p.resolve()), input_shape)
-                  for p in files]
+        models = [
+            PopulationModel(p.name.split(".")[0], _resolve_spec(model, Path.cwd()), str(p.resolve()), input_shape)
+            for p in files
+        ]
     elif path.suffix.lower() == ".csv":
         text = path.read_text()
         rows = list(csv.DictReader(io.StringIO(text)))
@@ -118,8 +129,16 @@ def read_population(source: str | os.PathLike, model: str | None = None,
         except json.JSONDecodeError as error:
             raise InputError(f"{path} is not valid JSON: {error.msg} (line {error.lineno})") from None
         if isinstance(data, dict) and isinstance(data.get("models"), list):  # scripts/make_population.py
-            records = [{"name": m.get("name"), "model": m.get("arch"), "weights": m.get("file"),
-                        "trojaned": m.get("trojaned"), "target": m.get("target")} for m in data["models"]]
+            records = [
+                {
+                    "name": m.get("name"),
+                    "model": m.get("arch"),
+                    "weights": m.get("file"),
+                    "trojaned": m.get("trojaned"),
+                    "target": m.get("target"),
+                }
+                for m in data["models"]
+            ]
             models = _records_to_models(records, path.parent, data.get("input_shape"))
         elif isinstance(data, list):
             models = _records_to_models(data, path.parent)
@@ -160,8 +179,12 @@ def _scan_model(entry: PopulationModel, folder: str, model_options: dict, scan_s
     from .models import parse_shape
 
     try:
-        loaded = load(entry.model, weights=entry.weights,
-                      input_shape=parse_shape(entry.input_shape) if entry.input_shape else None, **model_options)
+        loaded = load(
+            entry.model,
+            weights=entry.weights,
+            input_shape=parse_shape(entry.input_shape) if entry.input_shape else None,
+            **model_options,
+        )
         move_to_assigned_gpu(loaded.model)
         # resume: a folder a killed run left continues from its saved draws (or starts afresh)
         report = scan_to_folder(loaded, folder, progress=False, resume=True, **scan_settings)
@@ -172,16 +195,24 @@ def _scan_model(entry: PopulationModel, folder: str, model_options: dict, scan_s
 
 def _write_table(rows: list[dict], out: Path, settings: dict) -> dict:
     """population.csv and population.json, each replaced whole (never half-written)."""
-    table = {"models": rows, "summary": detection_summary([r for r in rows if r["verdict"] != "error"]),
-             "errors": sum(r["verdict"] == "error" for r in rows), "settings": settings}
+    table = {
+        "models": rows,
+        "summary": detection_summary([r for r in rows if r["verdict"] != "error"]),
+        "errors": sum(r["verdict"] == "error" for r in rows),
+        "settings": settings,
+    }
     write_json(table, out / "population.json.partial")
     os.replace(out / "population.json.partial", out / "population.json")
     with open(out / "population.csv.partial", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (" ".join(map(str, row[k])) if isinstance(row[k], list) else
-                                 ("" if row[k] is None else row[k])) for k in COLUMNS})
+            writer.writerow(
+                {
+                    k: (" ".join(map(str, row[k])) if isinstance(row[k], list) else ("" if row[k] is None else row[k]))
+                    for k in COLUMNS
+                }
+            )
     os.replace(out / "population.csv.partial", out / "population.csv")
     return table
 
@@ -213,8 +244,11 @@ def scan_population(
         if done.is_file():
             rows[entry.name] = _row(entry, json.loads(done.read_text()))
     pending = [entry for entry in models if entry.name not in rows]
-    settings = {"manifest_models": len(models), **executor.describe(), "scan": {
-        k: v for k, v in scan_settings.items() if isinstance(v, (int, float, str, bool, type(None)))}}
+    settings = {
+        "manifest_models": len(models),
+        **executor.describe(),
+        "scan": {k: v for k, v in scan_settings.items() if isinstance(v, (int, float, str, bool, type(None)))},
+    }
     start = time.perf_counter()
     items = [(entry, str(out / entry.name), model_options, scan_settings) for entry in pending]
     gpus = executor.gpus_per_task() if isinstance(executor, RayExecutor) else 0
@@ -227,4 +261,3 @@ def scan_population(
     settings["seconds_this_run"] = time.perf_counter() - start
     settings["skipped_as_done"] = len(models) - len(pending)
     return _write_table([rows[name] for name in order], out, settings)
-

@@ -72,7 +72,9 @@ class SaliencyResult:
         return rows
 
 
-def concatenate(results: list[SaliencyResult], config: dict | None = None, seconds: float | None = None) -> SaliencyResult:
+def concatenate(
+    results: list[SaliencyResult], config: dict | None = None, seconds: float | None = None
+) -> SaliencyResult:
     """One result from results over disjoint sets of concepts, in the given order: maps,
     figures and names are joined; sample gradients add up. ``config`` and ``seconds`` replace
     the first result's."""
@@ -88,10 +90,15 @@ def concatenate(results: list[SaliencyResult], config: dict | None = None, secon
 
     fidelity = {False: joined([r.fidelity for r in results]), True: joined([r.fidelity_unrefined for r in results])}
     return SaliencyResult(
-        maps=torch.cat([r.maps for r in results]), unrefined_maps=torch.cat([r.unrefined_maps for r in results]),
-        displayed=torch.cat([r.displayed for r in results]), concepts=[c for r in results for c in r.concepts],
-        names=[n for r in results for n in r.names], fidelity=fidelity[False], fidelity_unrefined=fidelity[True],
-        refined=[a for r in results for a in r.refined], config=dict(results[0].config if config is None else config),
+        maps=torch.cat([r.maps for r in results]),
+        unrefined_maps=torch.cat([r.unrefined_maps for r in results]),
+        displayed=torch.cat([r.displayed for r in results]),
+        concepts=[c for r in results for c in r.concepts],
+        names=[n for r in results for n in r.names],
+        fidelity=fidelity[False],
+        fidelity_unrefined=fidelity[True],
+        refined=[a for r in results for a in r.refined],
+        config=dict(results[0].config if config is None else config),
         seconds=results[0].seconds if seconds is None else seconds,
         sample_gradients=sum(r.sample_gradients for r in results),
     )

@@ -46,8 +46,12 @@ def test_zero_steps_leave_the_samples_as_drawn():
 def test_confident_samples_stop_moving():
     model = _model()
     source = make_distribution("shapes", SPEC)
-    _, _, spent_strict = class_exemplars(model, source, 20, 10, 0.0, 1.0, torch.Generator().manual_seed(1), confidence=0.999)
-    _, _, spent_loose = class_exemplars(model, source, 20, 10, 0.0, 1.0, torch.Generator().manual_seed(1), confidence=0.5)
+    _, _, spent_strict = class_exemplars(
+        model, source, 20, 10, 0.0, 1.0, torch.Generator().manual_seed(1), confidence=0.999
+    )
+    _, _, spent_loose = class_exemplars(
+        model, source, 20, 10, 0.0, 1.0, torch.Generator().manual_seed(1), confidence=0.5
+    )
     assert spent_loose < spent_strict
 
 
@@ -55,7 +59,18 @@ def test_progress_bar_completes_when_chunks_stop_early(capsys):
     model = _model()
     source = make_distribution("shapes", SPEC)
     # confidence 0 is met at once: every chunk stops before its first step, yet the bar ends full
-    class_exemplars(model, source, 20, 10, 0.0, 1.0, torch.Generator().manual_seed(1), steps=7, chunk=8,
-                    confidence=0.0, progress=True)
+    class_exemplars(
+        model,
+        source,
+        20,
+        10,
+        0.0,
+        1.0,
+        torch.Generator().manual_seed(1),
+        steps=7,
+        chunk=8,
+        confidence=0.0,
+        progress=True,
+    )
     err = capsys.readouterr().err
     assert "exemplars" in err and "21/21" in err

@@ -33,8 +33,9 @@ def test_scan_flags_the_patch_target_and_recovers_a_working_trigger():
     assert 0 in result.flagged and result.trojaned
     assert result.score == max(row["anomaly_index"] for row in result.classes if row["compact"] or row["faint_blend"])
     # a compact class is judged by the box its trigger needs, any other by its hard region
-    assert all(row["anomaly_index"] == (row["box_index"] if row["compact"] else row["size_index"])
-               for row in result.classes)
+    assert all(
+        row["anomaly_index"] == (row["box_index"] if row["compact"] else row["size_index"]) for row in result.classes
+    )
     assert all(row["box_size"] == pytest.approx((row["mask_l1"] * row["box_pixels"]) ** 0.5) for row in result.classes)
     assert result.classes[0]["compact"] and result.classes[0]["box_pixels"] <= 16
     assert result.classes[0]["trigger_kind"] == "patch"
@@ -62,10 +63,11 @@ def test_mixed_precision_scan_finds_the_same_patch_and_gives_the_model_back():
 def test_scan_batches_classes_and_samples_under_a_tiny_memory_cap():
     model = _model("lenet-clean-0")
     largest = [0]
-    model.register_forward_hook(lambda _module, inputs, _output: largest.__setitem__(0, max(largest[0], len(inputs[0]))))
+    model.register_forward_hook(
+        lambda _module, inputs, _output: largest.__setitem__(0, max(largest[0], len(inputs[0])))
+    )
     # 0.5 MB holds one LeNet sample's forward and backward (about 0.3 MB), not two.
-    result = scan(model, SPEC, steps=5, pool_size=64, exemplar_steps=3, batch_size=8, memory_cap_mb=0.5,
-                  progress=False)
+    result = scan(model, SPEC, steps=5, pool_size=64, exemplar_steps=3, batch_size=8, memory_cap_mb=0.5, progress=False)
     assert result.settings["class_chunks"] > 1
     assert len(result.classes) == 10
     # the fit takes one class's batch per pass, and every other pass (exemplars, regions, boxes) one sample
@@ -153,8 +155,9 @@ def test_the_fourth_look_rescues_a_target_whose_first_box_was_too_wide(monkeypat
         return [28 * 28 + 1 if c == 0 and len(calls) <= 2 else box for c, box in zip(classes, found)]
 
     monkeypatch.setattr(scan_module, "smallest_box", first_looks_fail)
-    result = scan(_model("lenet-patch3-br-white"), SPEC, steps=20, pool_size=96, exemplar_steps=5, box_fit_steps=0,
-                  progress=False)
+    result = scan(
+        _model("lenet-patch3-br-white"), SPEC, steps=20, pool_size=96, exemplar_steps=5, box_fit_steps=0, progress=False
+    )
     target = result.classes[0]
     assert calls[1] == calls[2] == [0]  # the second look, then the fourth, on the target alone
     assert target["box_refitted"] and target["compact"] and target["box_pixels"] <= 64
@@ -178,8 +181,11 @@ def test_scan_flags_a_blend_target_by_its_faint_whole_image_trigger():
     assert torch.equal(mask, torch.full((28, 28), target["trigger_strength"]))
     assert result.trigger_asr[7] >= 0.8
     # every other class needs a far stronger blend of its pattern, if any works
-    assert all(row["blend_strength"] is None or row["blend_strength"] > 2 * target["blend_strength"] or row["compact"]
-               for row in result.classes if row["index"] != 7)
+    assert all(
+        row["blend_strength"] is None or row["blend_strength"] > 2 * target["blend_strength"] or row["compact"]
+        for row in result.classes
+        if row["index"] != 7
+    )
     assert all(row["trigger_strength"] is None for row in result.classes if row["index"] not in result.flagged)
     # with blend flagging off, the same anomalous class is not flagged: its trigger is not compact,
     # and it is judged on its signature alone (the fit is the same)
@@ -207,8 +213,9 @@ def test_attack_success_is_none_when_every_sample_already_has_the_target():
 
 def test_scan_cli_writes_its_folder(tmp_path):
     factory = tmp_path / "lenet.py"
-    factory.write_text("from agnostic_saliency.models.architectures import FmnistLeNet\n"
-                       "def build():\n    return FmnistLeNet()\n")
+    factory.write_text(
+        "from agnostic_saliency.models.architectures import FmnistLeNet\ndef build():\n    return FmnistLeNet()\n"
+    )
     images = tmp_path / "images"
     images.mkdir()
     from PIL import Image
@@ -218,16 +225,40 @@ def test_scan_cli_writes_its_folder(tmp_path):
         Image.fromarray((torch.rand(28, 28, generator=generator) * 255).byte().numpy()).save(images / f"{i}.png")
     (images / "junk.png").write_bytes(b"not an image")
     out = tmp_path / "out"
-    code = main(["scan", "--model", f"{factory}:build", "--weights", str(FIXTURES / "lenet-patch3-br-white.safetensors"),
-                 "--input-shape", "1,28,28", "--images", str(images), "--steps", "20", "--exemplar-steps", "5", "--precision", "bf16", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "scan",
+            "--model",
+            f"{factory}:build",
+            "--weights",
+            str(FIXTURES / "lenet-patch3-br-white.safetensors"),
+            "--input-shape",
+            "1,28,28",
+            "--images",
+            str(images),
+            "--steps",
+            "20",
+            "--exemplar-steps",
+            "5",
+            "--precision",
+            "bf16",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "scan.json").read_text())
     assert {"classes", "flagged", "trojaned", "score", "seconds", "trigger_asr"} <= set(report)
     assert report["unreadable_images_skipped"] == 1
     assert report["settings"]["precision"] == "bf16"
     assert {"index", "name", "mask_l1", "anomaly_index", "box_pixels", "compact"} <= set(report["classes"][0])
-    assert report["settings"]["max_trigger_area"] == MAX_TRIGGER_AREA and report["settings"]["max_blend_strength"] == 0.14
-    assert all(row["trigger_kind"] in ("patch", "blend") for row in report["classes"] if row["index"] in report["flagged"])
+    assert (
+        report["settings"]["max_trigger_area"] == MAX_TRIGGER_AREA and report["settings"]["max_blend_strength"] == 0.14
+    )
+    assert all(
+        row["trigger_kind"] in ("patch", "blend") for row in report["classes"] if row["index"] in report["flagged"]
+    )
     tensors = load_file(str(out / "triggers.safetensors"))
     for k in report["flagged"]:
         assert tensors[f"mask_{k}"].shape == (28, 28) and tensors[f"pattern_{k}"].shape == (1, 28, 28)
@@ -279,12 +310,34 @@ def test_a_second_draw_runs_only_while_nothing_is_flagged():
 def test_scan_cli_takes_its_draws(tmp_path):
     # With nothing flagged (an unreachable threshold) every draw runs, at seeds N, N+1, ...
     factory = tmp_path / "lenet.py"
-    factory.write_text("from agnostic_saliency.models.architectures import FmnistLeNet\n"
-                       "def build():\n    return FmnistLeNet()\n")
+    factory.write_text(
+        "from agnostic_saliency.models.architectures import FmnistLeNet\ndef build():\n    return FmnistLeNet()\n"
+    )
     out = tmp_path / "out"
-    code = main(["scan", "--model", f"{factory}:build", "--weights", str(FIXTURES / "lenet-clean-0.safetensors"),
-                 "--input-shape", "1,28,28", "--steps", "2", "--exemplar-steps", "1", "--threshold", "1000",
-                 "--seed", "5", "--draws", "3", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "scan",
+            "--model",
+            f"{factory}:build",
+            "--weights",
+            str(FIXTURES / "lenet-clean-0.safetensors"),
+            "--input-shape",
+            "1,28,28",
+            "--steps",
+            "2",
+            "--exemplar-steps",
+            "1",
+            "--threshold",
+            "1000",
+            "--seed",
+            "5",
+            "--draws",
+            "3",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "scan.json").read_text())
     assert [draw["seed"] for draw in report["settings"]["draws"]] == [5, 6, 7]

@@ -35,7 +35,10 @@ def check(record: dict, argv: list[str], weights_path, factory_path) -> None:
     assert record["torch"] == torch.__version__ and record["torchvision"] == version("torchvision")
     assert record["device"] == "cpu"
     assert record["command"] == ["agnostic-saliency", *argv]
-    assert record["weights"]["sha256"] == sha256(weights_path) and record["weights"]["bytes"] == weights_path.stat().st_size
+    assert (
+        record["weights"]["sha256"] == sha256(weights_path)
+        and record["weights"]["bytes"] == weights_path.stat().st_size
+    )
     if factory_path is None:
         assert record["factory"] is None
     else:
@@ -50,8 +53,10 @@ def check(record: dict, argv: list[str], weights_path, factory_path) -> None:
 def test_map_and_scan_record_provenance(user_model_file, weights, tmp_path):
     model = ["--model", f"{user_model_file}:build", "--weights", str(weights), "--quiet"]
     runs = {
-        "map": (["map", *model, "--steps", "2", "--refine-steps", "1", "--batch-size", "4", "--eval-samples", "8"],
-                "summary.json"),
+        "map": (
+            ["map", *model, "--steps", "2", "--refine-steps", "1", "--batch-size", "4", "--eval-samples", "8"],
+            "summary.json",
+        ),
         "scan": (["scan", *model, "--steps", "2", "--exemplar-steps", "1", "--draws", "1"], "scan.json"),
     }
     for name, (arguments, summary) in runs.items():
@@ -61,8 +66,14 @@ def test_map_and_scan_record_provenance(user_model_file, weights, tmp_path):
         check(record, argv, weights, user_model_file)
         report = (tmp_path / name / "report.html").read_text()
         assert "<h2>Provenance</h2>" in report
-        for text in (record["weights"]["sha256"], record["factory"]["sha256"], record["started"], record["finished"],
-                     torch.__version__, "--draws 1" if name == "scan" else "--refine-steps 1"):
+        for text in (
+            record["weights"]["sha256"],
+            record["factory"]["sha256"],
+            record["started"],
+            record["finished"],
+            torch.__version__,
+            "--draws 1" if name == "scan" else "--refine-steps 1",
+        ):
             assert text in report, text
 
 
@@ -89,8 +100,17 @@ def test_an_api_call_records_its_settings_and_no_command(user_model_file, weight
 
     (tmp_path / "images").mkdir()
     Image.new("L", (12, 12), 90).save(tmp_path / "images" / "a.png")
-    summary = api.map_to_folder(loaded, tmp_path / "maps", targets="a", held_out=tmp_path / "images", steps=2, refine_steps=1, batch_size=4,
-                                eval_samples=8, progress=False)
+    summary = api.map_to_folder(
+        loaded,
+        tmp_path / "maps",
+        targets="a",
+        held_out=tmp_path / "images",
+        steps=2,
+        refine_steps=1,
+        batch_size=4,
+        eval_samples=8,
+        progress=False,
+    )
     record = summary["provenance"]
     assert record["command"] is None
     assert record["settings"]["steps"] == 2 and record["settings"]["targets"] == "a"

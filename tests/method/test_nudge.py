@@ -13,8 +13,12 @@ def test_shift_maps_rolls_each_map_within_bounds():
     moved = 0
     for original, result in zip(maps, shifted):
         # Content is kept: the shifted map is a roll of the original by at most 2 pixels.
-        candidates = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-                      if torch.equal(torch.roll(original, (dy, dx), dims=(-2, -1)), result)]
+        candidates = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(torch.roll(original, (dy, dx), dims=(-2, -1)), result)
+        ]
         assert candidates
         moved += candidates[0] != (0, 0)
         torch.testing.assert_close(result.sum(), original.sum())
@@ -63,7 +67,9 @@ def test_normalised_input_gradients_give_every_sample_one_vote(tiny_model):
     summed, _ = input_gradients(tiny_model, samples, maps, concepts, 0.0, 1.0, normalize=True)
     for k in range(2):
         per_sample = [
-            input_gradients(tiny_model, samples[i : i + 1], maps[k : k + 1], concepts[k : k + 1], 0.0, 1.0, normalize=False)[0]
+            input_gradients(
+                tiny_model, samples[i : i + 1], maps[k : k + 1], concepts[k : k + 1], 0.0, 1.0, normalize=False
+            )[0]
             for i in range(6)
         ]
         expected = sum(g / g.norm() for g in per_sample)

@@ -24,25 +24,53 @@ def load(path: Path):
 convert_module = load(ROOT / "scripts" / "convert_cifar10_keras.py")
 factory_module = load(ROOT / "examples" / "cifar10_keras.py")
 
-CONFIG = {"class_name": "Sequential", "config": {"name": "tiny", "layers": [
-    {"class_name": "InputLayer", "config": {"name": "input", "batch_input_shape": [None, 6, 6, 3]}},
-    {"class_name": "Conv2D", "config": {"name": "conv2d", "filters": 4, "kernel_size": [3, 3], "strides": [1, 1],
-                                        "padding": "valid", "activation": "relu", "data_format": "channels_last"}},
-    {"class_name": "BatchNormalization", "config": {"name": "batch_normalization", "epsilon": 0.001}},
-    {"class_name": "MaxPooling2D", "config": {"name": "max_pooling2d", "pool_size": [2, 2], "strides": [2, 2],
-                                              "padding": "valid", "data_format": "channels_last"}},
-    {"class_name": "Flatten", "config": {"name": "flatten", "data_format": "channels_last"}},
-    {"class_name": "Dense", "config": {"name": "dense", "units": 5, "activation": "relu"}},
-    {"class_name": "Dropout", "config": {"name": "dropout", "rate": 0.2}},
-    {"class_name": "Dense", "config": {"name": "dense_1", "units": 3, "activation": "linear"}},
-]}}
+CONFIG = {
+    "class_name": "Sequential",
+    "config": {
+        "name": "tiny",
+        "layers": [
+            {"class_name": "InputLayer", "config": {"name": "input", "batch_input_shape": [None, 6, 6, 3]}},
+            {
+                "class_name": "Conv2D",
+                "config": {
+                    "name": "conv2d",
+                    "filters": 4,
+                    "kernel_size": [3, 3],
+                    "strides": [1, 1],
+                    "padding": "valid",
+                    "activation": "relu",
+                    "data_format": "channels_last",
+                },
+            },
+            {"class_name": "BatchNormalization", "config": {"name": "batch_normalization", "epsilon": 0.001}},
+            {
+                "class_name": "MaxPooling2D",
+                "config": {
+                    "name": "max_pooling2d",
+                    "pool_size": [2, 2],
+                    "strides": [2, 2],
+                    "padding": "valid",
+                    "data_format": "channels_last",
+                },
+            },
+            {"class_name": "Flatten", "config": {"name": "flatten", "data_format": "channels_last"}},
+            {"class_name": "Dense", "config": {"name": "dense", "units": 5, "activation": "relu"}},
+            {"class_name": "Dropout", "config": {"name": "dropout", "rate": 0.2}},
+            {"class_name": "Dense", "config": {"name": "dense_1", "units": 3, "activation": "linear"}},
+        ],
+    },
+}
 
 
 def write_h5(path: Path, rng: np.random.Generator) -> dict:
     weights = {
         "conv2d": {"kernel": rng.normal(size=(3, 3, 3, 4)), "bias": rng.normal(size=4)},
-        "batch_normalization": {"gamma": rng.uniform(0.5, 2, 4), "beta": rng.normal(size=4),
-                                "moving_mean": rng.normal(size=4), "moving_variance": rng.uniform(0.5, 2, 4)},
+        "batch_normalization": {
+            "gamma": rng.uniform(0.5, 2, 4),
+            "beta": rng.normal(size=4),
+            "moving_mean": rng.normal(size=4),
+            "moving_variance": rng.uniform(0.5, 2, 4),
+        },
         "dense": {"kernel": rng.normal(size=(16, 5)), "bias": rng.normal(size=5)},
         "dense_1": {"kernel": rng.normal(size=(5, 3)), "bias": rng.normal(size=3)},
     }
@@ -86,17 +114,34 @@ def test_cifar_layers_read_from_a_keras_config_build_the_shipped_factory():
     for layer in factory_module.CIFAR10_LAYERS:
         kind = layer["type"]
         if kind == "conv":
-            entries.append({"class_name": "Conv2D", "config": {"name": "c", "filters": layer["filters"],
-                            "kernel_size": [3, 3], "strides": [1, 1], "padding": "valid", "activation": "relu"}})
+            entries.append(
+                {
+                    "class_name": "Conv2D",
+                    "config": {
+                        "name": "c",
+                        "filters": layer["filters"],
+                        "kernel_size": [3, 3],
+                        "strides": [1, 1],
+                        "padding": "valid",
+                        "activation": "relu",
+                    },
+                }
+            )
         elif kind == "bn":
             entries.append({"class_name": "BatchNormalization", "config": {"name": "b", "epsilon": 0.001}})
         elif kind == "maxpool":
-            entries.append({"class_name": "MaxPooling2D", "config": {"name": "m", "pool_size": [layer["pool"]] * 2,
-                                                                    "strides": [layer["stride"]] * 2}})
+            entries.append(
+                {
+                    "class_name": "MaxPooling2D",
+                    "config": {"name": "m", "pool_size": [layer["pool"]] * 2, "strides": [layer["stride"]] * 2},
+                }
+            )
         elif kind == "flatten":
             entries.append({"class_name": "Flatten", "config": {"name": "f"}})
         else:
-            entries.append({"class_name": "Dense", "config": {"name": "d", "units": layer["units"], "activation": "relu"}})
+            entries.append(
+                {"class_name": "Dense", "config": {"name": "d", "units": layer["units"], "activation": "relu"}}
+            )
     layers, names, shape = convert_module.keras_layers({"config": {"layers": entries}})
     assert layers == factory_module.CIFAR10_LAYERS and shape == (3, 32, 32)
     model = factory_module.build()
@@ -104,9 +149,16 @@ def test_cifar_layers_read_from_a_keras_config_build_the_shipped_factory():
     assert len(model.class_names) == 10 and model.input_shape == (3, 32, 32)
 
 
-@pytest.mark.parametrize("bad", [{"class_name": "Conv2D", "config": {"name": "c", "filters": 2, "kernel_size": [3, 3],
-                                                                     "strides": [2, 2], "padding": "valid"}},
-                                 {"class_name": "LSTM", "config": {"name": "l"}}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {
+            "class_name": "Conv2D",
+            "config": {"name": "c", "filters": 2, "kernel_size": [3, 3], "strides": [2, 2], "padding": "valid"},
+        },
+        {"class_name": "LSTM", "config": {"name": "l"}},
+    ],
+)
 def test_unsupported_layers_are_refused(bad):
     entries = [{"class_name": "InputLayer", "config": {"name": "in", "batch_input_shape": [None, 8, 8, 1]}}, bad]
     with pytest.raises(ValueError):

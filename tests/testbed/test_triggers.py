@@ -55,7 +55,9 @@ def test_blend_patterns_in_range(pattern):
 
 def test_random_patterns_are_deterministic_per_seed():
     assert torch.equal(blend_trigger(pattern="random", seed=5).pattern, blend_trigger(pattern="random", seed=5).pattern)
-    assert not torch.equal(blend_trigger(pattern="random", seed=5).pattern, blend_trigger(pattern="random", seed=6).pattern)
+    assert not torch.equal(
+        blend_trigger(pattern="random", seed=5).pattern, blend_trigger(pattern="random", seed=6).pattern
+    )
 
 
 def test_save_load_round_trip(tmp_path):

@@ -78,7 +78,9 @@ def class_exemplars(
 
 
 @torch.no_grad()
-def exemplar_quality(model: nn.Module, exemplars: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> tuple[float, float]:
+def exemplar_quality(
+    model: nn.Module, exemplars: torch.Tensor, labels: torch.Tensor, chunk: int = 1024
+) -> tuple[float, float]:
     """Share of exemplars the model assigns to their class, and its mean probability for it."""
     probabilities = class_probabilities(model, exemplars, chunk)
     hit = (probabilities.argmax(1) == labels).float().mean()

@@ -70,18 +70,22 @@ MAX_TRIGGER_AREA = 1 / 12
 
 
 # What a scan's anomaly index is computed from, recorded in every result.
-STATISTIC = ("signature_size = sqrt(mask_l1 * region_pixels) and box_size = sqrt(mask_l1 * box_pixels), "
-                         "each with the MAD anomaly index of its log over the classes, low side (size_index, "
-                         "box_index); anomaly_index is box_index for a compact class (box_pixels at most "
-                         "max_trigger_area of the image), the larger of size_index and blend_index (the same index "
-                         "of the log blend_strength) for a faint blend, and size_index otherwise; flagged when "
-                         "anomaly_index is above the threshold and the class is compact or a faint blend "
-                         "(blend_strength, flipping blend_required of the exemplars, at most max_blend_strength, "
-                         "and at most blend_gap times every other class's)")
+STATISTIC = (
+    "signature_size = sqrt(mask_l1 * region_pixels) and box_size = sqrt(mask_l1 * box_pixels), "
+    "each with the MAD anomaly index of its log over the classes, low side (size_index, "
+    "box_index); anomaly_index is box_index for a compact class (box_pixels at most "
+    "max_trigger_area of the image), the larger of size_index and blend_index (the same index "
+    "of the log blend_strength) for a faint blend, and size_index otherwise; flagged when "
+    "anomaly_index is above the threshold and the class is compact or a faint blend "
+    "(blend_strength, flipping blend_required of the exemplars, at most max_blend_strength, "
+    "and at most blend_gap times every other class's)"
+)
 
 
 @torch.no_grad()
-def attack_success(model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int, chunk: int = 1024) -> float | None:
+def attack_success(
+    model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int, chunk: int = 1024
+) -> float | None:
     """Share of the samples not already assigned to ``target`` that the stamped trigger sends
     there; ``None`` when every sample is already assigned to it (nothing to measure, and JSON
     has no NaN). Forward passes take ``chunk`` samples at a time."""
@@ -91,8 +95,15 @@ def attack_success(model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, 
     return stamped_share(model, mask, pattern, samples[keep], target, chunk)
 
 
-def scan(model: torch.nn.Module, spec: InputSpec, class_names: list[str] | None = None, draws: int = 2,
-         seed: int = 0, checkpoint=None, **settings) -> BackdoorResult:
+def scan(
+    model: torch.nn.Module,
+    spec: InputSpec,
+    class_names: list[str] | None = None,
+    draws: int = 2,
+    seed: int = 0,
+    checkpoint=None,
+    **settings,
+) -> BackdoorResult:
     """Scan ``model`` for a backdoor: one draw of :func:`scan_draw` (whose keywords ``settings``
     are), and while no draw has flagged a class, up to ``draws`` in all, the n-th at seed
     ``seed + n`` (default 2 draws).
@@ -122,10 +133,19 @@ def scan(model: torch.nn.Module, spec: InputSpec, class_names: list[str] | None 
         from ..durable.checkpoint import model_digest, tensor_digest, tool_versions
 
         named = {key: value for key, value in settings.items() if key not in ("images", "progress")}
-        identity = {"kind": "scan", "settings": {**named, "seed": seed, "draws": draws, "class_names": class_names,
-                                                 "input_spec": spec.to_dict(),
-                                                 "images": tensor_digest(settings.get("images"))},
-                    "model": model_digest(model), "versions": tool_versions()}
+        identity = {
+            "kind": "scan",
+            "settings": {
+                **named,
+                "seed": seed,
+                "draws": draws,
+                "class_names": class_names,
+                "input_spec": spec.to_dict(),
+                "images": tensor_digest(settings.get("images")),
+            },
+            "model": model_digest(model),
+            "versions": tool_versions(),
+        }
     for n in range(draws):
         saved = None
         if checkpoint is not None:
@@ -140,8 +160,9 @@ def scan(model: torch.nn.Module, spec: InputSpec, class_names: list[str] | None 
         if results[-1].flagged:
             break
     chosen = results[-1] if results[-1].flagged else max(results, key=lambda r: r.score)
-    chosen.settings["draws"] = [{"seed": r.settings["seed"], "flagged": r.flagged, "score": r.score,
-                                 "seconds": r.seconds} for r in results]
+    chosen.settings["draws"] = [
+        {"seed": r.settings["seed"], "flagged": r.flagged, "score": r.score, "seconds": r.seconds} for r in results
+    ]
     chosen.seconds = time.perf_counter() - start
     chosen.sample_gradients = sum(r.sample_gradients for r in results)
     return chosen
@@ -277,11 +298,15 @@ def scan_draw(
         samples_per_pass = max(1, min(1024, int(memory_cap_mb * 2**20) // max(per_sample, 1)))
 
         def raw_pool(size: int, draws: torch.Generator = generator) -> torch.Tensor:
-            return balanced_pool(wrapped, source.sample(4 * size, draws, device), size, draws,
-                                 chunk=samples_per_pass)
+            return balanced_pool(wrapped, source.sample(4 * size, draws, device), size, draws, chunk=samples_per_pass)
 
-        def fit_in_chunks(fit_pool: torch.Tensor, classes: list[int], show_progress: bool,
-                          probabilities: torch.Tensor | None = None, draws: torch.Generator = generator):
+        def fit_in_chunks(
+            fit_pool: torch.Tensor,
+            classes: list[int],
+            show_progress: bool,
+            probabilities: torch.Tensor | None = None,
+            draws: torch.Generator = generator,
+        ):
             """Every class's signature fitted from two starts, a faint uniform mask and the class's
             gradient start (:func:`.signatures.gradient_start`), all in one batched loop split into
             groups whose forward+backward fits the memory cap. Per class the start with the smaller
@@ -289,44 +314,91 @@ def scan_draw(
             other misses, and a class's signature is the smallest one found."""
             if probabilities is None:  # once, shared by every group
                 probabilities = class_probabilities(wrapped, fit_pool, samples_per_pass)
-            seeded_masks, seeded_patterns, seeding = gradient_start(wrapped, fit_pool, classes, probabilities, quantile,
-                                                                    chunk=samples_per_pass)
+            seeded_masks, seeded_patterns, seeding = gradient_start(
+                wrapped, fit_pool, classes, probabilities, quantile, chunk=samples_per_pass
+            )
             rows = classes + classes
             mask_init = torch.cat([torch.full_like(seeded_masks, UNIFORM_START), seeded_masks])
             pattern_init = torch.cat([torch.zeros_like(seeded_patterns), seeded_patterns])
             starts = range(0, len(rows), chunk)
-            parts = [fit_signatures(wrapped, fit_pool, num_classes, low, high, steps=steps, batch_size=batch_size,
-                                    generator=draws, progress=show_progress, classes=rows[c : c + chunk],
-                                    quantile=quantile, probabilities=probabilities,
-                                    mask_init=mask_init[c : c + chunk], pattern_init=pattern_init[c : c + chunk],
-                                    far_batches=far_batches, chunk=samples_per_pass, measure_flips=False,
-                                    description="signatures" + (f" {i + 1}/{len(starts)}" if len(starts) > 1 else ""))
-                     for i, c in enumerate(starts)]
+            parts = [
+                fit_signatures(
+                    wrapped,
+                    fit_pool,
+                    num_classes,
+                    low,
+                    high,
+                    steps=steps,
+                    batch_size=batch_size,
+                    generator=draws,
+                    progress=show_progress,
+                    classes=rows[c : c + chunk],
+                    quantile=quantile,
+                    probabilities=probabilities,
+                    mask_init=mask_init[c : c + chunk],
+                    pattern_init=pattern_init[c : c + chunk],
+                    far_batches=far_batches,
+                    chunk=samples_per_pass,
+                    measure_flips=False,
+                    description="signatures" + (f" {i + 1}/{len(starts)}" if len(starts) > 1 else ""),
+                )
+                for i, c in enumerate(starts)
+            ]
             masks, patterns = torch.cat([p.masks for p in parts]), torch.cat([p.patterns for p in parts])
-            fitted = {name: sum((getattr(p, name) for p in parts), [])
-                      for name in ("mask_l1", "flip_rate", "baseline_share", "reached")}
-            regions, hard = smallest_region(wrapped, masks.to(device), patterns.to(device), rows, held_out,
-                                            held_probabilities, required=required, quantile=quantile,
-                                            chunk=samples_per_pass)
+            fitted = {
+                name: sum((getattr(p, name) for p in parts), [])
+                for name in ("mask_l1", "flip_rate", "baseline_share", "reached")
+            }
+            regions, hard = smallest_region(
+                wrapped,
+                masks.to(device),
+                patterns.to(device),
+                rows,
+                held_out,
+                held_probabilities,
+                required=required,
+                quantile=quantile,
+                chunk=samples_per_pass,
+            )
             n = len(classes)
             sizes = [stamp_size(a, b) for a, b in zip(fitted["mask_l1"], regions)]
             best = [row + n if sizes[row + n] < sizes[row] else row for row in range(n)]
             chosen = torch.tensor(best)
             picked = {name: [values[row] for row in best] for name, values in fitted.items()}
             # Only the kept start's flip rate is reported, so only it is measured.
-            picked["flip_rate"] = flip_rates(wrapped, masks[chosen], patterns[chosen], classes, fit_pool, probabilities,
-                                             quantile, samples_per_pass)
-            picked.update(region_pixels=[regions[row] for row in best], size=[sizes[row] for row in best],
-                          start=["gradient" if row >= n else "uniform" for row in best])
-            return (masks[chosen], patterns[chosen], [hard[row] for row in best], picked,
-                    seeding + sum(p.sample_gradients for p in parts), len(parts))
+            picked["flip_rate"] = flip_rates(
+                wrapped, masks[chosen], patterns[chosen], classes, fit_pool, probabilities, quantile, samples_per_pass
+            )
+            picked.update(
+                region_pixels=[regions[row] for row in best],
+                size=[sizes[row] for row in best],
+                start=["gradient" if row >= n else "uniform" for row in best],
+            )
+            return (
+                masks[chosen],
+                patterns[chosen],
+                [hard[row] for row in best],
+                picked,
+                seeding + sum(p.sample_gradients for p in parts),
+                len(parts),
+            )
 
         count = 0
         exemplars = None
         if exemplar_steps > 0:
-            pool, labels, count = class_exemplars(wrapped, source, pool_size + pool_size // 2, num_classes, low, high,
-                                                  generator, device, steps=exemplar_steps, progress=progress,
-                                                  chunk=min(512, samples_per_pass))
+            pool, labels, count = class_exemplars(
+                wrapped,
+                source,
+                pool_size + pool_size // 2,
+                num_classes,
+                low,
+                high,
+                generator,
+                device,
+                steps=exemplar_steps,
+                progress=progress,
+                chunk=min(512, samples_per_pass),
+            )
             exemplars = exemplar_quality(wrapped, pool, labels, samples_per_pass)
         else:
             pool = raw_pool(pool_size + pool_size // 2)
@@ -335,26 +407,48 @@ def scan_draw(
         held_far = far_samples(held_probabilities, quantile)
         fit_probabilities = class_probabilities(wrapped, fit_pool, samples_per_pass)
         fit_far = far_samples(fit_probabilities, quantile)
-        masks, patterns, hard, fitted, spent, class_chunks = fit_in_chunks(fit_pool, list(range(num_classes)), progress,
-                                                                           fit_probabilities)
+        masks, patterns, hard, fitted, spent, class_chunks = fit_in_chunks(
+            fit_pool, list(range(num_classes)), progress, fit_probabilities
+        )
         count += spent
         l1, flips, shares, reached, regions, sizes, starts = (
-            fitted[name] for name in ("mask_l1", "flip_rate", "baseline_share", "reached", "region_pixels", "size", "start"))
+            fitted[name]
+            for name in ("mask_l1", "flip_rate", "baseline_share", "reached", "region_pixels", "size", "start")
+        )
         size_index, _ = flag_anomalies([math.log(v) for v in sizes], threshold, side="low")
         # A small signature alone also marks classes that are merely easy to reach (on
         # Fashion-MNIST, "bag" from a scatter of pixels); a trigger must also fit in a small box.
-        boxes = smallest_box(wrapped, [h.to(device) for h in hard], patterns.to(device), list(range(num_classes)),
-                             held_out, held_probabilities, required=required, quantile=quantile,
-                             chunk=samples_per_pass, placements=1)
+        boxes = smallest_box(
+            wrapped,
+            [h.to(device) for h in hard],
+            patterns.to(device),
+            list(range(num_classes)),
+            held_out,
+            held_probabilities,
+            required=required,
+            quantile=quantile,
+            chunk=samples_per_pass,
+            placements=1,
+        )
         height, width = spec.shape[1:]
         largest_box = int(max_trigger_area * height * width)
 
         def every_size_box(regions, class_patterns, classes):
             """The second look's search (also the fourth's): every box size up to the bound, at the
             regions' few densest spots."""
-            return smallest_box(wrapped, [h.to(device) for h in regions], class_patterns.to(device), classes,
-                                held_out, held_probabilities, required=required, quantile=quantile,
-                                chunk=samples_per_pass, placements=box_placements, every_side_up_to=largest_box)
+            return smallest_box(
+                wrapped,
+                [h.to(device) for h in regions],
+                class_patterns.to(device),
+                classes,
+                held_out,
+                held_probabilities,
+                required=required,
+                quantile=quantile,
+                chunk=samples_per_pass,
+                placements=box_placements,
+                every_side_up_to=largest_box,
+            )
 
         def box_signatures(boxes):
             """Every class's box signature, sqrt(mask L1 x box pixels), and its MAD index (low side)."""
@@ -380,10 +474,24 @@ def scan_draw(
             for k in second:
                 if boxes[k] <= largest_box:
                     continue
-                found = fitted_box(wrapped, hard[k].to(device), patterns[k].to(device), fit_pool[fit_far[:, k]],
-                                   held_out[held_far[:, k]], k, low, high, fitted_side,
-                                   box_placements, steps=box_fit_steps, batch_size=batch_size, required=required,
-                                   generator=box_generator, chunk=samples_per_pass, boxes_per_pass=chunk)
+                found = fitted_box(
+                    wrapped,
+                    hard[k].to(device),
+                    patterns[k].to(device),
+                    fit_pool[fit_far[:, k]],
+                    held_out[held_far[:, k]],
+                    k,
+                    low,
+                    high,
+                    fitted_side,
+                    box_placements,
+                    steps=box_fit_steps,
+                    batch_size=batch_size,
+                    required=required,
+                    generator=box_generator,
+                    chunk=samples_per_pass,
+                    boxes_per_pass=chunk,
+                )
                 if found is not None:
                     boxes[k], boxed_fits[k] = found[0], (found[1].cpu(), found[2].cpu())
                     count += found[3]
@@ -395,12 +503,16 @@ def scan_draw(
         refit_looked = set()
         if refit_look and exemplar_steps > 0:
             _, box_index_so_far = box_signatures(boxes)
-            fourth = [k for k in range(num_classes)
-                      if boxes[k] > largest_box and max(size_index[k], box_index_so_far[k]) > threshold]
+            fourth = [
+                k
+                for k in range(num_classes)
+                if boxes[k] > largest_box and max(size_index[k], box_index_so_far[k]) > threshold
+            ]
             if fourth:
                 look_generator = torch.Generator().manual_seed(seed + 17)  # leaves the scan's own draws as they were
                 look_masks, look_patterns, look_hard, _, spent, _ = fit_in_chunks(
-                    raw_pool(pool_size, look_generator), fourth, False, draws=look_generator)
+                    raw_pool(pool_size, look_generator), fourth, False, draws=look_generator
+                )
                 count += spent
                 look_boxes = every_size_box(look_hard, look_patterns, fourth)
                 for row, k in enumerate(fourth):
@@ -411,9 +523,16 @@ def scan_draw(
         compact = [box <= largest_box for box in boxes]
         # A blended backdoor's trigger spans the image, so the box test cannot see it; it is faint
         # instead: far fainter than the blend of any other class's pattern that works.
-        strengths = weakest_blend(wrapped, patterns.to(device), list(range(num_classes)), held_out,
-                                  held_probabilities, required=blend_required, quantile=quantile,
-                                  chunk=samples_per_pass)
+        strengths = weakest_blend(
+            wrapped,
+            patterns.to(device),
+            list(range(num_classes)),
+            held_out,
+            held_probabilities,
+            required=blend_required,
+            quantile=quantile,
+            chunk=samples_per_pass,
+        )
         faint = faint_blends(strengths, compact, max_blend_strength, blend_gap)
         # A faint blend is judged by how far its blend stands below the other classes' (as a
         # compact class by its box), or by its signature, whichever is more anomalous.
@@ -422,28 +541,52 @@ def scan_draw(
         # stamp whose pixels the fit spread around it. Every class's box signature gets its own
         # MAD index, and a compact class is judged on that one, any other class on its region.
         box_sizes, box_index = box_signatures(boxes)
-        index = [float(box_index[k] if compact[k] else max(size_index[k], blend_index[k]) if faint[k] else size_index[k])
-                 for k in range(num_classes)]
+        index = [
+            float(box_index[k] if compact[k] else max(size_index[k], blend_index[k]) if faint[k] else size_index[k])
+            for k in range(num_classes)
+        ]
         flagged = [k for k in range(num_classes) if index[k] > threshold and (compact[k] or faint[k])]
         patches = [k for k in flagged if compact[k] and k not in boxed_fits and k not in refit_looked]
-        trigger_fit = {k: "box fit" if k in boxed_fits else "raw samples" if k in refit_looked else "exemplars"
-                       for k in flagged}
+        trigger_fit = {
+            k: "box fit" if k in boxed_fits else "raw samples" if k in refit_looked else "exemplars" for k in flagged
+        }
         refits = {}
         if patches and exemplar_steps > 0:
             # Signatures fitted on exemplars find the class, but the fit's mask can be diffuse. A
             # second fit on raw samples, for the flagged classes only, often finds the compact
             # trigger; it is a candidate where its hard region is smaller and still flips the
             # held-out exemplars (the same test the first region passed).
-            refit_masks, refit_patterns, refit_hard, refit, spent, _ = fit_in_chunks(raw_pool(pool_size), patches, False)
+            refit_masks, refit_patterns, refit_hard, refit, spent, _ = fit_in_chunks(
+                raw_pool(pool_size), patches, False
+            )
             count += spent
-            refits = {k: (refit_hard[row], refit_masks[row], refit_patterns[row])
-                      for row, k in enumerate(patches) if refit["region_pixels"][row] < regions[k]}
+            refits = {
+                k: (refit_hard[row], refit_masks[row], refit_patterns[row])
+                for row, k in enumerate(patches)
+                if refit["region_pixels"][row] < regions[k]
+            }
         # A flagged blend's trigger is its pattern at the weakest strength that flips as many
         # held-out exemplars as a patch must (the test above asks for fewer).
         blends = [k for k in flagged if not compact[k]]
-        trigger_strengths = dict(zip(blends, weakest_blend(
-            wrapped, patterns[blends].to(device), blends, held_out, held_probabilities, required=required,
-            quantile=quantile, chunk=samples_per_pass))) if blends else {}
+        trigger_strengths = (
+            dict(
+                zip(
+                    blends,
+                    weakest_blend(
+                        wrapped,
+                        patterns[blends].to(device),
+                        blends,
+                        held_out,
+                        held_probabilities,
+                        required=required,
+                        quantile=quantile,
+                        chunk=samples_per_pass,
+                    ),
+                )
+            )
+            if blends
+            else {}
+        )
         for k in flagged:
             if not compact[k]:  # a blend: the pattern over the whole image
                 hard[k] = torch.full((height, width), trigger_strengths[k] or strengths[k])
@@ -452,22 +595,38 @@ def scan_draw(
                 hard[k], patterns[k] = boxed_fits[k]
                 continue
             others = held_out[held_far[:, k]]
-            boxed = compact_region(wrapped, hard[k].to(device), patterns[k].to(device), others, k, required,
-                                   chunk=samples_per_pass)
+            boxed = compact_region(
+                wrapped, hard[k].to(device), patterns[k].to(device), others, k, required, chunk=samples_per_pass
+            )
             if not fills_its_box(boxed):
                 # The region did not compact to a box that works, but the box test found one on it:
                 # that square is the trigger (the region can be the trigger plus scattered helpers).
-                square = working_box(wrapped, hard[k].to(device), patterns[k].to(device), others, k,
-                                     math.isqrt(boxes[k]), box_placements if k in second or k in refit_looked else 1,
-                                     required, samples_per_pass)
+                square = working_box(
+                    wrapped,
+                    hard[k].to(device),
+                    patterns[k].to(device),
+                    others,
+                    k,
+                    math.isqrt(boxes[k]),
+                    box_placements if k in second or k in refit_looked else 1,
+                    required,
+                    samples_per_pass,
+                )
                 boxed = boxed if square is None else square
             if k in refits:
                 # The raw-sample refit's region, compacted the same way, replaces the trigger where
                 # it ends no larger: comparing the regions before compaction once kept a 49 px
                 # trigger beside the planted patch over a 36 px one (commit 4592a0c).
                 refit_hard, refit_mask, refit_pattern = refits[k]
-                refit_boxed = compact_region(wrapped, refit_hard.to(device), refit_pattern.to(device), others, k,
-                                             required, chunk=samples_per_pass)
+                refit_boxed = compact_region(
+                    wrapped,
+                    refit_hard.to(device),
+                    refit_pattern.to(device),
+                    others,
+                    k,
+                    required,
+                    chunk=samples_per_pass,
+                )
                 if (refit_boxed > 0.5).sum() <= (boxed > 0.5).sum():
                     boxed, masks[k], patterns[k] = refit_boxed, refit_mask, refit_pattern
                     trigger_fit[k] = "raw samples"
@@ -485,12 +644,24 @@ def scan_draw(
             raw_test = source.sample(pool_size // 2, polish_generator, device)
             for k in flagged:
                 exemplar_fit, exemplar_test = fit_pool[fit_far[:, k]], held_out[held_far[:, k]]
-                for fit_samples, test_samples in ((exemplar_fit, exemplar_test),
-                                                  (raw_fit, torch.cat([exemplar_test, raw_test]))):
+                for fit_samples, test_samples in (
+                    (exemplar_fit, exemplar_test),
+                    (raw_fit, torch.cat([exemplar_test, raw_test])),
+                ):
                     patterns[k], kept, spent = polished_pattern(
-                        wrapped, hard[k].to(device), patterns[k].to(device), fit_samples, test_samples, k, low, high,
-                        steps=polish_steps, batch_size=polish_batch, generator=polish_generator,
-                        chunk=samples_per_pass)
+                        wrapped,
+                        hard[k].to(device),
+                        patterns[k].to(device),
+                        fit_samples,
+                        test_samples,
+                        k,
+                        low,
+                        high,
+                        steps=polish_steps,
+                        batch_size=polish_batch,
+                        generator=polish_generator,
+                        chunk=samples_per_pass,
+                    )
                     polished[k] = polished[k] or kept
                     count += spent
         fresh = source.sample(512, torch.Generator().manual_seed(seed + 7), device)
@@ -502,30 +673,77 @@ def scan_draw(
             if images is not None:
                 asr_images[k] = attack_success(wrapped, mask, pattern, images.to(device), k, samples_per_pass)
     classes = [
-        {"index": k, "name": names[k], "signature_size": sizes[k], "mask_l1": l1[k], "region_pixels": regions[k],
-         "flip_rate": flips[k], "baseline_share": shares[k], "reached": bool(reached[k]), "start": starts[k],
-         "anomaly_index": index[k], "size_index": float(size_index[k]), "box_pixels": boxes[k],
-         "box_size": box_sizes[k], "box_index": float(box_index[k]), "compact": bool(compact[k]),
-         "blend_strength": strengths[k], "blend_index": blend_index[k], "faint_blend": bool(faint[k]),
-         "trigger_strength": trigger_strengths.get(k),
-         "trigger_kind": ("patch" if compact[k] else "blend") if k in flagged else None,
-         "trigger_pixels": int((hard[k] > 0.5).sum()) if k in flagged and compact[k] else None,
-         "box_fitted": k in boxed_fits, "box_refitted": k in refit_looked,
-         "trigger_fit": trigger_fit.get(k), "trigger_polished": polished.get(k)}
+        {
+            "index": k,
+            "name": names[k],
+            "signature_size": sizes[k],
+            "mask_l1": l1[k],
+            "region_pixels": regions[k],
+            "flip_rate": flips[k],
+            "baseline_share": shares[k],
+            "reached": bool(reached[k]),
+            "start": starts[k],
+            "anomaly_index": index[k],
+            "size_index": float(size_index[k]),
+            "box_pixels": boxes[k],
+            "box_size": box_sizes[k],
+            "box_index": float(box_index[k]),
+            "compact": bool(compact[k]),
+            "blend_strength": strengths[k],
+            "blend_index": blend_index[k],
+            "faint_blend": bool(faint[k]),
+            "trigger_strength": trigger_strengths.get(k),
+            "trigger_kind": ("patch" if compact[k] else "blend") if k in flagged else None,
+            "trigger_pixels": int((hard[k] > 0.5).sum()) if k in flagged and compact[k] else None,
+            "box_fitted": k in boxed_fits,
+            "box_refitted": k in refit_looked,
+            "trigger_fit": trigger_fit.get(k),
+            "trigger_polished": polished.get(k),
+        }
         for k in range(num_classes)
     ]
-    settings = {"distribution": source.describe(), "steps": steps, "batch_size": batch_size,
-                "pool_size": pool_size, "threshold": threshold, "max_trigger_area": max_trigger_area,
-                "box_placements": box_placements, "box_fit_steps": box_fit_steps,
-                "polish_steps": polish_steps, "refit_look": refit_look,
-                "max_blend_strength": max_blend_strength, "blend_gap": blend_gap, "blend_required": blend_required, "required": required, "quantile": quantile, "seed": seed,
-                "exemplar_steps": exemplar_steps, "far_batches": far_batches,
-                "exemplars_on_class": None if exemplars is None else exemplars[0],
-                "exemplars_mean_confidence": None if exemplars is None else exemplars[1],
-                "device": str(device), "precision": precision, "input_spec": spec.to_dict(), "class_chunks": class_chunks,
-                "images": 0 if images is None else int(len(images))}
+    settings = {
+        "distribution": source.describe(),
+        "steps": steps,
+        "batch_size": batch_size,
+        "pool_size": pool_size,
+        "threshold": threshold,
+        "max_trigger_area": max_trigger_area,
+        "box_placements": box_placements,
+        "box_fit_steps": box_fit_steps,
+        "polish_steps": polish_steps,
+        "refit_look": refit_look,
+        "max_blend_strength": max_blend_strength,
+        "blend_gap": blend_gap,
+        "blend_required": blend_required,
+        "required": required,
+        "quantile": quantile,
+        "seed": seed,
+        "exemplar_steps": exemplar_steps,
+        "far_batches": far_batches,
+        "exemplars_on_class": None if exemplars is None else exemplars[0],
+        "exemplars_mean_confidence": None if exemplars is None else exemplars[1],
+        "device": str(device),
+        "precision": precision,
+        "input_spec": spec.to_dict(),
+        "class_chunks": class_chunks,
+        "images": 0 if images is None else int(len(images)),
+    }
     # The model's score: the largest anomaly index among classes whose trigger has a backdoor's shape.
     score = max([0.0] + [index[k] for k in range(num_classes) if compact[k] or faint[k]])
-    return BackdoorResult("scan", classes, flagged, score, time.perf_counter() - start, masks.cpu(), patterns.cpu(),
-                          triggers, asr, settings, count, region_masks=torch.stack(hard).cpu(),
-                          trigger_asr_images=asr_images, statistic=STATISTIC)
+    return BackdoorResult(
+        "scan",
+        classes,
+        flagged,
+        score,
+        time.perf_counter() - start,
+        masks.cpu(),
+        patterns.cpu(),
+        triggers,
+        asr,
+        settings,
+        count,
+        region_masks=torch.stack(hard).cpu(),
+        trigger_asr_images=asr_images,
+        statistic=STATISTIC,
+    )

@@ -144,7 +144,8 @@ def fit_signatures(
         stamped = (1 - mask[:, None]) * x + (mask * pattern)[:, None]  # (K, B, C, H, W)
         logits = model(stamped.flatten(0, 1)).reshape(k, batch_size, -1).float()
         ce = torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1), target.repeat_interleave(batch_size), reduction="none").view(k, batch_size)
+            logits.flatten(0, 1), target.repeat_interleave(batch_size), reduction="none"
+        ).view(k, batch_size)
         l1 = mask.flatten(1).sum(1)
         loss = ((ce * weight).sum(1) + cost * l1 / (height * width)).sum()
         mask_grad, pattern_grad = torch.autograd.grad(loss, [mask_logit, pattern_logit])
@@ -170,23 +171,36 @@ def fit_signatures(
         best_pattern[never] = pattern[never]
         best_l1 = torch.where(never, mask.flatten(1).sum(1), best_l1)
         shares = [float((base.argmax(1) == c).float().mean()) for c in classes]
-        flips = (flip_rates(model, best_mask, best_pattern, classes, samples, base, quantile, chunk)
-                 if measure_flips else [None] * k)
-    return Signatures(best_mask.cpu(), best_pattern.cpu(), best_l1.tolist(), flips, shares,
-                      (~never).tolist(), count)
+        flips = (
+            flip_rates(model, best_mask, best_pattern, classes, samples, base, quantile, chunk)
+            if measure_flips
+            else [None] * k
+        )
+    return Signatures(best_mask.cpu(), best_pattern.cpu(), best_l1.tolist(), flips, shares, (~never).tolist(), count)
 
 
 @torch.no_grad()
-def flip_rates(model: nn.Module, masks: torch.Tensor, patterns: torch.Tensor, classes: list[int], samples: torch.Tensor, probabilities: torch.Tensor, quantile: float = 0.5,
-               chunk: int = 1024) -> list[float]:
+def flip_rates(
+    model: nn.Module,
+    masks: torch.Tensor,
+    patterns: torch.Tensor,
+    classes: list[int],
+    samples: torch.Tensor,
+    probabilities: torch.Tensor,
+    quantile: float = 0.5,
+    chunk: int = 1024,
+) -> list[float]:
     """Per row, the share of the class's far ``samples`` (up to 1,024 of them) that its mask and
     pattern send to the class (1 where it has no far samples)."""
     far = far_samples(probabilities, quantile)
     rates = []
     for row, c in enumerate(classes):
         pool = samples[far[:, c]][:1024]
-        rates.append(stamped_share(model, masks[row].to(samples.device), patterns[row].to(samples.device), pool, c,
-                                   chunk) if len(pool) else 1.0)
+        rates.append(
+            stamped_share(model, masks[row].to(samples.device), patterns[row].to(samples.device), pool, c, chunk)
+            if len(pool)
+            else 1.0
+        )
     return rates
 
 
@@ -196,9 +210,18 @@ def stamp_size(mask_l1: float, pixels: int) -> float:
     return math.sqrt(max(mask_l1, 1e-6) * pixels)
 
 
-def gradient_start(model: nn.Module, samples: torch.Tensor, classes: list[int], probabilities: torch.Tensor,
-                   quantile: float = 0.5, count: int = 256, base: float = -3.0, gain: float = 1.0,
-                   cap: float = 4.0, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor, int]:
+def gradient_start(
+    model: nn.Module,
+    samples: torch.Tensor,
+    classes: list[int],
+    probabilities: torch.Tensor,
+    quantile: float = 0.5,
+    count: int = 256,
+    base: float = -3.0,
+    gain: float = 1.0,
+    cap: float = 4.0,
+    chunk: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Starting logits for a mask fit that begins where the model is most sensitive.
 
     Per class: the mean absolute input gradient of the class's cross-entropy over up to ``count``
@@ -245,8 +268,9 @@ def class_probabilities(model: nn.Module, samples: torch.Tensor, chunk: int = 10
 
 
 @torch.no_grad()
-def balanced_pool(model: nn.Module, candidates: torch.Tensor, size: int, generator: torch.Generator,
-                  chunk: int = 1024) -> torch.Tensor:
+def balanced_pool(
+    model: nn.Module, candidates: torch.Tensor, size: int, generator: torch.Generator, chunk: int = 1024
+) -> torch.Tensor:
     """Up to ``size`` samples from ``candidates`` with the model's predicted classes as even as
     the candidates allow: no single class the model answers for noise can dominate the pool."""
     predicted = torch.cat([model(candidates[i : i + chunk]).argmax(1) for i in range(0, len(candidates), chunk)])
@@ -272,16 +296,27 @@ REGION_SIZES = (1, 2, 4, 6, 9, 12, 16, 20, 25, 30, 36, 49, 64, 81, 100, 144, 196
 
 
 @torch.no_grad()
-def smallest_region(model: nn.Module, masks: torch.Tensor, patterns: torch.Tensor, classes: list[int], samples: torch.Tensor, base: torch.Tensor, required: float = 0.8,
-                    sizes: Sequence[int] = REGION_SIZES, quantile: float = 0.5, chunk: int = 1024) -> tuple[list[int], list[torch.Tensor]]:
+def smallest_region(
+    model: nn.Module,
+    masks: torch.Tensor,
+    patterns: torch.Tensor,
+    classes: list[int],
+    samples: torch.Tensor,
+    base: torch.Tensor,
+    required: float = 0.8,
+    sizes: Sequence[int] = REGION_SIZES,
+    quantile: float = 0.5,
+    chunk: int = 1024,
+) -> tuple[list[int], list[torch.Tensor]]:
     """Per class, the fewest pixels (taken in order of mask value) that, stamped hard with the
     class's pattern, send at least ``required`` of the other-class ``samples`` to the class.
 
     A backdoor target needs about the trigger's area; a class that is merely easy to reach
     needs a diffuse, image-wide change and so a large hard region. Binary search over
     ``sizes`` (flipping grows with the region); ``base`` holds the samples' class
-    probabilities, and only the far ``quantile`` of samples count for each class. Returns the sizes (H*W + 1 when even the whole
-    image fails) and the hard masks (H, W) found. Forward passes take ``chunk`` samples at a time.
+    probabilities, and only the far ``quantile`` of samples count for each class. Returns the
+    sizes (H*W + 1 when even the whole image fails) and the hard masks (H, W) found. Forward
+    passes take ``chunk`` samples at a time.
     """
     height, width = masks.shape[-2:]
     sizes = sorted({s for s in sizes if s <= height * width} | {height * width})
@@ -294,21 +329,29 @@ def smallest_region(model: nn.Module, masks: torch.Tensor, patterns: torch.Tenso
 
     smallest = _smallest_stamps(model, hard, patterns, classes, samples, base, sizes, required, quantile, chunk)
     found = [height * width + 1 if size is None else size for size in smallest]
-    hard_masks = [torch.ones(height, width) if size is None else hard(row, size).cpu()
-                  for row, size in enumerate(smallest)]
+    hard_masks = [
+        torch.ones(height, width) if size is None else hard(row, size).cpu() for row, size in enumerate(smallest)
+    ]
     return found, hard_masks
 
 
-def _smallest_stamps(model, mask_for, patterns, classes, samples, base, candidates, required: float,
-                     quantile: float, chunk: int) -> list:
+def _smallest_stamps(
+    model, mask_for, patterns, classes, samples, base, candidates, required: float, quantile: float, chunk: int
+) -> list:
     """Per class (row), the first of the increasing ``candidates`` whose mask ``mask_for(row,
     candidate)``, stamped with the class's pattern, sends at least ``required`` of the class's far
     ``samples`` to it; None where even the last fails. The search behind :func:`smallest_region`,
     :func:`smallest_box` and :func:`weakest_blend`."""
     far_all = far_samples(base, quantile)
-    return [_smallest_passing(candidates, lambda candidate, row=row, c=c, pool=samples[far_all[:, c]]: _stamp_flips(
-                model, mask_for(row, candidate), patterns[row], pool, c, required, chunk))
-            for row, c in enumerate(classes)]
+    return [
+        _smallest_passing(
+            candidates,
+            lambda candidate, row=row, c=c, pool=samples[far_all[:, c]]: _stamp_flips(
+                model, mask_for(row, candidate), patterns[row], pool, c, required, chunk
+            ),
+        )
+        for row, c in enumerate(classes)
+    ]
 
 
 DECISION_CHUNK = 32  # samples per forward pass while a pass/fail test is still open
@@ -343,11 +386,15 @@ def _stamp_flips(model, mask, pattern, samples, target: int, required: float, ch
 
 
 @torch.no_grad()
-def stamped_share(model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int, chunk: int = 1024) -> float:
+def stamped_share(
+    model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int, chunk: int = 1024
+) -> float:
     """Share of ``samples`` that the model assigns to ``target`` once ``pattern`` is stamped
     through ``mask``, ``chunk`` samples per forward pass (0 for no samples)."""
-    hits = sum(int((model((1 - mask) * samples[i : i + chunk] + mask * pattern).argmax(1) == target).sum())
-               for i in range(0, len(samples), chunk))
+    hits = sum(
+        int((model((1 - mask) * samples[i : i + chunk] + mask * pattern).argmax(1) == target).sum())
+        for i in range(0, len(samples), chunk)
+    )
     return hits / max(len(samples), 1)
 
 
@@ -367,9 +414,19 @@ def _smallest_passing(candidates, passes):
 
 
 @torch.no_grad()
-def smallest_box(model: nn.Module, regions: torch.Tensor, patterns: torch.Tensor, classes: list[int], samples: torch.Tensor, base: torch.Tensor, required: float = 0.8,
-                 quantile: float = 0.5, chunk: int = 1024, placements: int = 3,
-                 every_side_up_to: int = 0) -> list[int]:
+def smallest_box(
+    model: nn.Module,
+    regions: torch.Tensor,
+    patterns: torch.Tensor,
+    classes: list[int],
+    samples: torch.Tensor,
+    base: torch.Tensor,
+    required: float = 0.8,
+    quantile: float = 0.5,
+    chunk: int = 1024,
+    placements: int = 3,
+    every_side_up_to: int = 0,
+) -> list[int]:
     """Per class, the pixels of the smallest square box that, placed on its hard region and
     stamped with the class's pattern, sends at least ``required`` of the far ``samples`` to the
     class (the same test as :func:`smallest_region`). ``H*W + 1`` when even the largest square
@@ -436,8 +493,17 @@ def spot_squares(region: torch.Tensor, side: int, count: int) -> list[torch.Tens
 
 
 @torch.no_grad()
-def working_box(model: nn.Module, region: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int, side: int, placements: int = 3,
-                required: float = 0.8, chunk: int = 1024) -> torch.Tensor | None:
+def working_box(
+    model: nn.Module,
+    region: torch.Tensor,
+    pattern: torch.Tensor,
+    samples: torch.Tensor,
+    target: int,
+    side: int,
+    placements: int = 3,
+    required: float = 0.8,
+    chunk: int = 1024,
+) -> torch.Tensor | None:
     """The side x side square found by :func:`smallest_box` for this region: the first of its
     spots whose stamp sends at least ``required`` of ``samples`` to ``target`` (None if none)."""
     for mask in spot_squares(region.to(samples.device), side, placements):
@@ -446,9 +512,19 @@ def working_box(model: nn.Module, region: torch.Tensor, pattern: torch.Tensor, s
     return None
 
 
-def fit_patterns(model: nn.Module, masks: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int,
-                 low: float, high: float, steps: int = 30, batch_size: int = 16, step_size: float = 0.1,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+def fit_patterns(
+    model: nn.Module,
+    masks: torch.Tensor,
+    pattern: torch.Tensor,
+    samples: torch.Tensor,
+    target: int,
+    low: float,
+    high: float,
+    steps: int = 30,
+    batch_size: int = 16,
+    step_size: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, int]:
     """One pattern per mask of ``masks`` (R, H, W), each fitted with the mask held fixed so that
     ``(1 - mask) * x + mask * pattern`` sends ``samples`` to ``target``: ``steps`` Adam steps in
     tanh space (as in the signature fit) from ``pattern`` (C, H, W), on random batches of
@@ -474,10 +550,21 @@ def fit_patterns(model: nn.Module, masks: torch.Tensor, pattern: torch.Tensor, s
         return low + (high - low) * (torch.tanh(logit) + 1) / 2, steps * len(masks) * batch_size
 
 
-def polished_pattern(model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, fit_samples: torch.Tensor,
-                     test_samples: torch.Tensor, target: int, low: float, high: float, steps: int = 50,
-                     batch_size: int = 32, step_size: float = 0.1, generator: torch.Generator | None = None,
-                     chunk: int = 1024) -> tuple[torch.Tensor, bool, int]:
+def polished_pattern(
+    model: nn.Module,
+    mask: torch.Tensor,
+    pattern: torch.Tensor,
+    fit_samples: torch.Tensor,
+    test_samples: torch.Tensor,
+    target: int,
+    low: float,
+    high: float,
+    steps: int = 50,
+    batch_size: int = 32,
+    step_size: float = 0.1,
+    generator: torch.Generator | None = None,
+    chunk: int = 1024,
+) -> tuple[torch.Tensor, bool, int]:
     """The recovered trigger's pattern, refitted under its final mask.
 
     Why: the signature fit shapes pattern and mask together, under a price on the mask, so once
@@ -491,19 +578,34 @@ def polished_pattern(model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor
         return pattern, False, 0
     mask = mask.to(fit_samples.device)
     pattern = pattern.to(mask.device)
-    refit, spent = fit_patterns(model, mask[None], pattern, fit_samples, target, low, high, steps, batch_size,
-                                step_size, generator)
+    refit, spent = fit_patterns(
+        model, mask[None], pattern, fit_samples, target, low, high, steps, batch_size, step_size, generator
+    )
     refit = torch.where(mask > 0, refit[0], pattern)  # outside the mask, exactly as it was (no tanh round trip)
     before = stamped_share(model, mask, pattern, test_samples, target, chunk)
     after = stamped_share(model, mask, refit, test_samples, target, chunk)
     return (refit, True, spent) if after >= before else (pattern, False, spent)
 
 
-def fitted_box(model: nn.Module, region: torch.Tensor, pattern: torch.Tensor, fit_samples: torch.Tensor,
-               test_samples: torch.Tensor, target: int, low: float, high: float, largest_side: int,
-               placements: int = 3, steps: int = 30, batch_size: int = 16, step_size: float = 0.1,
-               required: float = 0.8, generator: torch.Generator | None = None,
-               chunk: int = 1024, boxes_per_pass: int | None = None) -> tuple[int, torch.Tensor, torch.Tensor, int] | None:
+def fitted_box(
+    model: nn.Module,
+    region: torch.Tensor,
+    pattern: torch.Tensor,
+    fit_samples: torch.Tensor,
+    test_samples: torch.Tensor,
+    target: int,
+    low: float,
+    high: float,
+    largest_side: int,
+    placements: int = 3,
+    steps: int = 30,
+    batch_size: int = 16,
+    step_size: float = 0.1,
+    required: float = 0.8,
+    generator: torch.Generator | None = None,
+    chunk: int = 1024,
+    boxes_per_pass: int | None = None,
+) -> tuple[int, torch.Tensor, torch.Tensor, int] | None:
     """The smallest square box, of side at most ``largest_side``, placed at one of the region's
     ``placements`` densest spots (:func:`box_spots`), whose own pattern, fitted inside it on
     ``fit_samples``, sends at least ``required`` of ``test_samples`` to ``target``.
@@ -535,13 +637,30 @@ def fitted_box(model: nn.Module, region: torch.Tensor, pattern: torch.Tensor, fi
             return []
         group = boxes_per_pass or len(boxes)
         masks = torch.stack([mask for _, mask in boxes])
-        fitted = [fit_patterns(model, masks[g : g + group], pattern, fit_samples, target, low, high, steps,
-                               batch_size, step_size, generator) for g in range(0, len(boxes), group)]
+        fitted = [
+            fit_patterns(
+                model,
+                masks[g : g + group],
+                pattern,
+                fit_samples,
+                target,
+                low,
+                high,
+                steps,
+                batch_size,
+                step_size,
+                generator,
+            )
+            for g in range(0, len(boxes), group)
+        ]
         stamps = torch.cat([stamp for stamp, _ in fitted])
         spent += sum(used for _, used in fitted)
         with torch.no_grad():
-            return [(side, mask, stamps[row]) for row, (side, mask) in enumerate(boxes)
-                    if _stamp_flips(model, mask, stamps[row], test_samples, target, required, chunk)]
+            return [
+                (side, mask, stamps[row])
+                for row, (side, mask) in enumerate(boxes)
+                if _stamp_flips(model, mask, stamps[row], test_samples, target, required, chunk)
+            ]
 
     working = fit([largest_side])
     if working:
@@ -565,8 +684,17 @@ BLEND_STRENGTHS = tuple(round(0.01 * i, 2) for i in range(1, 101))
 
 
 @torch.no_grad()
-def weakest_blend(model: nn.Module, patterns: torch.Tensor, classes: list[int], samples: torch.Tensor, base: torch.Tensor, required: float = 0.8, quantile: float = 0.5,
-                  strengths: Sequence[float] = BLEND_STRENGTHS, chunk: int = 1024) -> list[float | None]:
+def weakest_blend(
+    model: nn.Module,
+    patterns: torch.Tensor,
+    classes: list[int],
+    samples: torch.Tensor,
+    base: torch.Tensor,
+    required: float = 0.8,
+    quantile: float = 0.5,
+    strengths: Sequence[float] = BLEND_STRENGTHS,
+    chunk: int = 1024,
+) -> list[float | None]:
     """Per class, the weakest strength ``a`` at which blending the class's pattern over the whole
     image, ``(1 - a) * x + a * p``, sends at least ``required`` of the far ``samples`` to the class
     (the same test as :func:`smallest_region`); ``None`` when even the pattern alone fails.
@@ -577,21 +705,33 @@ def weakest_blend(model: nn.Module, patterns: torch.Tensor, classes: list[int], 
     :func:`smallest_box` instead.
     """
     height, width = patterns.shape[-2:]
-    return _smallest_stamps(model, lambda _row, a: torch.full((height, width), a, device=samples.device), patterns,
-                            classes, samples, base, list(strengths), required, quantile, chunk)
+    return _smallest_stamps(
+        model,
+        lambda _row, a: torch.full((height, width), a, device=samples.device),
+        patterns,
+        classes,
+        samples,
+        base,
+        list(strengths),
+        required,
+        quantile,
+        chunk,
+    )
 
 
-def faint_blends(strengths: list[float | None], compact: list[bool], max_strength: float,
-                 gap: float) -> list[bool]:
+def faint_blends(strengths: list[float | None], compact: list[bool], max_strength: float, gap: float) -> list[bool]:
     """Per class, whether its trigger is a faint blend: not compact, its weakest working blend
     (:func:`weakest_blend`) at most ``max_strength``, and at most ``gap`` times every other
     class's (classes where no strength works do not count). An easy clean class can be
     somewhat fainter than the rest; a blended backdoor stands far apart."""
+
     def apart(k):
         return all(other is None or strengths[k] <= gap * other for j, other in enumerate(strengths) if j != k)
 
-    return [not compact[k] and strengths[k] is not None and strengths[k] <= max_strength and apart(k)
-            for k in range(len(strengths))]
+    return [
+        not compact[k] and strengths[k] is not None and strengths[k] <= max_strength and apart(k)
+        for k in range(len(strengths))
+    ]
 
 
 def blend_anomaly_index(strengths: list[float | None]) -> list[float]:
@@ -621,8 +761,16 @@ def connected_parts(region: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def compact_region(model: nn.Module, region: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int,
-                   required: float = 0.8, growth: float = 4.0, chunk: int = 1024) -> torch.Tensor:
+def compact_region(
+    model: nn.Module,
+    region: torch.Tensor,
+    pattern: torch.Tensor,
+    samples: torch.Tensor,
+    target: int,
+    required: float = 0.8,
+    growth: float = 4.0,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """The recovered trigger's region made readable: the connected part holding most of the hard
     ``region`` (pixels one apart count as connected, so a checkerboard's cells join), filled to
     its bounding box. It replaces the region only when the box is at most ``growth`` times the

@@ -107,8 +107,7 @@ class Checkpoint:
         ``KeyboardInterrupt``. A second signal stops it at once.
     """
 
-    def __init__(self, path: str | os.PathLike, every: int = 25, resume: bool = False,
-                 handle_signals: bool = True):
+    def __init__(self, path: str | os.PathLike, every: int = 25, resume: bool = False, handle_signals: bool = True):
         if every < 1:
             raise InputError(f"the checkpoint interval must be at least 1 step, got {every}")
         self.path = Path(path)
@@ -146,13 +145,17 @@ class Checkpoint:
             with safe_open(str(path), "pt") as handle:
                 record = json.loads((handle.metadata() or {})["checkpoint"])
         except (SafetensorError, OSError, KeyError, ValueError) as error:
-            raise InputError(f"the checkpoint {path} is unreadable ({error}); pass --overwrite to start again") from None
+            raise InputError(
+                f"the checkpoint {path} is unreadable ({error}); pass --overwrite to start again"
+            ) from None
         if record.get("format") != FORMAT:
             raise InputError(f"the checkpoint {path} has format {record.get('format')}, this tool writes {FORMAT}")
         difference = _first_difference(record.get("identity", {}), plain(identity))
         if difference:
-            raise InputError(f"the checkpoint in {path.parent} was made by another run ({difference}); "
-                             "pass --overwrite to start again")
+            raise InputError(
+                f"the checkpoint in {path.parent} was made by another run ({difference}); "
+                "pass --overwrite to start again"
+            )
         self.resumed_from = record
         return tensors, record
 
@@ -215,8 +218,11 @@ class MapRun:
         state = {key: record[key] for key in ("stage", "step", "nudge_count", "refine_count")}
         state["maps"] = tensors["maps"]
         state["moving"] = tensors.get("moving")
-        state["integrator"] = {"first": tensors["first"], "second": tensors["second"],
-                               "count": record["integrator_count"]}
+        state["integrator"] = {
+            "first": tensors["first"],
+            "second": tensors["second"],
+            "count": record["integrator_count"],
+        }
         return state
 
     def hook(self, stage: str, count_base: int, unrefined: torch.Tensor | None = None, nudge_count: int = 0):
@@ -225,16 +231,23 @@ class MapRun:
         def on_step(step: int, moving: torch.Tensor, integrator, count: int) -> None:
             if not self.checkpoint.due(step):
                 return
-            tensors = {"first": integrator.first, "second": integrator.second,
-                       "generator": self.generator.get_state()}
+            tensors = {"first": integrator.first, "second": integrator.second, "generator": self.generator.get_state()}
             if stage == "nudge":
                 tensors["maps"] = moving
                 counts = {"nudge_count": count_base + count, "refine_count": 0}
             else:
                 tensors.update(maps=unrefined, moving=moving)
                 counts = {"nudge_count": nudge_count, "refine_count": count_base + count}
-            self.checkpoint.save(tensors, {"identity": self.identity, "stage": stage, "step": step,
-                                           "integrator_count": integrator.count, **counts})
+            self.checkpoint.save(
+                tensors,
+                {
+                    "identity": self.identity,
+                    "stage": stage,
+                    "step": step,
+                    "integrator_count": integrator.count,
+                    **counts,
+                },
+            )
             self.checkpoint.saved_step = step
             self.checkpoint.after_save()
 
@@ -251,9 +264,14 @@ def save_scan_draw(checkpoint: Checkpoint, identity: dict, number: int, result) 
     for k, (mask, pattern) in result.triggers.items():
         tensors[f"trigger_mask_{k}"], tensors[f"trigger_pattern_{k}"] = mask, pattern
     plain_fields = {name: getattr(result, name) for name in SCAN_FIELDS}
-    record = {"identity": identity, "draw": number, "triggers": sorted(result.triggers),
-              "trigger_asr": list(result.trigger_asr.items()),
-              "trigger_asr_images": list(result.trigger_asr_images.items()), **plain_fields}
+    record = {
+        "identity": identity,
+        "draw": number,
+        "triggers": sorted(result.triggers),
+        "trigger_asr": list(result.trigger_asr.items()),
+        "trigger_asr_images": list(result.trigger_asr_images.items()),
+        **plain_fields,
+    }
     checkpoint.save(tensors, record, checkpoint.path / f"draw_{number}.safetensors")
 
 
@@ -268,7 +286,12 @@ def load_scan_draw(checkpoint: Checkpoint, identity: dict, number: int, result_t
         return None
     tensors, record = loaded
     triggers = {k: (tensors[f"trigger_mask_{k}"], tensors[f"trigger_pattern_{k}"]) for k in record["triggers"]}
-    return result_type(masks=tensors["masks"], patterns=tensors["patterns"], region_masks=tensors.get("region_masks"),
-                       triggers=triggers, trigger_asr={int(k): v for k, v in record["trigger_asr"]},
-                       trigger_asr_images={int(k): v for k, v in record["trigger_asr_images"]},
-                       **{name: record[name] for name in SCAN_FIELDS})
+    return result_type(
+        masks=tensors["masks"],
+        patterns=tensors["patterns"],
+        region_masks=tensors.get("region_masks"),
+        triggers=triggers,
+        trigger_asr={int(k): v for k, v in record["trigger_asr"]},
+        trigger_asr_images={int(k): v for k, v in record["trigger_asr_images"]},
+        **{name: record[name] for name in SCAN_FIELDS},
+    )

@@ -213,17 +213,24 @@ class CallableDistribution(Distribution):
         batch = self.fn(n, generator)
         if not isinstance(batch, torch.Tensor) or tuple(batch.shape) != (n, *self.spec.shape):
             got = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
-            raise InputError(f"the sampling callable must return ({n}, {','.join(map(str, self.spec.shape))}), got {got}")
+            raise InputError(
+                f"the sampling callable must return ({n}, {','.join(map(str, self.spec.shape))}), got {got}"
+            )
         return self.spec.clamp(batch.float()).to(device)
 
     def describe(self):
         return getattr(self.fn, "__name__", "callable")
 
 
-NAMED = {"uniform": UniformNoise, "uniform-flat": lambda spec: UniformNoise(spec, vary_brightness=False),
-         "gaussian": GaussianNoise, "dark": DarkNoise,
-         "dark2": lambda spec: DarkNoise(spec, power=2.0), "dark3": lambda spec: DarkNoise(spec, power=3.0),
-         "shapes": RandomShapes}
+NAMED = {
+    "uniform": UniformNoise,
+    "uniform-flat": lambda spec: UniformNoise(spec, vary_brightness=False),
+    "gaussian": GaussianNoise,
+    "dark": DarkNoise,
+    "dark2": lambda spec: DarkNoise(spec, power=2.0),
+    "dark3": lambda spec: DarkNoise(spec, power=3.0),
+    "shapes": RandomShapes,
+}
 
 
 # The maps' default: a third each of dimmed noise (``dark2``), noise of random brightness

@@ -66,8 +66,11 @@ class InputAgnosticSaliency:
         self.model = model
         self.spec = spec
         parameter = next(model.parameters(), None)
-        self.device = torch.device(device) if device is not None else (
-            parameter.device if parameter is not None else torch.device("cpu"))
+        self.device = (
+            torch.device(device)
+            if device is not None
+            else (parameter.device if parameter is not None else torch.device("cpu"))
+        )
         if parameter is not None and parameter.device != self.device:
             raise InputError(f"the model is on {parameter.device}, not on the requested device {self.device}")
         self.wrapped = NormalizedModel(model, spec).to(self.device)
@@ -100,10 +103,14 @@ class InputAgnosticSaliency:
         if targets is None or (isinstance(targets, str) and targets.strip().lower() == "all"):
             return [[k] for k in range(self.num_classes)]
         if isinstance(targets, (int, str)):
-            targets = [part for part in str(targets).split(",") if part.strip()] if isinstance(targets, str) else [targets]
+            targets = (
+                [part for part in str(targets).split(",") if part.strip()] if isinstance(targets, str) else [targets]
+            )
         concepts = []
         for item in targets:
-            members = item.split("+") if isinstance(item, str) else (item if isinstance(item, (list, tuple)) else [item])
+            members = (
+                item.split("+") if isinstance(item, str) else (item if isinstance(item, (list, tuple)) else [item])
+            )
             concept = sorted({self._class_index(m) for m in members})
             if not concept:
                 raise InputError("an empty target")
@@ -121,10 +128,15 @@ class InputAgnosticSaliency:
         per_chunk = max(1, self.memory_cap_bytes // max(self.sample_bytes, 1))
         if per_chunk >= batch_size:
             maps_per_chunk = max(1, per_chunk // batch_size)
-            return [(slice(k, min(k + maps_per_chunk, num_maps)), slice(0, batch_size))
-                    for k in range(0, num_maps, maps_per_chunk)]
-        return [(slice(k, k + 1), slice(s, min(s + per_chunk, batch_size)))
-                for k in range(num_maps) for s in range(0, batch_size, per_chunk)]
+            return [
+                (slice(k, min(k + maps_per_chunk, num_maps)), slice(0, batch_size))
+                for k in range(0, num_maps, maps_per_chunk)
+            ]
+        return [
+            (slice(k, k + 1), slice(s, min(s + per_chunk, batch_size)))
+            for k in range(num_maps)
+            for s in range(0, batch_size, per_chunk)
+        ]
 
     def _gradient(self, maps, samples, concepts, transform, normalize, diversity, generator, mixed):
         """d loss / d maps, chunked under the memory cap, and the (K, B) hits.
@@ -141,21 +153,48 @@ class InputAgnosticSaliency:
         placed = moved.detach()
         summed = torch.zeros_like(placed)
         hits = torch.zeros(maps.shape[0], batch_size, dtype=torch.bool, device=maps.device)
-        autocast = (torch.autocast(self.device.type, dtype=mixed) if mixed is not None
-                    else contextlib.nullcontext())
+        autocast = torch.autocast(self.device.type, dtype=mixed) if mixed is not None else contextlib.nullcontext()
         for map_slice, sample_slice in self._chunks(maps.shape[0], batch_size):
             with autocast:
-                part, chunk_hits = input_gradients(self.wrapped, samples[sample_slice], placed[map_slice],
-                                                   concepts[map_slice], low, high, normalize, diversity,
-                                                   generator if any(diversity) else None)
+                part, chunk_hits = input_gradients(
+                    self.wrapped,
+                    samples[sample_slice],
+                    placed[map_slice],
+                    concepts[map_slice],
+                    low,
+                    high,
+                    normalize,
+                    diversity,
+                    generator if any(diversity) else None,
+                )
             summed[map_slice] += part.to(summed.dtype)
             hits[map_slice, sample_slice] = chunk_hits
         (gradient,) = torch.autograd.grad(moved, leaf, summed / batch_size)
         return gradient.detach(), hits
 
-    def _nudge(self, maps, steps, distribution, concepts, batch_size, integrator, norm, radius,
-               transform, normalize, diversity, generator, mixed, frequency_decay=0.0, smooth_sigma=0.0,
-               bar=None, offset=None, detail_radius=None, first_step=0, on_step=None):
+    def _nudge(
+        self,
+        maps,
+        steps,
+        distribution,
+        concepts,
+        batch_size,
+        integrator,
+        norm,
+        radius,
+        transform,
+        normalize,
+        diversity,
+        generator,
+        mixed,
+        frequency_decay=0.0,
+        smooth_sigma=0.0,
+        bar=None,
+        offset=None,
+        detail_radius=None,
+        first_step=0,
+        on_step=None,
+    ):
         """``steps`` iterations of sample -> nudge -> integrate -> project. Returns the maps and
         the number of per-sample gradients evaluated. With ``offset`` the model sees
         ``offset + maps`` while only ``maps`` moves: it is kept inside ``detail_radius`` and
@@ -233,13 +272,16 @@ class InputAgnosticSaliency:
         re-nudges it with blurred gradients. Fidelity is always measured in fp32.
         """
         start = time.perf_counter()
-        groups = with_overrides({"sampling": sampling, "nudging": nudging, "refinement": refinement,
-                                 "evaluation": evaluation}, overrides)
+        groups = with_overrides(
+            {"sampling": sampling, "nudging": nudging, "refinement": refinement, "evaluation": evaluation}, overrides
+        )
         sampling, nudging, refinement, evaluation = (groups[name] for name in GROUPS)
         check_settings(sampling, nudging, refinement, evaluation)
         concepts_list = self.resolve_targets(targets)
         if real_images is not None and tuple(real_images.shape[1:]) != tuple(self.spec.shape):
-            raise InputError(f"real images must be (N, {','.join(map(str, self.spec.shape))}), got {tuple(real_images.shape)}")
+            raise InputError(
+                f"real images must be (N, {','.join(map(str, self.spec.shape))}), got {tuple(real_images.shape)}"
+            )
         source = make_distribution(sampling.distribution, self.spec, images)
         autocast = autocast_dtype(nudging.precision, self.device)
         norm = nudging.norm
@@ -251,19 +293,36 @@ class InputAgnosticSaliency:
         if init_maps is None:
             maps = torch.zeros(len(concepts_list), *self.spec.shape, device=self.device, dtype=dtype)
         elif tuple(init_maps.shape) != (len(concepts_list), *self.spec.shape):
-            raise InputError(f"init_maps must be ({len(concepts_list)}, {','.join(map(str, self.spec.shape))}), "
-                             f"got {tuple(init_maps.shape)}")
+            raise InputError(
+                f"init_maps must be ({len(concepts_list)}, {','.join(map(str, self.spec.shape))}), "
+                f"got {tuple(init_maps.shape)}"
+            )
         else:
             maps = project(init_maps.detach().to(self.device, dtype), norm, radius)
-        common = dict(distribution=source, concepts=concepts, batch_size=sampling.batch_size, norm=norm,
-                      radius=radius, transform=(nudging.max_shift, nudging.max_scale, nudging.max_rotation),
-                      normalize=nudging.normalize_samples, frequency_decay=nudging.frequency_decay,
-                      diversity=(nudging.diversity_scale, nudging.diversity_shift), generator=generator,
-                      mixed=autocast)
+        common = dict(
+            distribution=source,
+            concepts=concepts,
+            batch_size=sampling.batch_size,
+            norm=norm,
+            radius=radius,
+            transform=(nudging.max_shift, nudging.max_scale, nudging.max_rotation),
+            normalize=nudging.normalize_samples,
+            frequency_decay=nudging.frequency_decay,
+            diversity=(nudging.diversity_scale, nudging.diversity_shift),
+            generator=generator,
+            mixed=autocast,
+        )
         refining = refinement.enabled and refinement.steps > 0
         total = nudging.steps + (refinement.steps if refining else 0)
-        run = None if checkpoint is None else MapRun(checkpoint, self._identity(
-            concepts_list, source, groups, seed, real_images, images, init_maps), generator)
+        run = (
+            None
+            if checkpoint is None
+            else MapRun(
+                checkpoint,
+                self._identity(concepts_list, source, groups, seed, real_images, images, init_maps),
+                generator,
+            )
+        )
         saved = run.restore() if run is not None else None
         integrator, first_step, nudge_base = MomentIntegrator(nudging.step_size), 0, 0
         if saved is not None:
@@ -274,55 +333,97 @@ class InputAgnosticSaliency:
             else:
                 first_step = nudging.steps
         resumed_refinement = saved if saved is not None and saved["stage"] == "refine" else None
-        with (frozen(self.model), channels_last(self.model, enabled=autocast is not None),
-              checkpoint.guard() if checkpoint is not None else contextlib.nullcontext(),
-              tqdm(total=total, disable=not progress, desc="nudging", unit="step") as bar):
+        with (
+            frozen(self.model),
+            channels_last(self.model, enabled=autocast is not None),
+            checkpoint.guard() if checkpoint is not None else contextlib.nullcontext(),
+            tqdm(total=total, disable=not progress, desc="nudging", unit="step") as bar,
+        ):
             bar.update(first_step)
-            maps, count = self._nudge(maps, nudging.steps, integrator=integrator, bar=bar,
-                                      smooth_sigma=nudging.smoothing, first_step=first_step,
-                                      on_step=run.hook("nudge", nudge_base) if run is not None else None, **common)
+            maps, count = self._nudge(
+                maps,
+                nudging.steps,
+                integrator=integrator,
+                bar=bar,
+                smooth_sigma=nudging.smoothing,
+                first_step=first_step,
+                on_step=run.hook("nudge", nudge_base) if run is not None else None,
+                **common,
+            )
             count += nudge_base
-            fresh = source.sample(evaluation.samples, torch.Generator().manual_seed(seed + evaluation.seed_offset),
-                                  self.device).to(dtype)
+            fresh = source.sample(
+                evaluation.samples, torch.Generator().manual_seed(seed + evaluation.seed_offset), self.device
+            ).to(dtype)
             real = real_images.to(self.device, dtype) if real_images is not None else None
             before = self.fidelity(maps, concepts_list, fresh, real, evaluation.display)
             final_maps, accepted, after = maps, [False] * len(maps), before
             if refining:
                 bar.set_description("refining")
-                on_step = None if run is None else run.hook(
-                    "refine", resumed_refinement["refine_count"] if resumed_refinement else 0, maps, count)
-                candidate, extra = self._refine(maps, refinement, nudging, common, bar, resumed_refinement, on_step,
-                                                dtype)
+                on_step = (
+                    None
+                    if run is None
+                    else run.hook(
+                        "refine", resumed_refinement["refine_count"] if resumed_refinement else 0, maps, count
+                    )
+                )
+                candidate, extra = self._refine(
+                    maps, refinement, nudging, common, bar, resumed_refinement, on_step, dtype
+                )
                 count += extra
                 trial = self.fidelity(candidate, concepts_list, fresh, real, evaluation.display)
-                accepted = refine_stage.accept_refinement(before.fooling_rate, trial.fooling_rate,
-                                                          refinement.tolerance)
+                accepted = refine_stage.accept_refinement(before.fooling_rate, trial.fooling_rate, refinement.tolerance)
                 if trial.real_fooling_rate is not None:
-                    real_ok = refine_stage.accept_refinement(before.real_fooling_rate, trial.real_fooling_rate,
-                                                             refinement.tolerance)
+                    real_ok = refine_stage.accept_refinement(
+                        before.real_fooling_rate, trial.real_fooling_rate, refinement.tolerance
+                    )
                     accepted = [a and b for a, b in zip(accepted, real_ok)]
                 keep = torch.tensor(accepted, device=self.device).view(-1, 1, 1, 1)
                 final_maps = torch.where(keep, candidate, maps)
                 after = self.fidelity(final_maps, concepts_list, fresh, real, evaluation.display)
         config = {
-            "distribution": source.describe(), **{k: v for k, v in asdict(nudging).items()},
-            "radius": radius, "batch_size": sampling.batch_size,
-            "refine": refinement.enabled, "refine_steps": refinement.steps if refinement.enabled else 0,
-            "refine_sigma": refinement.sigma, "refine_tolerance": refinement.tolerance,
-            "refine_mode": refinement.mode, "shape_share": refinement.shape_share,
-            "eval_samples": evaluation.samples, "display": evaluation.display, "seed": seed, "device": str(self.device),
-            "input_spec": self.spec.to_dict(), "real_images": 0 if real_images is None else int(len(real_images)),
+            "distribution": source.describe(),
+            **{k: v for k, v in asdict(nudging).items()},
+            "radius": radius,
+            "batch_size": sampling.batch_size,
+            "refine": refinement.enabled,
+            "refine_steps": refinement.steps if refinement.enabled else 0,
+            "refine_sigma": refinement.sigma,
+            "refine_tolerance": refinement.tolerance,
+            "refine_mode": refinement.mode,
+            "shape_share": refinement.shape_share,
+            "eval_samples": evaluation.samples,
+            "display": evaluation.display,
+            "seed": seed,
+            "device": str(self.device),
+            "input_spec": self.spec.to_dict(),
+            "real_images": 0 if real_images is None else int(len(real_images)),
         }
         low, high = self.spec.value_range
         return SaliencyResult(
-            maps=final_maps.detach().float().cpu(), unrefined_maps=maps.detach().float().cpu(),
-            displayed=SCALINGS[evaluation.display](final_maps, low, high).detach().float().cpu(), concepts=concepts_list,
-            names=[self._concept_name(c) for c in concepts_list], fidelity=after, fidelity_unrefined=before,
-            refined=list(accepted), config=config, seconds=time.perf_counter() - start, sample_gradients=count,
+            maps=final_maps.detach().float().cpu(),
+            unrefined_maps=maps.detach().float().cpu(),
+            displayed=SCALINGS[evaluation.display](final_maps, low, high).detach().float().cpu(),
+            concepts=concepts_list,
+            names=[self._concept_name(c) for c in concepts_list],
+            fidelity=after,
+            fidelity_unrefined=before,
+            refined=list(accepted),
+            config=config,
+            seconds=time.perf_counter() - start,
+            sample_gradients=count,
         )
 
-    def _refine(self, maps, refinement: Refinement, nudging: Nudging, common: dict, bar, resumed=None,
-                on_step=None, dtype=torch.float32):
+    def _refine(
+        self,
+        maps,
+        refinement: Refinement,
+        nudging: Nudging,
+        common: dict,
+        bar,
+        resumed=None,
+        on_step=None,
+        dtype=torch.float32,
+    ):
         """A refined candidate for every map and the sample gradients it cost; the caller keeps
         it per map only where fidelity holds. ``resumed``: a checkpoint's refinement state (its
         step, moving tensor and moments) to continue from; ``on_step``: the checkpoint hook."""
@@ -351,21 +452,36 @@ class InputAgnosticSaliency:
 
     def _placed(self, state: dict, dtype: torch.dtype) -> dict:
         """A saved integrator state (CPU tensors) on this run's device and dtype."""
-        return {key: value.to(self.device, dtype) if isinstance(value, torch.Tensor) else value
-                for key, value in state.items()}
+        return {
+            key: value.to(self.device, dtype) if isinstance(value, torch.Tensor) else value
+            for key, value in state.items()
+        }
 
     def _identity(self, concepts, source, groups, seed, real_images, images, init_maps) -> dict:
         """What a checkpoint must share with the run resuming it: every setting that changes the
         numbers, the model's state, the images given, and the versions."""
         settings = {name: {f.name: getattr(group, f.name) for f in fields(group)} for name, group in groups.items()}
         settings["sampling"]["distribution"] = source.describe()  # a callable's repr names an address
-        settings.update(concepts=concepts, seed=seed, input_spec=self.spec.to_dict(), device=str(self.device),
-                        memory_cap_bytes=self.memory_cap_bytes, real_images=tensor_digest(real_images),
-                        images=tensor_digest(images), init_maps=tensor_digest(init_maps))
+        settings.update(
+            concepts=concepts,
+            seed=seed,
+            input_spec=self.spec.to_dict(),
+            device=str(self.device),
+            memory_cap_bytes=self.memory_cap_bytes,
+            real_images=tensor_digest(real_images),
+            images=tensor_digest(images),
+            init_maps=tensor_digest(init_maps),
+        )
         return {"kind": "map", "settings": settings, "model": model_digest(self.model), "versions": tool_versions()}
 
-    def fidelity(self, maps: torch.Tensor, concepts: list[list[int]], samples: torch.Tensor,
-                 real_images: torch.Tensor | None = None, display: str = DEFAULT_SCALING) -> Fidelity:
+    def fidelity(
+        self,
+        maps: torch.Tensor,
+        concepts: list[list[int]],
+        samples: torch.Tensor,
+        real_images: torch.Tensor | None = None,
+        display: str = DEFAULT_SCALING,
+    ) -> Fidelity:
         """Fidelity of ``maps`` (K, C, H, W, pixel space) for ``concepts`` (lists of class indices):
         fooling rate and confidence on ``samples`` (and on ``real_images``), and what the model
         reads in each displayed map alone (scaled by ``display``, see
@@ -373,5 +489,13 @@ class InputAgnosticSaliency:
         low, high = self.spec.value_range
         matrix = concept_matrix(concepts, self.num_classes, self.device)
         with frozen(self.model):
-            return measure_fidelity(self.wrapped, maps, SCALINGS[display](maps, low, high), matrix, samples.to(self.device),
-                                    low, high, None if real_images is None else real_images.to(self.device))
+            return measure_fidelity(
+                self.wrapped,
+                maps,
+                SCALINGS[display](maps, low, high),
+                matrix,
+                samples.to(self.device),
+                low,
+                high,
+                None if real_images is None else real_images.to(self.device),
+            )

@@ -41,7 +41,7 @@ demo: venv
 test: venv $(VENV)/.chromium
 	$(BIN)/ruff check src tests benchmarks scripts examples testbed
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
-	$(BIN)/pytest -n 2 --dist loadgroup  # one worker per core; Ray's tests share one worker
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=10  # one worker per core; Ray's tests share one worker
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache build dist src/*.egg-info

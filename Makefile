@@ -16,7 +16,7 @@ venv: $(STAMP)
 # Redone only when pyproject.toml changes (or .venv is gone).
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-compile --disable-pip-version-check -e '.[dev]'  # modules compile on first import
 	@if ! ls $(FMNIST_DIR)/t10k-images-idx3-ubyte* >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		echo "installing dataset-fashion-mnist with apt-get"; \

@@ -93,3 +93,16 @@ def user_model_file(tmp_path) -> Path:
     path = tmp_path / "user_model.py"
     path.write_text(USER_MODEL_SOURCE)
     return path
+
+
+# The slowest tests first (full scans, Ray), so that the two xdist workers finish together
+# instead of one waiting on a long test collected last (longest-processing-time-first).
+SLOW_FIRST = ("test_scan_flags_a_blend_target", "test_mixed_precision_scan", "test_scan_flags_the_patch_target",
+              "test_a_second_draw", "test_scan_cli_takes_its_draws", "test_distributed.py", "test_population.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        return next((i for i, key in enumerate(SLOW_FIRST) if key in item.nodeid), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: the rest keep their order

@@ -36,7 +36,7 @@ $(VENV)/.chromium: $(STAMP)
 	@touch $@
 
 demo: venv
-	$(BIN)/agnostic-saliency map --model fmnist-cnn --target all --judge fmnist-mlp --out $(DEMO_OUT)
+	$(BIN)/agnostic-saliency map --model fmnist-cnn --target all --judge fmnist-mlp --overwrite --out $(DEMO_OUT)
 
 test: venv $(VENV)/.chromium
 	$(BIN)/ruff check src tests benchmarks scripts examples testbed

@@ -50,10 +50,10 @@ from agnostic_saliency.baselines.activation_max import (
     activation_maximisation,
     as_budget_maps,
     lucent_maximisation,
-    rms_of,
 )
 from agnostic_saliency.concepts import concept_matrix
 from agnostic_saliency.method.distributions import DEFAULT_DISTRIBUTION, make_distribution
+from agnostic_saliency.method.project import rms
 from agnostic_saliency.method.scale import minmax
 from agnostic_saliency.metrics.fidelity import fooling_statistics, map_alone
 from agnostic_saliency.metrics.recognisability import judge_reading
@@ -155,7 +155,7 @@ def evaluate(wrapped, maps, concepts, fresh, real, judges, low, high) -> dict:
     for name, judge in judges.items():
         labels, _, reads = judge_reading(judge, displayed, concept_lists)
         row["judges"][name] = {"label": labels, "reads": reads}
-    row["rms"] = rms_of(maps).tolist()
+    row["rms"] = rms(maps).tolist()
     return row
 
 
@@ -257,7 +257,7 @@ def main(argv=None) -> int:
 
     rows, pictures = {}, {}
     maps, seconds, source = our_maps(args, loaded)
-    rms = rms_of(maps)
+    map_rms = rms(maps)
     rows["ours"] = {
         **evaluate(wrapped, maps, concepts, fresh, real, judges, low, high),
         "seconds": seconds,
@@ -266,7 +266,7 @@ def main(argv=None) -> int:
     pictures["ours"] = minmax(maps, low, high)
     print(f"ours: {source}, {seconds:.1f} s", file=sys.stderr)
     for name, (images, elapsed, settings) in baselines.items():
-        patterns = as_budget_maps(images, rms)
+        patterns = as_budget_maps(images, map_rms)
         rows[name] = {
             **evaluate(wrapped, patterns, concepts, fresh, real, judges, low, high),
             "seconds": elapsed,
@@ -277,7 +277,7 @@ def main(argv=None) -> int:
     judge_names = list(judges)
     print(
         f"model {args.model}, {len(names)} classes, budget: the RMS of our map of each class "
-        f"(mean {float(rms.mean()) / spec.span:.3f} of the range), seed {args.seed}"
+        f"(mean {float(map_rms.mean()) / spec.span:.3f} of the range), seed {args.seed}"
     )
     header = "| method | fooling, fresh samples | " + ("fooling, real images | " if real is not None else "")
     header += "model reads its picture | " + "".join(f"judge {j} | " for j in judge_names) + "seconds |"

@@ -10,9 +10,9 @@ from agnostic_saliency.baselines.activation_max import (
     as_budget_maps,
     fourier_scale,
     random_transform,
-    rms_of,
 )
 from agnostic_saliency.errors import InputError
+from agnostic_saliency.method.project import rms
 from agnostic_saliency.method.scale import minmax
 from agnostic_saliency.models.spec import InputSpec
 
@@ -91,11 +91,11 @@ def test_random_transform_identity_moves_and_fills():
 def test_budget_maps_keep_the_picture_at_the_given_rms():
     pictures = torch.rand(4, 3, 5, 5, generator=torch.Generator().manual_seed(0)) * 255
     maps = as_budget_maps(pictures, 0.1 * 255)
-    torch.testing.assert_close(rms_of(maps), torch.full((4,), 25.5))
+    torch.testing.assert_close(rms(maps), torch.full((4,), 25.5))
     torch.testing.assert_close(maps.flatten(1).mean(1), torch.zeros(4), atol=1e-4, rtol=0)
     torch.testing.assert_close(minmax(maps), minmax(pictures), atol=1e-5, rtol=0)
     per_map = as_budget_maps(pictures, torch.tensor([1.0, 2.0, 3.0, 4.0]))
-    torch.testing.assert_close(rms_of(per_map), torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    torch.testing.assert_close(rms(per_map), torch.tensor([1.0, 2.0, 3.0, 4.0]))
 
 
 def test_lucent_runs_offline_on_a_small_model(tiny_model, tiny_spec):

@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..models.running import frozen
 from ..models.spec import InputSpec, NormalizedModel
 
 PARAMETERISATIONS = ("pixel", "fourier")
@@ -213,12 +214,7 @@ def activation_maximisation(
     low, span = spec.value_range[0], spec.span
     index = torch.tensor(list(targets), device=device)
     adam = _Adam(images.raw, lr)
-    modes = {module: module.training for module in model.modules()}
-    flags = {p: p.requires_grad for p in model.parameters()}
-    try:
-        model.eval()
-        for p in flags:
-            p.requires_grad_(False)
+    with frozen(model):  # eval mode, no parameter gradients; the caller's model comes back as given
         for _ in tqdm(range(steps), disable=not progress, desc="activation max", unit="step"):
             unit = images()
             if robustness.active:
@@ -231,11 +227,6 @@ def activation_maximisation(
         with torch.no_grad():
             pictures = low + span * images()
             final = wrapped(pictures).float().gather(1, index[:, None]).squeeze(1)
-    finally:
-        for module, mode in modes.items():
-            module.training = mode
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
     config = {"steps": steps, "lr": lr, "parameterisation": parameterisation, "decay": decay,
               "decorrelate_colour": decorrelate_colour and spec.shape[0] == 3, "seed": seed,
               "robustness": vars(robustness).copy()}
@@ -323,8 +314,3 @@ def _lucent_picture(lucent_render, lucent_param, wrapper, spec, target, steps, t
         fixed_image_size=(height, width))
     picture = torch.from_numpy(images[-1]).permute(0, 3, 1, 2)[0].float()
     return spec.value_range[0] + spec.span * picture
-
-
-def rms_of(maps: torch.Tensor) -> torch.Tensor:
-    """Root-mean-square of each map (pixel units)."""
-    return maps.flatten(1).pow(2).mean(1).sqrt()

@@ -21,6 +21,7 @@ from pathlib import Path
 from .backdoor.scan import MAX_TRIGGER_AREA
 from .errors import InputError
 from .method.distributions import DEFAULT_DISTRIBUTION
+from .method.settings import Nudging
 
 
 class _Parser(argparse.ArgumentParser):
@@ -214,6 +215,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--step-size", type=_positive_float, default=0.01, help="per-pixel step, fraction of range (default 0.01)"
     )
     method.add_argument("--max-shift", type=_at_least(0), default=3, help="random map shift in pixels (default 3)")
+    method.add_argument(
+        "--early-stop",
+        action=argparse.BooleanOptionalAction,
+        default=Nudging.early_stop,
+        help="stop nudging a map once it fooled --stop-target of its running batch for --stop-window "
+        f"steps (default {'on' if Nudging.early_stop else 'off'})",
+    )
+    method.add_argument(
+        "--stop-target",
+        type=_positive_float,
+        default=Nudging.stop_target,
+        help=f"fooling rate on the running batch that ends a map's nudge early (default {Nudging.stop_target})",
+    )
+    method.add_argument(
+        "--stop-window",
+        type=_at_least(1),
+        default=Nudging.stop_window,
+        help=f"consecutive steps a map must hold --stop-target (default {Nudging.stop_window})",
+    )
     method.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
     method.add_argument("--refine-steps", type=_at_least(0), default=100, help="refinement iterations (default 100)")
     method.add_argument(
@@ -235,7 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=512,
         help="fresh samples on which fidelity is measured (default 512)",
     )
-    method.add_argument("--memory-cap", type=_positive_float, default=2048, help="MiB for one forward+backward chunk")
+    method.add_argument(
+        "--memory-cap",
+        type=_positive_float,
+        default=2048,
+        help="MiB the run may hold: maps, their moments, samples and activations; beyond it the classes "
+        "stream through in chunks (default 2048)",
+    )
     method.add_argument(
         "--precision",
         choices=("fp32", "bf16", "fp16"),
@@ -359,6 +385,9 @@ def run_map(args) -> int:
             batch_size=args.batch_size,
             step_size=args.step_size,
             max_shift=args.max_shift,
+            early_stop=args.early_stop,
+            stop_target=args.stop_target,
+            stop_window=args.stop_window,
             refine=not args.no_refine,
             refine_steps=args.refine_steps,
             refine_tolerance=args.refine_tolerance,

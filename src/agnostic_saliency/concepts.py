@@ -6,6 +6,8 @@ matrix so that the loss and the hits for every map are computed in one batched c
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 
 import torch
@@ -43,3 +45,9 @@ def concept_hits(logits: torch.Tensor, concepts: torch.Tensor) -> torch.Tensor:
 def perturbed_inputs(samples: torch.Tensor, maps: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """clip(x + rho_k) for every map and sample: (K, B, C, H, W)."""
     return (samples[None] + maps[:, None]).clamp(low, high)
+
+
+def chunk_seed(seed: int, concepts: Sequence[Sequence[int]]) -> int:
+    """A seed for one chunk of concepts: a hash of the run's seed and the chunk's classes."""
+    digest = hashlib.sha256(json.dumps([int(seed), [list(map(int, c)) for c in concepts]]).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF

@@ -9,21 +9,13 @@ sums in the model's backward pass may differ in the last bits).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from collections.abc import Sequence
 
+from .concepts import chunk_seed
 from .errors import InputError
 from .executors import LocalExecutor, RayExecutor, move_to_assigned_gpu
 from .models import LoadedModel
 from .result import SaliencyResult, concatenate
-
-
-def chunk_seed(seed: int, concepts: Sequence[Sequence[int]]) -> int:
-    """A seed for one chunk of concepts: a hash of the run's seed and the chunk's classes."""
-    digest = hashlib.sha256(json.dumps([int(seed), [list(map(int, c)) for c in concepts]]).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def class_chunks(concepts: list[list[int]], classes_per_task: int) -> list[list[list[int]]]:

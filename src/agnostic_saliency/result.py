@@ -26,6 +26,7 @@ class SaliencyResult:
     config : every setting that produced the result.
     seconds : wall time of the whole computation; sample_gradients : per-sample forward+backward
         evaluations performed.
+    nudge_steps : per map, the nudge steps it took (fewer than the run's where it stopped early).
     """
 
     maps: torch.Tensor
@@ -39,6 +40,7 @@ class SaliencyResult:
     config: dict = field(default_factory=dict)
     seconds: float = 0.0
     sample_gradients: int = 0
+    nudge_steps: list[int] = field(default_factory=list)
 
     def per_class(self, class_names: list[str] | None = None) -> list[dict]:
         """One JSON-ready dict per concept."""
@@ -57,6 +59,7 @@ class SaliencyResult:
                 "map_alone_in_concept": bool(final.map_alone_in_concept[k]),
                 "rms": float(self.maps[k].pow(2).mean().sqrt()),
                 "refined": bool(self.refined[k]),
+                "nudge_steps": self.nudge_steps[k] if self.nudge_steps else self.config.get("steps"),
                 "unrefined": {
                     "fooling_rate": before.fooling_rate[k],
                     "target_confidence": before.target_confidence[k],
@@ -73,11 +76,16 @@ class SaliencyResult:
 
 
 def concatenate(
-    results: list[SaliencyResult], config: dict | None = None, seconds: float | None = None
+    results: list[SaliencyResult],
+    config: dict | None = None,
+    seconds: float | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
 ) -> SaliencyResult:
     """One result from results over disjoint sets of concepts, in the given order: maps,
     figures and names are joined; sample gradients add up. ``config`` and ``seconds`` replace
-    the first result's."""
+    the first result's. ``tensors``: the joined ``maps``, ``unrefined_maps`` and ``displayed``
+    where the caller already holds them (a run that streams its classes fills them chunk by
+    chunk, so that no second copy is made)."""
     if not results:
         raise ValueError("nothing to concatenate")
 
@@ -89,10 +97,11 @@ def concatenate(
         return Fidelity(**columns)
 
     fidelity = {False: joined([r.fidelity for r in results]), True: joined([r.fidelity_unrefined for r in results])}
+    if tensors is None:
+        names = ("maps", "unrefined_maps", "displayed")
+        tensors = {name: torch.cat([getattr(r, name) for r in results]) for name in names}
     return SaliencyResult(
-        maps=torch.cat([r.maps for r in results]),
-        unrefined_maps=torch.cat([r.unrefined_maps for r in results]),
-        displayed=torch.cat([r.displayed for r in results]),
+        **tensors,
         concepts=[c for r in results for c in r.concepts],
         names=[n for r in results for n in r.names],
         fidelity=fidelity[False],
@@ -101,4 +110,5 @@ def concatenate(
         config=dict(results[0].config if config is None else config),
         seconds=results[0].seconds if seconds is None else seconds,
         sample_gradients=sum(r.sample_gradients for r in results),
+        nudge_steps=[s for r in results for s in r.nudge_steps],
     )

@@ -72,6 +72,51 @@ def test_resume_at_any_step_equals_no_interruption(explainer, tmp_path_factory, 
     assert resumed.fidelity == reference.fidelity
 
 
+@pytest.mark.parametrize("stop_at", [4, 12, 27, 33])
+def test_resume_with_early_stopping_equals_no_interruption(explainer, tmp_path, stop_at):
+    """Maps that stopped early stay stopped after a resume, in the nudge and in the refinement."""
+    run = dict(RUN, steps=30, early_stop=True, stop_target=0.5, stop_window=3)
+    reference = explainer.attribute(**run)
+    assert any(steps < 30 for steps in reference.nudge_steps)  # some maps stopped
+    path = tmp_path / "map.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        explainer.attribute(checkpoint=StopAt(path, stop_at), **run)
+    resumed = explainer.attribute(checkpoint=Checkpoint(path, every=1, resume=True), **run)
+    assert resumed.nudge_steps == reference.nudge_steps
+    assert torch.equal(resumed.maps, reference.maps)
+    assert resumed.sample_gradients == reference.sample_gradients
+
+
+class StopInPart(Checkpoint):
+    """Saves every step; the second chunk of classes is interrupted after its third save."""
+
+    def part(self, number):
+        return StopAt(self.path.with_name(f"part{number}.safetensors"), 3) if number == 1 else \
+            Checkpoint(self.path.with_name(f"part{number}.safetensors"), every=1)
+
+
+def test_a_run_that_streams_its_classes_resumes_chunk_by_chunk(explainer, tmp_path):
+    cap = (explainer.RESULT_COPIES * 4 + 8 + 4 + 2 * explainer.STATE_COPIES) * 64 * 4 + explainer.sample_bytes
+    streaming = InputAgnosticSaliency(explainer.model, explainer.spec, memory_cap_mb=(cap + 1000) / 2**20)
+    reference = streaming.attribute(**RUN)
+    assert reference.config["classes_per_chunk"] == 1
+    with pytest.raises(KeyboardInterrupt):
+        streaming.attribute(checkpoint=StopInPart(tmp_path / "map.safetensors"), **RUN)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part0.safetensors", "part1.safetensors"]
+    finished = json.loads(_metadata(tmp_path / "part0.safetensors"))
+    assert (finished["stage"], finished["step"]) == ("refine", RUN["refine_steps"])  # the first chunk ended
+
+    class Resume(Checkpoint):
+        def part(self, number):
+            return Checkpoint(self.path.with_name(f"part{number}.safetensors"), every=1, resume=True)
+
+    resuming = Resume(tmp_path / "map.safetensors", every=1, resume=True)
+    resumed = streaming.attribute(checkpoint=resuming, **RUN)
+    assert resuming.resumed_from["step"] == RUN["refine_steps"]  # the first chunk came back finished
+    assert torch.equal(resumed.maps, reference.maps)
+    assert resumed.sample_gradients == reference.sample_gradients
+
+
 def _metadata(path: Path) -> str:
     from safetensors import safe_open
 

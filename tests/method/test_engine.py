@@ -98,18 +98,72 @@ def test_seed_reproducible_and_different(tiny_model, tiny_spec):
     assert not torch.equal(a.maps, c.maps)
 
 
-def test_memory_cap_chunking_gives_the_same_maps(tiny_model, tiny_spec):
+def test_memory_cap_chunking_gives_the_same_maps(tiny_model, tiny_spec, monkeypatch):
     model = tiny_model
     whole = InputAgnosticSaliency(model, tiny_spec, NAMES)
-    tiny_cap = 1.5 * whole.sample_bytes / 2**20  # one sample per chunk
-    chunked = InputAgnosticSaliency(model, tiny_spec, NAMES, memory_cap_mb=tiny_cap)
-    assert len(whole._chunks(3, 4)) == 1
-    assert len(chunked._chunks(3, 4)) == 12
+    one_sample = int(1.5 * whole.sample_bytes)  # activations for one sample per chunk
+    assert len(whole._chunks(3, 4, 2**30)) == 1
+    assert len(whole._chunks(3, 4, one_sample)) == 12
+    chunked = InputAgnosticSaliency(model, tiny_spec, NAMES)
+    monkeypatch.setattr(chunked, "_plan_memory", lambda *args: (3, one_sample))
     a = whole.attribute([0, 1, 2], **FAST)
     b = chunked.attribute([0, 1, 2], **FAST)
     torch.testing.assert_close(a.unrefined_maps, b.unrefined_maps, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(a.maps, b.maps, rtol=1e-4, atol=1e-5)
     assert a.sample_gradients == b.sample_gradients
+
+
+def _cap_for_chunks_of(explainer, maps_per_chunk: int, num_maps: int, batch_size: int, eval_samples: int) -> float:
+    """A memory cap (MiB) under which ``num_maps`` maps stream in chunks of ``maps_per_chunk``."""
+    map_bytes = explainer.spec.numel * 4
+    fixed = (explainer.RESULT_COPIES * num_maps + eval_samples + batch_size) * map_bytes
+    state = explainer.STATE_COPIES * map_bytes
+    return (fixed + explainer.sample_bytes + 2 * maps_per_chunk * state + state // 2) / 2**20
+
+
+def test_classes_stream_in_chunks_when_their_state_exceeds_the_cap(tiny_model, tiny_spec):
+    from agnostic_saliency.distributed import attribute_in_chunks
+    from agnostic_saliency.executors import LocalExecutor
+    from agnostic_saliency.models import LoadedModel
+
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec, NAMES)
+    cap = _cap_for_chunks_of(explainer, 2, 4, FAST["batch_size"], FAST["eval_samples"])
+    assert cap * 2**20 > explainer.STATE_COPIES * 64 * 4 * 4  # the maps' whole state would fit in the cap...
+    streaming = InputAgnosticSaliency(tiny_model, tiny_spec, NAMES, memory_cap_mb=cap)
+    assert streaming._plan_memory(4, FAST["batch_size"], FAST["eval_samples"], None)[0] == 2  # ...but not in half
+    streamed = streaming.attribute("all", seed=3, **FAST)
+    assert streamed.maps.shape == (4, 1, 8, 8) and streamed.config["classes_per_chunk"] == 2
+    assert len(streamed.fidelity.fooling_rate) == 4 and streamed.concepts == [[0], [1], [2], [3]]
+    # the same as two tasks of two classes each, at the chunks' own seeds
+    loaded = LoadedModel(tiny_model, "tiny", tiny_spec, NAMES)
+    settings = {k: v for k, v in FAST.items() if k != "progress"}
+    tasks = attribute_in_chunks(loaded, "all", LocalExecutor(), 2, seed=3, progress=False, **settings)
+    torch.testing.assert_close(streamed.maps, tasks.maps)
+    torch.testing.assert_close(streamed.displayed, tasks.displayed)
+    assert streamed.config["chunk_seeds"] == tasks.config["chunk_seeds"]
+    assert streamed.sample_gradients == tasks.sample_gradients
+
+
+def test_a_cap_too_small_for_the_maps_is_a_one_line_error(tiny_model, tiny_spec):
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec, NAMES, memory_cap_mb=0.01)
+    with pytest.raises(InputError, match="cannot hold 4 maps of shape 1,8,8"):
+        explainer.attribute("all", **FAST)
+
+
+def test_early_stopping_stops_done_maps_and_reports_their_steps(tiny_model, tiny_spec):
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec, NAMES)
+    settings = dict(FAST, steps=60, refine_steps=0)
+    full = explainer.attribute("all", **settings)
+    stopped = explainer.attribute("all", early_stop=True, stop_target=0.5, stop_window=5, **settings)
+    assert full.nudge_steps == [60] * 4
+    # a map stops at a multiple of the check interval, once its streak reached the window
+    assert all(s % 10 == 0 and 10 <= s <= 60 for s in stopped.nudge_steps)
+    assert any(s < 60 for s in stopped.nudge_steps)
+    assert stopped.sample_gradients == sum(stopped.nudge_steps) * FAST["batch_size"] < full.sample_gradients
+    assert [row["nudge_steps"] for row in stopped.per_class()] == stopped.nudge_steps
+    # while no map has stopped, the loop is the one without early stopping, bit for bit
+    never = explainer.attribute("all", early_stop=True, stop_target=1.0, stop_window=1000, **settings)
+    torch.testing.assert_close(never.maps, full.maps, rtol=0, atol=0)
 
 
 def test_memory_cap_must_be_positive(tiny_model, tiny_spec):
@@ -152,9 +206,11 @@ class CountingModel(nn.Module):
         return self.inner(x)
 
 
-@pytest.mark.parametrize("refine,memory_cap", [(True, 2048), (False, 2048), (True, 1e-4)])
+@pytest.mark.parametrize("refine,memory_cap", [(True, 2048), (False, 2048), (True, "one map per chunk")])
 def test_sample_gradients_counted(tiny_model, tiny_spec, refine, memory_cap):
     model = CountingModel(tiny_model)
+    if memory_cap == "one map per chunk":  # the maps stream, one at a time, with one sample per pass
+        memory_cap = _cap_for_chunks_of(InputAgnosticSaliency(model, tiny_spec, NAMES), 1, 3, 4, 16)
     explainer = InputAgnosticSaliency(model, tiny_spec, NAMES, memory_cap_mb=memory_cap)
     model.with_grad = 0
     result = explainer.attribute([0, 1, "two"], refine=refine, **FAST)
@@ -367,13 +423,14 @@ def test_display_choice_sets_the_picture_and_bad_names_are_input_errors(tiny_mod
 @settings(max_examples=8, deadline=None)
 @given(samples_per_chunk=st.integers(1, 12), batch_size=st.integers(2, 8), seed=st.integers(0, 1000))
 def test_results_do_not_depend_on_how_the_memory_cap_splits_the_work(samples_per_chunk, batch_size, seed):
-    """Any cap, splitting the maps and samples into chunks of any size, gives the maps of one
-    pass up to float rounding (sums in another order): within 1e-4 of the maps' largest value."""
+    """Any activation budget, splitting the maps and samples into chunks of any size, gives the
+    maps of one pass up to float rounding (sums in another order): within 1e-4 of the maps'
+    largest value."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 4)).eval()
     whole = InputAgnosticSaliency(model, InputSpec((1, 8, 8)), NAMES)
     split = InputAgnosticSaliency(model, InputSpec((1, 8, 8)), NAMES)
-    split.memory_cap_bytes = split.sample_bytes * samples_per_chunk
+    split._plan_memory = lambda num_maps, *rest: (num_maps, split.sample_bytes * samples_per_chunk)
     run = dict(FAST, batch_size=batch_size, seed=seed)
     expected, got = whole.attribute(**run), split.attribute(**run)
     scale = float(expected.maps.abs().max())

@@ -159,6 +159,12 @@ class Checkpoint:
         self.resumed_from = record
         return tensors, record
 
+    def part(self, number: int) -> Checkpoint:
+        """The checkpoint of one chunk of classes of a run that streams its classes under the
+        memory cap: a file of its own beside this one, with the same interval and resume flag."""
+        name = f"{self.path.stem}.part{number}{self.path.suffix}"
+        return Checkpoint(self.path.with_name(name), self.every, self.resume, self.handle_signals)
+
     # -- the loop's hook ---------------------------------------------------------------------
     def due(self, step: int) -> bool:
         """Whether the loop should save after ``step`` (1-based) steps of its current stage."""
@@ -218,6 +224,7 @@ class MapRun:
         state = {key: record[key] for key in ("stage", "step", "nudge_count", "refine_count")}
         state["maps"] = tensors["maps"]
         state["moving"] = tensors.get("moving")
+        state["stopping"] = {k: tensors[k] for k in ("stop_streak", "stopped_at") if k in tensors}
         state["integrator"] = {
             "first": tensors["first"],
             "second": tensors["second"],
@@ -225,13 +232,25 @@ class MapRun:
         }
         return state
 
-    def hook(self, stage: str, count_base: int, unrefined: torch.Tensor | None = None, nudge_count: int = 0):
-        """The ``on_step`` callback of the engine's loop for ``stage`` (``nudge`` or ``refine``)."""
+    def hook(
+        self,
+        stage: str,
+        count_base: int,
+        unrefined: torch.Tensor | None = None,
+        nudge_count: int = 0,
+        stopping: dict | None = None,
+    ):
+        """The ``on_step`` callback of the engine's loop for ``stage`` (``nudge`` or ``refine``).
+        ``stopping``: the nudge's early-stop state, kept in the refinement's checkpoints."""
 
-        def on_step(step: int, moving: torch.Tensor, integrator, count: int) -> None:
+        def on_step(step: int, moving: torch.Tensor, integrator, count: int, stopper=None) -> None:
             if not self.checkpoint.due(step):
                 return
             tensors = {"first": integrator.first, "second": integrator.second, "generator": self.generator.get_state()}
+            if stopper is not None and stopper.enabled:
+                tensors.update(stopper.state_dict())
+            elif stopping:
+                tensors.update(stopping)
             if stage == "nudge":
                 tensors["maps"] = moving
                 counts = {"nudge_count": count_base + count, "refine_count": 0}

@@ -10,19 +10,19 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..concepts import concept_matrix
+from ..concepts import chunk_seed, concept_matrix
 from ..durable.checkpoint import MapRun, model_digest, tensor_digest, tool_versions
 from ..errors import InputError
 from ..metrics.fidelity import Fidelity, measure_fidelity
 from ..models.running import channels_last, check_output, estimate_sample_bytes, frozen
 from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
-from ..result import SaliencyResult
+from ..result import SaliencyResult, concatenate
 from . import refine as refine_stage
 from .distributions import make_distribution
 from .integrate import MomentIntegrator, frequency_precondition
@@ -31,6 +31,7 @@ from .project import budget_radius, project
 from .scale import DEFAULT_SCALING, SCALINGS
 from .settings import GROUPS, Evaluation, Nudging, Refinement, Sampling, with_overrides
 from .settings import check as check_settings
+from .stopping import EarlyStop
 
 Target = int | str | Sequence[int | str]
 
@@ -123,9 +124,9 @@ class InputAgnosticSaliency:
         return "+".join(self.class_names[c] for c in concept)
 
     # -- the loop --------------------------------------------------------------------------
-    def _chunks(self, num_maps: int, batch_size: int) -> list[tuple[slice, slice]]:
-        """(maps, samples) slices whose forward+backward fits the memory cap."""
-        per_chunk = max(1, self.memory_cap_bytes // max(self.sample_bytes, 1))
+    def _chunks(self, num_maps: int, batch_size: int, activation_bytes: int) -> list[tuple[slice, slice]]:
+        """(maps, samples) slices whose forward+backward fits in ``activation_bytes``."""
+        per_chunk = max(1, activation_bytes // max(self.sample_bytes, 1))
         if per_chunk >= batch_size:
             maps_per_chunk = max(1, per_chunk // batch_size)
             return [
@@ -138,7 +139,7 @@ class InputAgnosticSaliency:
             for s in range(0, batch_size, per_chunk)
         ]
 
-    def _gradient(self, maps, samples, concepts, transform, normalize, diversity, generator, mixed):
+    def _gradient(self, maps, samples, concepts, transform, normalize, diversity, generator, mixed, activation_bytes):
         """d loss / d maps, chunked under the memory cap, and the (K, B) hits.
 
         The maps are randomly transformed (``transform`` = (max_shift, max_scale, max_rotation)),
@@ -154,7 +155,7 @@ class InputAgnosticSaliency:
         summed = torch.zeros_like(placed)
         hits = torch.zeros(maps.shape[0], batch_size, dtype=torch.bool, device=maps.device)
         autocast = torch.autocast(self.device.type, dtype=mixed) if mixed is not None else contextlib.nullcontext()
-        for map_slice, sample_slice in self._chunks(maps.shape[0], batch_size):
+        for map_slice, sample_slice in self._chunks(maps.shape[0], batch_size, activation_bytes):
             with autocast:
                 part, chunk_hits = input_gradients(
                     self.wrapped,
@@ -187,6 +188,7 @@ class InputAgnosticSaliency:
         diversity,
         generator,
         mixed,
+        activation_bytes,
         frequency_decay=0.0,
         smooth_sigma=0.0,
         bar=None,
@@ -194,32 +196,47 @@ class InputAgnosticSaliency:
         detail_radius=None,
         first_step=0,
         on_step=None,
+        stopper=None,
     ):
         """``steps`` iterations of sample -> nudge -> integrate -> project. Returns the maps and
         the number of per-sample gradients evaluated. With ``offset`` the model sees
         ``offset + maps`` while only ``maps`` moves: it is kept inside ``detail_radius`` and
         such that ``offset + maps`` stays inside ``radius``. A resumed loop starts at
-        ``first_step``; ``on_step(step, maps, integrator, count)`` is called after each step (the
-        checkpoint hook)."""
+        ``first_step``; ``on_step(step, maps, integrator, count, stopper)`` is called after each
+        step (the checkpoint hook). With a ``stopper`` (:class:`~.stopping.EarlyStop`) only its
+        moving maps are nudged; the loop ends when none is left."""
         count = 0
         for step in range(first_step, steps):
+            if stopper is not None and stopper.finished:
+                if bar is not None:
+                    bar.update(steps - step)  # every map stopped: the rest of the stage is skipped
+                break
+            index = None if stopper is None else stopper.active
             samples = distribution.sample(batch_size, generator, self.device).to(maps.dtype)
             seen = maps if offset is None else offset + maps
-            gradient, hits = self._gradient(seen, samples, concepts, transform, normalize, diversity, generator, mixed)
+            wanted = concepts
+            if index is not None:
+                seen, wanted = seen[index], concepts[index]
+            gradient, hits = self._gradient(
+                seen, samples, wanted, transform, normalize, diversity, generator, mixed, activation_bytes
+            )
             count += gradient.shape[0] * batch_size
             gradient = frequency_precondition(gradient, frequency_decay)
             if smooth_sigma > 0:
                 gradient = refine_stage.gaussian_blur(gradient, smooth_sigma)
-            maps = maps + integrator.step(gradient, self.spec.span)
+            moved = (maps if index is None else maps[index]) + integrator.step(gradient, self.spec.span, index)
             if offset is None:
-                maps = project(maps, norm, radius)
+                moved = project(moved, norm, radius)
             else:
-                maps = project(offset + project(maps, norm, detail_radius), norm, radius) - offset
+                moved = project(offset + project(moved, norm, detail_radius), norm, radius) - offset
+            maps = moved if index is None else maps.index_copy(0, index, moved)
+            if stopper is not None:
+                stopper.update(step + 1, hits)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(hit=f"{hits.float().mean().item():.2f}", refresh=False)
             if on_step is not None:
-                on_step(step + 1, maps, integrator, count)
+                on_step(step + 1, maps, integrator, count, stopper)
         return maps, count
 
     def attribute(
@@ -275,13 +292,100 @@ class InputAgnosticSaliency:
         groups = with_overrides(
             {"sampling": sampling, "nudging": nudging, "refinement": refinement, "evaluation": evaluation}, overrides
         )
-        sampling, nudging, refinement, evaluation = (groups[name] for name in GROUPS)
-        check_settings(sampling, nudging, refinement, evaluation)
+        check_settings(*(groups[name] for name in GROUPS))
         concepts_list = self.resolve_targets(targets)
         if real_images is not None and tuple(real_images.shape[1:]) != tuple(self.spec.shape):
             raise InputError(
                 f"real images must be (N, {','.join(map(str, self.spec.shape))}), got {tuple(real_images.shape)}"
             )
+        if init_maps is not None and tuple(init_maps.shape) != (len(concepts_list), *self.spec.shape):
+            raise InputError(
+                f"init_maps must be ({len(concepts_list)}, {','.join(map(str, self.spec.shape))}), "
+                f"got {tuple(init_maps.shape)}"
+            )
+        per_chunk, activation_bytes = self._plan_memory(
+            len(concepts_list), groups["sampling"].batch_size, groups["evaluation"].samples, real_images
+        )
+        run = dict(real_images=real_images, images=images, progress=progress, activation_bytes=activation_bytes)
+        if per_chunk >= len(concepts_list):
+            result = self._attribute(concepts_list, groups, seed, init_maps, checkpoint, **run)
+            result.seconds = time.perf_counter() - start
+            return result
+        return self._stream(concepts_list, per_chunk, groups, seed, init_maps, checkpoint, start, run)
+
+    # -- memory ----------------------------------------------------------------------------
+    # Copies of one map the loop holds at once: the map, its two moments, the transformed map, its
+    # gradient both ways, the step's temporaries, and in refinement the shape, detail, unrefined map.
+    STATE_COPIES = 12
+    # What the result keeps of each map: the final and the unrefined maps, and the displayed picture.
+    RESULT_COPIES = 3
+
+    def _plan_memory(self, num_maps: int, batch_size: int, eval_samples: int, real_images) -> tuple[int, int]:
+        """(maps per chunk, bytes for activations) under the memory cap, which covers the result,
+        the samples, every map's state (map, moments, temporaries) and the activations. Where
+        the maps' state would take more than half of what is left, the concepts stream through
+        in chunks of classes that each run to the end, and only their results stay."""
+        map_bytes = self.spec.numel * 4
+        real = 0 if real_images is None else len(real_images)
+        fixed = (self.RESULT_COPIES * num_maps + eval_samples + batch_size + real) * map_bytes
+        free = self.memory_cap_bytes - fixed
+        state = self.STATE_COPIES * map_bytes
+        if free < state + self.sample_bytes:
+            need = (fixed + state + self.sample_bytes) / 2**20
+            raise InputError(
+                f"the memory cap of {self.memory_cap_bytes / 2**20:.0f} MiB cannot hold {num_maps} maps of shape "
+                f"{','.join(map(str, self.spec.shape))} (at least {need:.1f} MiB)"
+            )
+        usable = free - self.sample_bytes  # one sample's activations at least
+        per_chunk = num_maps if num_maps * state <= usable // 2 else max(1, usable // 2 // state)
+        return per_chunk, free - per_chunk * state
+
+    def _stream(self, concepts_list, per_chunk, groups, seed, init_maps, checkpoint, start, run) -> SaliencyResult:
+        """The concepts in chunks of ``per_chunk``, one after the other, each at its own seed
+        (:func:`~agnostic_saliency.concepts.chunk_seed`, as a Ray task of that chunk would have) and
+        with its own checkpoint file; the results are written into one set of tensors as each
+        chunk ends, so no second copy of every map is made."""
+        shape = (len(concepts_list), *self.spec.shape)
+        tensors = {name: torch.empty(shape) for name in ("maps", "unrefined_maps", "displayed")}
+        empty = torch.empty(0)
+        parts = []
+        for number, first in enumerate(range(0, len(concepts_list), per_chunk)):
+            rows = slice(first, min(first + per_chunk, len(concepts_list)))
+            chunk = concepts_list[rows]
+            part_checkpoint = None if checkpoint is None else checkpoint.part(number)
+            part = self._attribute(
+                chunk, groups, chunk_seed(seed, chunk), None if init_maps is None else init_maps[rows],
+                part_checkpoint, description=f"classes {rows.start + 1}-{rows.stop} of {len(concepts_list)}", **run
+            )
+            if part_checkpoint is not None and checkpoint.resumed_from is None:
+                checkpoint.resumed_from = part_checkpoint.resumed_from
+            for name, tensor in tensors.items():
+                tensor[rows] = getattr(part, name)
+            parts.append(replace(part, maps=empty, unrefined_maps=empty, displayed=empty))
+        config = {
+            **parts[0].config,
+            "seed": seed,
+            "classes_per_chunk": per_chunk,
+            "chunk_seeds": [part.config["seed"] for part in parts],
+        }
+        return concatenate(parts, config=config, seconds=time.perf_counter() - start, tensors=tensors)
+
+    def _attribute(
+        self,
+        concepts_list,
+        groups,
+        seed,
+        init_maps,
+        checkpoint,
+        *,
+        real_images,
+        images,
+        progress,
+        activation_bytes,
+        description="nudging",
+    ) -> SaliencyResult:
+        """The maps of ``concepts_list`` in one batched loop (see :meth:`attribute`)."""
+        sampling, nudging, refinement, evaluation = (groups[name] for name in GROUPS)
         source = make_distribution(sampling.distribution, self.spec, images)
         autocast = autocast_dtype(nudging.precision, self.device)
         norm = nudging.norm
@@ -292,11 +396,6 @@ class InputAgnosticSaliency:
         dtype = dtype if dtype.is_floating_point else torch.float32
         if init_maps is None:
             maps = torch.zeros(len(concepts_list), *self.spec.shape, device=self.device, dtype=dtype)
-        elif tuple(init_maps.shape) != (len(concepts_list), *self.spec.shape):
-            raise InputError(
-                f"init_maps must be ({len(concepts_list)}, {','.join(map(str, self.spec.shape))}), "
-                f"got {tuple(init_maps.shape)}"
-            )
         else:
             maps = project(init_maps.detach().to(self.device, dtype), norm, radius)
         common = dict(
@@ -311,6 +410,7 @@ class InputAgnosticSaliency:
             diversity=(nudging.diversity_scale, nudging.diversity_shift),
             generator=generator,
             mixed=autocast,
+            activation_bytes=activation_bytes,
         )
         refining = refinement.enabled and refinement.steps > 0
         total = nudging.steps + (refinement.steps if refining else 0)
@@ -325,19 +425,24 @@ class InputAgnosticSaliency:
         )
         saved = run.restore() if run is not None else None
         integrator, first_step, nudge_base = MomentIntegrator(nudging.step_size), 0, 0
+        stopper = EarlyStop(len(concepts_list), nudging.stop_target, nudging.stop_window, self.device,
+                            enabled=nudging.early_stop)
         if saved is not None:
             maps, nudge_base = saved["maps"].to(self.device, dtype), saved["nudge_count"]
+            if saved["stopping"]:
+                stopper.load_state_dict(saved["stopping"])
             if saved["stage"] == "nudge":
                 integrator.load_state_dict(self._placed(saved["integrator"], dtype))
                 first_step = saved["step"]
             else:
                 first_step = nudging.steps
         resumed_refinement = saved if saved is not None and saved["stage"] == "refine" else None
+        chunk = min(4096, max(1, activation_bytes // max(self.sample_bytes, 1)))  # fidelity's forward passes
         with (
             frozen(self.model),
             channels_last(self.model, enabled=autocast is not None),
             checkpoint.guard() if checkpoint is not None else contextlib.nullcontext(),
-            tqdm(total=total, disable=not progress, desc="nudging", unit="step") as bar,
+            tqdm(total=total, disable=not progress, desc=description, unit="step") as bar,
         ):
             bar.update(first_step)
             maps, count = self._nudge(
@@ -348,6 +453,7 @@ class InputAgnosticSaliency:
                 smooth_sigma=nudging.smoothing,
                 first_step=first_step,
                 on_step=run.hook("nudge", nudge_base) if run is not None else None,
+                stopper=stopper if nudging.early_stop else None,
                 **common,
             )
             count += nudge_base
@@ -355,7 +461,7 @@ class InputAgnosticSaliency:
                 evaluation.samples, torch.Generator().manual_seed(seed + evaluation.seed_offset), self.device
             ).to(dtype)
             real = real_images.to(self.device, dtype) if real_images is not None else None
-            before = self.fidelity(maps, concepts_list, fresh, real, evaluation.display)
+            before = self.fidelity(maps, concepts_list, fresh, real, evaluation.display, chunk)
             final_maps, accepted, after = maps, [False] * len(maps), before
             if refining:
                 bar.set_description("refining")
@@ -363,14 +469,18 @@ class InputAgnosticSaliency:
                     None
                     if run is None
                     else run.hook(
-                        "refine", resumed_refinement["refine_count"] if resumed_refinement else 0, maps, count
+                        "refine",
+                        resumed_refinement["refine_count"] if resumed_refinement else 0,
+                        maps,
+                        count,
+                        stopper.state_dict() if nudging.early_stop else None,
                     )
                 )
                 candidate, extra = self._refine(
                     maps, refinement, nudging, common, bar, resumed_refinement, on_step, dtype
                 )
                 count += extra
-                trial = self.fidelity(candidate, concepts_list, fresh, real, evaluation.display)
+                trial = self.fidelity(candidate, concepts_list, fresh, real, evaluation.display, chunk)
                 accepted = refine_stage.accept_refinement(before.fooling_rate, trial.fooling_rate, refinement.tolerance)
                 if trial.real_fooling_rate is not None:
                     real_ok = refine_stage.accept_refinement(
@@ -379,7 +489,8 @@ class InputAgnosticSaliency:
                     accepted = [a and b for a, b in zip(accepted, real_ok)]
                 keep = torch.tensor(accepted, device=self.device).view(-1, 1, 1, 1)
                 final_maps = torch.where(keep, candidate, maps)
-                after = self.fidelity(final_maps, concepts_list, fresh, real, evaluation.display)
+                del candidate
+                after = self.fidelity(final_maps, concepts_list, fresh, real, evaluation.display, chunk)
         config = {
             "distribution": source.describe(),
             **{k: v for k, v in asdict(nudging).items()},
@@ -409,8 +520,8 @@ class InputAgnosticSaliency:
             fidelity_unrefined=before,
             refined=list(accepted),
             config=config,
-            seconds=time.perf_counter() - start,
             sample_gradients=count,
+            nudge_steps=stopper.steps_taken(nudging.steps),
         )
 
     def _refine(
@@ -481,11 +592,12 @@ class InputAgnosticSaliency:
         samples: torch.Tensor,
         real_images: torch.Tensor | None = None,
         display: str = DEFAULT_SCALING,
+        chunk: int = 4096,
     ) -> Fidelity:
         """Fidelity of ``maps`` (K, C, H, W, pixel space) for ``concepts`` (lists of class indices):
         fooling rate and confidence on ``samples`` (and on ``real_images``), and what the model
         reads in each displayed map alone (scaled by ``display``, see
-        :mod:`agnostic_saliency.method.scale`). Always in fp32."""
+        :mod:`agnostic_saliency.method.scale`). Always in fp32, ``chunk`` inputs per forward pass."""
         low, high = self.spec.value_range
         matrix = concept_matrix(concepts, self.num_classes, self.device)
         with frozen(self.model):
@@ -498,4 +610,5 @@ class InputAgnosticSaliency:
                 low,
                 high,
                 None if real_images is None else real_images.to(self.device),
+                chunk,
             )

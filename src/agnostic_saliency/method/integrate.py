@@ -26,16 +26,26 @@ class MomentIntegrator:
         self.second: torch.Tensor | None = None
         self.count = 0
 
-    def step(self, gradient: torch.Tensor, span: float = 1.0) -> torch.Tensor:
-        """The descent step for ``gradient`` (same shape), after folding it into the moments."""
+    def step(self, gradient: torch.Tensor, span: float = 1.0, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The descent step for ``gradient`` (same shape), after folding it into the moments.
+
+        ``index``: the gradient holds only these maps (rows of the moments), the others keep
+        their moments unchanged (maps that stopped early). All maps start together and a map
+        only ever leaves, so the one step count is every moving map's own."""
         if self.first is None:
             self.first = torch.zeros_like(gradient)
             self.second = torch.zeros_like(gradient)
         self.count += 1
-        self.first.mul_(self.beta1).add_(gradient, alpha=1 - self.beta1)
-        self.second.mul_(self.beta2).addcmul_(gradient, gradient, value=1 - self.beta2)
-        first = self.first / (1 - self.beta1**self.count)
-        second = self.second / (1 - self.beta2**self.count)
+        if index is None:
+            self.first.mul_(self.beta1).add_(gradient, alpha=1 - self.beta1)
+            self.second.mul_(self.beta2).addcmul_(gradient, gradient, value=1 - self.beta2)
+            first, second = self.first, self.second
+        else:
+            first = self.first[index].mul_(self.beta1).add_(gradient, alpha=1 - self.beta1)
+            second = self.second[index].mul_(self.beta2).addcmul_(gradient, gradient, value=1 - self.beta2)
+            self.first[index], self.second[index] = first, second
+        first = first / (1 - self.beta1**self.count)
+        second = second / (1 - self.beta2**self.count)
         return -self.step_size * span * first / (second.sqrt() + self.eps)
 
     def state_dict(self) -> dict:

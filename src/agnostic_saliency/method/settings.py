@@ -43,6 +43,11 @@ class Nudging:
     diversity_shift: int = 0
     smoothing: float = 0.0  # Gaussian sigma on the gradient
     precision: str = "fp32"  # bf16 autocast is about 2x faster where supported; fp16 on CUDA
+    # Per-map early stopping: a map that fooled at least stop_target of its running batch for
+    # stop_window consecutive steps stops moving and leaves the batch (method/stopping.py).
+    early_stop: bool = False
+    stop_target: float = 0.95
+    stop_window: int = 50
 
 
 @dataclass(frozen=True)
@@ -100,5 +105,7 @@ def check(sampling: Sampling, nudging: Nudging, refinement: Refinement, evaluati
         raise InputError("steps must be >= 0")
     if sampling.batch_size < 1 or evaluation.samples < 1:
         raise InputError("the batch size and the evaluation samples must be >= 1")
+    if not 0 < nudging.stop_target <= 1 or nudging.stop_window < 1:
+        raise InputError("the early-stop target must be in (0, 1] and its window at least 1 step")
     if evaluation.display not in SCALINGS:
         raise InputError(f"unknown display {evaluation.display!r}; use {', '.join(SCALINGS)}")

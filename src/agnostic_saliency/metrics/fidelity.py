@@ -37,30 +37,36 @@ def fooling_statistics(model, maps, samples, concepts, low, high, chunk: int = 4
     k, n = maps.shape[0], samples.shape[0]
     hits = torch.zeros(k, device=maps.device)
     confidence = torch.zeros(k, device=maps.device)
-    per_map = max(1, chunk // max(k, 1))
-    for start in range(0, n, per_map):
-        batch = samples[start : start + per_map].to(maps.device)
-        inputs = perturbed_inputs(batch, maps, low, high)
-        logits = model(inputs.flatten(0, 1)).reshape(k, len(batch), -1).float()
-        hits += concept_hits(logits, concepts).float().sum(1)
-        confidence += concept_log_probability(logits, concepts).exp().sum(1)
+    maps_per_pass = max(1, min(k, chunk))  # more maps than the chunk holds: a few maps at a time
+    per_map = max(1, chunk // maps_per_pass)
+    for first in range(0, k, maps_per_pass):
+        rows = slice(first, first + maps_per_pass)
+        for start in range(0, n, per_map):
+            batch = samples[start : start + per_map].to(maps.device)
+            inputs = perturbed_inputs(batch, maps[rows], low, high)
+            logits = model(inputs.flatten(0, 1)).reshape(len(inputs), len(batch), -1).float()
+            hits[rows] += concept_hits(logits, concepts[rows]).float().sum(1)
+            confidence[rows] += concept_log_probability(logits, concepts[rows]).exp().sum(1)
     return (hits / n).tolist(), (confidence / n).tolist()
 
 
 @torch.no_grad()
-def map_alone(model, displayed, concepts):
+def map_alone(model, displayed, concepts, chunk: int = 4096):
     """Top-1 label, its probability, and whether it lies in the concept, for each displayed map."""
-    probabilities = model(displayed).float().softmax(-1)
+    probabilities = torch.cat([model(part).float().softmax(-1) for part in displayed.split(chunk)])
     confidence, label = probabilities.max(-1)
     inside = concepts.gather(1, label[:, None]).squeeze(1)
     return label.tolist(), confidence.tolist(), inside.tolist()
 
 
-def measure_fidelity(model, maps, displayed, concepts, fresh_samples, low, high, real_images=None) -> Fidelity:
-    """All fidelity figures for ``maps`` (signed, pixel space) and their ``displayed`` pictures."""
-    fooling, confidence = fooling_statistics(model, maps, fresh_samples, concepts, low, high)
+def measure_fidelity(
+    model, maps, displayed, concepts, fresh_samples, low, high, real_images=None, chunk: int = 4096
+) -> Fidelity:
+    """All fidelity figures for ``maps`` (signed, pixel space) and their ``displayed`` pictures,
+    with at most ``chunk`` inputs in one forward pass."""
+    fooling, confidence = fooling_statistics(model, maps, fresh_samples, concepts, low, high, chunk)
     real_fooling = real_confidence = None
     if real_images is not None:
-        real_fooling, real_confidence = fooling_statistics(model, maps, real_images, concepts, low, high)
-    label, alone_confidence, inside = map_alone(model, displayed, concepts)
+        real_fooling, real_confidence = fooling_statistics(model, maps, real_images, concepts, low, high, chunk)
+    label, alone_confidence, inside = map_alone(model, displayed, concepts, chunk)
     return Fidelity(fooling, confidence, real_fooling, real_confidence, label, alone_confidence, inside)

@@ -219,20 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--early-stop",
         action=argparse.BooleanOptionalAction,
         default=Nudging.early_stop,
-        help="stop nudging a map once it fooled --stop-target of its running batch for --stop-window "
-        f"steps (default {'on' if Nudging.early_stop else 'off'})",
+        help="stop nudging a map once its fooling rate on the running batches, averaged over the last "
+        f"--stop-window steps, reached --stop-target (default {'on' if Nudging.early_stop else 'off'})",
     )
     method.add_argument(
         "--stop-target",
         type=_positive_float,
         default=Nudging.stop_target,
-        help=f"fooling rate on the running batch that ends a map's nudge early (default {Nudging.stop_target})",
+        help=f"mean fooling rate on the running batches that ends a map's nudge (default {Nudging.stop_target})",
     )
     method.add_argument(
         "--stop-window",
         type=_at_least(1),
         default=Nudging.stop_window,
-        help=f"consecutive steps a map must hold --stop-target (default {Nudging.stop_window})",
+        help=f"the last steps over which that rate is averaged (default {Nudging.stop_window})",
     )
     method.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
     method.add_argument("--refine-steps", type=_at_least(0), default=100, help="refinement iterations (default 100)")

@@ -224,7 +224,7 @@ class MapRun:
         state = {key: record[key] for key in ("stage", "step", "nudge_count", "refine_count")}
         state["maps"] = tensors["maps"]
         state["moving"] = tensors.get("moving")
-        state["stopping"] = {k: tensors[k] for k in ("stop_streak", "stopped_at") if k in tensors}
+        state["stopping"] = {k: tensors[k] for k in ("stop_rates", "stopped_at") if k in tensors}
         state["integrator"] = {
             "first": tensors["first"],
             "second": tensors["second"],

@@ -43,8 +43,8 @@ class Nudging:
     diversity_shift: int = 0
     smoothing: float = 0.0  # Gaussian sigma on the gradient
     precision: str = "fp32"  # bf16 autocast is about 2x faster where supported; fp16 on CUDA
-    # Per-map early stopping: a map that fooled at least stop_target of its running batch for
-    # stop_window consecutive steps stops moving and leaves the batch (method/stopping.py).
+    # Per-map early stopping: a map whose fooling rate on its running batches, averaged over the
+    # last stop_window steps, reached stop_target stops moving and leaves the batch (method/stopping.py).
     early_stop: bool = False
     stop_target: float = 0.95
     stop_window: int = 50

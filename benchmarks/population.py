@@ -139,7 +139,7 @@ def main() -> None:
     if len(ray_runs) > 1:
         print(
             "speed-up: "
-            + ", ".join(f"{r['workers']} workers {ray_runs[0]['wall_seconds'] / r['wall_seconds']:.2f}x" for r in ray_runs)
+            + ", ".join(f"{r['workers']} workers {r['speedup_over_first']:.2f}x" for r in ray_runs)
             + f" over {ray_runs[0]['workers']} (on {os.cpu_count()} CPUs)"
         )
     if args.json:

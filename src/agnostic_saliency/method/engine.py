@@ -33,6 +33,7 @@ from .settings import GROUPS, Evaluation, Nudging, Refinement, Sampling, with_ov
 from .settings import check as check_settings
 
 Target = int | str | Sequence[int | str]
+PROGRESS_EVERY = 10  # steps between readings of the progress bar's hit rate
 
 
 class InputAgnosticSaliency:
@@ -217,7 +218,9 @@ class InputAgnosticSaliency:
                 maps = project(offset + project(maps, norm, detail_radius), norm, radius) - offset
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(hit=f"{hits.float().mean().item():.2f}", refresh=False)
+                # Reading the hit rate makes the host wait for the device: every few steps only.
+                if not bar.disable and ((step + 1) % PROGRESS_EVERY == 0 or step + 1 == steps):
+                    bar.set_postfix(hit=f"{hits.float().mean().item():.2f}", refresh=False)
             if on_step is not None:
                 on_step(step + 1, maps, integrator, count)
         return maps, count

@@ -88,16 +88,16 @@ def input_gradients(model, samples, maps, concepts, low, high, normalize: bool,
     """
     k, b = maps.shape[0], samples.shape[0]
     raw = samples[None] + maps[:, None]
-    inside = ((raw > low) & (raw < high)).to(raw.dtype)
-    inputs = raw.clamp(low, high).detach().requires_grad_(True)
+    inside = (raw > low) & (raw < high)  # multiplied as 1.0 / 0.0: no float copy of the mask
+    inputs = raw.clamp_(low, high).requires_grad_(True)
     flat = inputs.reshape(k * b, *samples.shape[1:])
     if generator is not None:
         flat = diversify_inputs(flat, diversity[0], diversity[1], low, generator)
     logits = model(flat).reshape(k, b, -1).float()
     loss = -concept_log_probability(logits, concepts).sum()
     (gradient,) = torch.autograd.grad(loss, inputs)
-    gradient = gradient * inside
+    gradient.mul_(inside)  # the gradient is a fresh tensor: in place saves a copy of K x B inputs
     if normalize:
         norms = gradient.flatten(2).norm(dim=2).clamp_min(1e-12)
-        gradient = gradient / norms.view(k, b, *([1] * (gradient.dim() - 2)))
+        gradient.div_(norms.view(k, b, *([1] * (gradient.dim() - 2))))
     return gradient.sum(1), concept_hits(logits.detach(), concepts)

@@ -95,10 +95,11 @@ def user_model_file(tmp_path) -> Path:
     return path
 
 
-# The slowest tests first (full scans, Ray), so that the two xdist workers finish together
-# instead of one waiting on a long test collected last (longest-processing-time-first).
+# The slowest tests first (full scans, Ray, inductor compiling C++), so that the two xdist workers
+# finish together instead of one waiting on a long test collected last (longest-processing-time-first).
 SLOW_FIRST = ("test_scan_flags_a_blend_target", "test_mixed_precision_scan", "test_scan_flags_the_patch_target",
-              "test_a_second_draw", "test_scan_cli_takes_its_draws", "test_distributed.py", "test_population.py")
+              "test_a_second_draw", "test_scan_cli_takes_its_draws", "test_distributed.py", "test_population.py",
+              "test_compiled_and_plain_runs_give_the_same_maps")
 
 
 def pytest_collection_modifyitems(items):

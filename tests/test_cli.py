@@ -225,6 +225,37 @@ def test_map_in_fp16_on_the_cpu_is_a_one_line_error(tmp_path, capsys):
     assert not (out / "maps.safetensors").exists()
 
 
+def test_map_compile_reaches_every_chunk_and_is_recorded(tmp_path, monkeypatch):
+    """--compile compiles the model once per class chunk (stand-in compiler: the model as it is)."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    arguments = ["map", "--model", "fmnist-mlp", "--target", "0,1,2", "--steps", "2", "--no-refine",
+                 "--batch-size", "2", "--eval-samples", "4", "--quiet", "--compile"]
+    assert main([*arguments, "--out", str(tmp_path / "one")]) == 0
+    assert len(compiled) == 1
+    assert main([*arguments, "--classes-per-task", "2", "--out", str(tmp_path / "chunks")]) == 0
+    assert len(compiled) == 3  # two chunks, one compiled model each
+    summary = json.loads((tmp_path / "chunks" / "summary.json").read_text())
+    assert summary["provenance"]["settings"]["compile"] is True
+
+
+def test_map_compile_failure_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    real_compile = torch.compile
+
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("the compiler is missing\nand more")
+
+    monkeypatch.setattr(torch, "compile", lambda module: real_compile(module, backend=broken_backend))
+    out = tmp_path / "out"
+    code = main(["map", "--model", "fmnist-mlp", "--target", "0", "--steps", "2", "--no-refine", "--quiet",
+                 "--compile", "--out", str(out)])
+    torch._dynamo.reset()
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and "torch.compile failed" in error and "the compiler is missing" in error
+    assert "\n" not in error and "Traceback" not in error
+    assert not (out / "maps.safetensors").exists()
+
+
 @pytest.fixture
 def user_model(user_model_file) -> Path:
     return user_model_file

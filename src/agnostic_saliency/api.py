@@ -76,6 +76,7 @@ def map_to_folder(
     judge_weights: str | os.PathLike | None = None,
     judge_random_weights: bool = False,
     memory_cap_mb: float = 2048,
+    compile: bool = False,
     progress: bool = True,
     executor: str = "local",
     address: str | None = None,
@@ -96,7 +97,9 @@ def map_to_folder(
     :data:`DEFAULT_BUDGET` for the norm. ``executor="ray"`` (with a cluster ``address``, or a
     local instance) computes chunks of ``classes_per_task`` concepts as Ray tasks (default 1 per
     task); with ``classes_per_task`` set, the local executor computes the same chunks in turn
-    and gives the same maps (see :mod:`agnostic_saliency.distributed`). Every other keyword
+    and gives the same maps (see :mod:`agnostic_saliency.distributed`). ``compile`` runs the
+    nudge's forward and backward passes through ``torch.compile`` (see
+    :class:`InputAgnosticSaliency`). Every other keyword
     (``steps``, ``batch_size``, ``seed``, ``precision``, ...) goes to
     :meth:`InputAgnosticSaliency.attribute`.
 
@@ -113,7 +116,7 @@ def map_to_folder(
                          "--classes-per-task)")
     arguments = {"targets": targets, "distribution": distribution, "images": images, "held_out": held_out,
                  "norm": norm, "budget": budget, "judge": judge, "judge_weights": judge_weights,
-                 "memory_cap_mb": memory_cap_mb, "overwrite": overwrite, "resume": resume,
+                 "memory_cap_mb": memory_cap_mb, "compile": compile, "overwrite": overwrite, "resume": resume,
                  "checkpoint_every": checkpoint_every, "executor": executor, "address": address,
                  "classes_per_task": classes_per_task, **settings}
     provenance = _provenance(loaded, command, call if call is not None else arguments)
@@ -122,8 +125,8 @@ def map_to_folder(
         if not chunked:
             settings = dict(settings, checkpoint=_checkpoint(saves / "map.safetensors", checkpoint_every, resume))
         summary = _map(loaded, out, targets, distribution, images, held_out, norm, budget, judge, judge_weights,
-                       judge_random_weights, memory_cap_mb, progress, (executor, address, classes_per_task), settings,
-                       provenance)
+                       judge_random_weights, (memory_cap_mb, compile), progress, (executor, address, classes_per_task),
+                       settings, provenance)
         return summary
 
 
@@ -146,7 +149,7 @@ def _provenance(loaded: LoadedModel, command, call):
 
 
 def _map(loaded, out, targets, distribution, images, held_out, norm, budget, judge, judge_weights,
-         judge_random_weights, memory_cap_mb, progress, chunking, settings, provenance=None) -> dict:
+         judge_random_weights, engine, progress, chunking, settings, provenance=None) -> dict:
     from .data.images import load_image_folder
     from .distributed import attribute_in_chunks
     from .executors import make_executor
@@ -172,16 +175,21 @@ def _map(loaded, out, targets, distribution, images, held_out, norm, budget, jud
             raise InputError(f"unknown norm {norm!r}: l2 or linf")
         budget = DEFAULT_BUDGET[norm]
     executor_name, address, classes_per_task = chunking
+    memory_cap_mb, compile = engine
     runner = make_executor(executor_name, address)
-    explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names, memory_cap_mb=memory_cap_mb)
+    whole = executor_name == "local" and classes_per_task is None
+    # In chunks, each task compiles its own explainer; this one only answers questions.
+    explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names, memory_cap_mb=memory_cap_mb,
+                                      compile=compile and whole)
     settings = dict(settings, distribution=distribution, norm=norm, budget=budget, real_images=real, images=pool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
-        if executor_name == "local" and classes_per_task is None:
+        if whole:
             result = explainer.attribute(targets=targets, progress=progress, **settings)
         else:
             result = attribute_in_chunks(loaded, targets, runner, classes_per_task or 1,
-                                         memory_cap_mb=memory_cap_mb, progress=progress, **settings)
+                                         memory_cap_mb=memory_cap_mb, compile=compile, progress=progress,
+                                         **settings)
     recognisability = None
     if judge:
         reader = load_model(judge, weights=judge_weights, input_shape=loaded.spec.shape,

@@ -268,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32",
         help="fp32 (default); bf16 or fp16 (CUDA only) run the nudge's forward passes under mixed precision",
     )
+    method.add_argument(
+        "--compile",
+        action="store_true",
+        help="run the nudge's forward and backward passes through torch.compile: the first step pays "
+        "the compilation; the maps agree with a plain run's up to float rounding",
+    )
     method.add_argument("--judge", help="an independent model spec (same task) that reads the displayed maps")
     method.add_argument("--judge-weights", help="weights for --judge")
     _run_options(map_parser, every=50)
@@ -380,6 +386,7 @@ def run_map(args) -> int:
             judge_weights=args.judge_weights,
             judge_random_weights=args.random_weights,
             memory_cap_mb=args.memory_cap,
+            compile=args.compile,
             progress=not args.quiet,
             steps=args.steps,
             batch_size=args.batch_size,

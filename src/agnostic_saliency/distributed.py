@@ -26,12 +26,13 @@ def class_chunks(concepts: list[list[int]], classes_per_task: int) -> list[list[
 
 
 def _attribute_chunk(loaded: LoadedModel, concepts: list[list[int]], seed: int, memory_cap_mb: float,
-                     settings: dict) -> SaliencyResult:
+                     settings: dict, compile: bool = False) -> SaliencyResult:
     """One task: the maps of ``concepts`` at the chunk's own seed, on a GPU where the task has one."""
     from .method.engine import InputAgnosticSaliency
 
     move_to_assigned_gpu(loaded.model)
-    explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names, memory_cap_mb=memory_cap_mb)
+    explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names, memory_cap_mb=memory_cap_mb,
+                                      compile=compile)
     return explainer.attribute(targets=concepts, seed=chunk_seed(seed, concepts), progress=False, **settings)
 
 
@@ -43,11 +44,13 @@ def attribute_in_chunks(
     seed: int = 0,
     memory_cap_mb: float = 2048,
     progress: bool = True,
+    compile: bool = False,
     **settings,
 ) -> SaliencyResult:
     """The maps of ``targets``, computed in chunks of ``classes_per_task`` concepts as tasks of
     ``executor`` and merged in target order. ``settings`` go to
-    :meth:`InputAgnosticSaliency.attribute` in every task."""
+    :meth:`InputAgnosticSaliency.attribute` in every task; ``compile`` to its constructor (each
+    task compiles its own copy of the model)."""
     from tqdm.auto import tqdm
 
     from .method.engine import InputAgnosticSaliency
@@ -58,7 +61,7 @@ def attribute_in_chunks(
     chunks = class_chunks(concepts, classes_per_task)
     gpus = executor.gpus_per_task() if isinstance(executor, RayExecutor) else 0
     parts: dict[int, SaliencyResult] = {}
-    items = [(loaded, chunk, seed, memory_cap_mb, settings) for chunk in chunks]
+    items = [(loaded, chunk, seed, memory_cap_mb, settings, compile) for chunk in chunks]
     with tqdm(total=len(chunks), disable=not progress, desc=f"class chunks ({executor.name})", unit="chunk") as bar:
         for index, part in executor.run(_attribute_chunk, items, gpus=gpus):
             parts[index] = part

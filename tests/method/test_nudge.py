@@ -25,6 +25,20 @@ def test_shift_maps_rolls_each_map_within_bounds():
     assert moved >= 3
 
 
+def test_shift_maps_is_exactly_a_roll_per_map_by_its_drawn_offset():
+    """The batched gather gives the values, and the gradient, of torch.roll by the offsets drawn
+    from the same generator, bit for bit (non-square maps, several channels)."""
+    maps = torch.randn(5, 3, 6, 11, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    shifted = shift_maps(maps, 4, torch.Generator().manual_seed(2))
+    offsets = torch.randint(-4, 5, (5, 2), generator=torch.Generator().manual_seed(2)).tolist()
+    expected = torch.stack([torch.roll(m, (dy, dx), dims=(-2, -1)) for m, (dy, dx) in zip(maps, offsets)])
+    assert torch.equal(shifted, expected)
+    weights = torch.randn(shifted.shape)
+    (gradient,) = torch.autograd.grad(shifted, maps, weights)
+    (reference,) = torch.autograd.grad(expected, maps, weights)
+    assert torch.equal(gradient, reference)
+
+
 def test_shift_maps_zero_is_identity_and_keeps_gradient():
     maps = torch.randn(2, 1, 4, 4, requires_grad=True)
     assert shift_maps(maps, 0, torch.Generator()) is maps

@@ -17,6 +17,16 @@ from ..errors import InputError
 from ..models.spec import InputSpec
 
 
+def host_to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A CPU-drawn tensor on ``device``, the same values. To a GPU it goes through pinned memory
+    without blocking: a copy from pageable memory makes the host wait for all the GPU's queued
+    work, once per step, leaving the GPU idle while the next samples are drawn."""
+    device = torch.device(device)
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Shift each image by up to ``max_shift`` pixels (zero padded): a cheap augmentation."""
     if max_shift <= 0:
@@ -74,7 +84,7 @@ class UniformNoise(Distribution):
             low = _per_sample(n, generator)
             high = low + (1 - low) * _per_sample(n, generator)
             unit = low + (high - low) * unit
-        return self._to_range(unit).to(device)
+        return host_to_device(self._to_range(unit), device)
 
     def describe(self):
         return "uniform" if self.vary_brightness else "uniform-flat"
@@ -93,7 +103,7 @@ class DarkNoise(Distribution):
     def sample(self, n, generator, device="cpu"):
         unit = torch.rand(n, *self.spec.shape, generator=generator)
         scale = _per_sample(n, generator) ** self.power
-        return self._to_range(scale * unit).to(device)
+        return host_to_device(self._to_range(scale * unit), device)
 
     def describe(self):
         return "dark" if self.power == 1 else f"dark{self.power:g}"
@@ -130,7 +140,7 @@ class RandomShapes(Distribution):
             canvas = torch.where(inside, brightness, canvas)
         unit = canvas[:, None].expand(n, channels, height, width)
         unit = (unit + self.noise * torch.randn(n, channels, height, width, generator=generator)).clamp(0, 1)
-        return self._to_range(unit).to(device)
+        return host_to_device(self._to_range(unit), device)
 
 
 class GaussianNoise(Distribution):
@@ -142,7 +152,7 @@ class GaussianNoise(Distribution):
         mean = _per_sample(n, generator)
         std = 0.5 * _per_sample(n, generator)
         unit = (mean + std * torch.randn(n, *self.spec.shape, generator=generator)).clamp(0, 1)
-        return self._to_range(unit).to(device)
+        return host_to_device(self._to_range(unit), device)
 
 
 class ImageDistribution(Distribution):
@@ -169,7 +179,7 @@ class ImageDistribution(Distribution):
         batch[flip] = batch[flip].flip(-1)
         if self.max_shift:
             batch = random_shift(batch, self.max_shift, generator)
-        return self.spec.clamp(batch).to(device)
+        return host_to_device(self.spec.clamp(batch), device)
 
 
 class Mixture(Distribution):
@@ -194,7 +204,7 @@ class Mixture(Distribution):
             where = (choice == i).nonzero().flatten()
             if len(where):
                 out[where] = part.sample(len(where), generator).cpu()
-        return out.to(device)
+        return host_to_device(out, device)
 
     def describe(self):
         return "+".join(p.describe() for p in self.parts)
@@ -216,7 +226,7 @@ class CallableDistribution(Distribution):
             raise InputError(
                 f"the sampling callable must return ({n}, {','.join(map(str, self.spec.shape))}), got {got}"
             )
-        return self.spec.clamp(batch.float()).to(device)
+        return host_to_device(self.spec.clamp(batch.float()), device)
 
     def describe(self):
         return getattr(self.fn, "__name__", "callable")

@@ -34,6 +34,12 @@ from .settings import check as check_settings
 from .stopping import EarlyStop
 
 Target = int | str | Sequence[int | str]
+PROGRESS_EVERY = 10  # steps between readings of the progress bar's hit rate
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class InputAgnosticSaliency:
@@ -54,6 +60,10 @@ class InputAgnosticSaliency:
     device : where to compute; default: the device of the model's first parameter.
     memory_cap_mb : upper bound for the activations of one forward+backward chunk; concepts
         and samples are split into chunks to respect it (default 2048 MiB).
+    compile : run the nudge's forward and backward passes through ``torch.compile`` (default
+        False). The first step pays the compilation; the maps agree with an uncompiled run's up
+        to float rounding (fused kernels sum in another order), not bit for bit. Fidelity is
+        measured with the uncompiled model.
     """
 
     def __init__(
@@ -63,6 +73,7 @@ class InputAgnosticSaliency:
         class_names: Sequence[str] | None = None,
         device: torch.device | str | None = None,
         memory_cap_mb: float = 2048,
+        compile: bool = False,
     ):
         self.model = model
         self.spec = spec
@@ -85,6 +96,18 @@ class InputAgnosticSaliency:
         if len(names) != self.num_classes:
             raise InputError(f"{len(names)} class names for a model with {self.num_classes} classes")
         self.class_names = names
+        self.compiled = bool(compile)
+        self.nudged = self._compile(self.wrapped) if compile else self.wrapped
+
+    @staticmethod
+    def _compile(wrapped: nn.Module) -> nn.Module:
+        """``torch.compile`` of the wrapped model; compilation itself happens on the first step."""
+        if not hasattr(torch, "compile"):
+            raise InputError(f"compiling needs torch.compile, which torch {torch.__version__} lacks")
+        try:
+            return torch.compile(wrapped)
+        except Exception as error:  # e.g. a Python version Dynamo does not support yet
+            raise InputError(f"torch.compile is not available here: {_first_line(error)}") from None
 
     # -- targets ---------------------------------------------------------------------------
     def _class_index(self, item: int | str) -> int:
@@ -156,9 +179,9 @@ class InputAgnosticSaliency:
         hits = torch.zeros(maps.shape[0], batch_size, dtype=torch.bool, device=maps.device)
         autocast = torch.autocast(self.device.type, dtype=mixed) if mixed is not None else contextlib.nullcontext()
         for map_slice, sample_slice in self._chunks(maps.shape[0], batch_size, activation_bytes):
-            with autocast:
+            with autocast, self._compile_errors():
                 part, chunk_hits = input_gradients(
-                    self.wrapped,
+                    self.nudged,
                     samples[sample_slice],
                     placed[map_slice],
                     concepts[map_slice],
@@ -172,6 +195,22 @@ class InputAgnosticSaliency:
             hits[map_slice, sample_slice] = chunk_hits
         (gradient,) = torch.autograd.grad(moved, leaf, summed / batch_size)
         return gradient.detach(), hits
+
+    @contextlib.contextmanager
+    def _compile_errors(self):
+        """A one-line InputError when torch.compile fails on the model (on its first call)."""
+        if not self.compiled:
+            yield
+            return
+        try:
+            yield
+        except torch._dynamo.exc.TorchDynamoException as error:
+            # Dynamo wraps the backend's error ("backend='inductor' raised:"): name the cause.
+            cause: BaseException = error
+            for _ in range(8):
+                cause = getattr(cause, "inner_exception", None) or cause.__cause__ or cause
+            raise InputError(f"torch.compile failed on this model (run it without compiling): "
+                             f"{type(cause).__name__}: {_first_line(cause)}") from None
 
     def _nudge(
         self,
@@ -234,7 +273,9 @@ class InputAgnosticSaliency:
                 stopper.update(step + 1, hits)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(hit=f"{hits.float().mean().item():.2f}", refresh=False)
+                # Reading the hit rate makes the host wait for the device: every few steps only.
+                if not bar.disable and ((step + 1) % PROGRESS_EVERY == 0 or step + 1 == steps):
+                    bar.set_postfix(hit=f"{hits.float().mean().item():.2f}", refresh=False)
             if on_step is not None:
                 on_step(step + 1, maps, integrator, count, stopper)
         return maps, count
@@ -583,6 +624,8 @@ class InputAgnosticSaliency:
             images=tensor_digest(images),
             init_maps=tensor_digest(init_maps),
         )
+        if self.compiled:  # compiled kernels round differently: not bit-identical to a plain run
+            settings["compile"] = True
         return {"kind": "map", "settings": settings, "model": model_digest(self.model), "versions": tool_versions()}
 
     def fidelity(

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..concepts import concept_hits, concept_log_probability
+from .distributions import host_to_device
 
 
 def shift_maps(maps: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -18,8 +19,16 @@ def shift_maps(maps: torch.Tensor, max_shift: int, generator: torch.Generator) -
     pixel-exact adversarial noise."""
     if max_shift <= 0:
         return maps
-    shifts = torch.randint(-max_shift, max_shift + 1, (len(maps), 2), generator=generator).tolist()
-    return torch.stack([torch.roll(m, shifts=(dy, dx), dims=(-2, -1)) for m, (dy, dx) in zip(maps, shifts)])
+    shifts = torch.randint(-max_shift, max_shift + 1, (len(maps), 2), generator=generator)
+    shifts = host_to_device(shifts, maps.device)
+    # One gather for all maps, the exact values of torch.roll per map: a pixel index for each
+    # output pixel, wrapped around; no per-map loop and no offsets read back to the host.
+    k, h, w = maps.shape[0], maps.shape[-2], maps.shape[-1]
+    rows = (torch.arange(h, device=maps.device) - shifts[:, :1]) % h
+    cols = (torch.arange(w, device=maps.device) - shifts[:, 1:]) % w
+    flat = maps.reshape(k, -1, h * w)
+    index = (rows[:, :, None] * w + cols[:, None, :]).view(k, 1, h * w).expand(k, flat.shape[1], h * w)
+    return flat.gather(2, index).view(maps.shape)
 
 
 def transform_maps(maps: torch.Tensor, max_shift: int, max_scale: float, max_rotation: float,
@@ -41,7 +50,7 @@ def transform_maps(maps: torch.Tensor, max_shift: int, max_scale: float, max_rot
     shift_x = max_shift * draw[:, 3] * 2 / w
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
-    theta = theta.to(maps.device, maps.dtype)
+    theta = host_to_device(theta, maps.device).to(maps.dtype)
     grid = F.affine_grid(theta, list(maps.shape), align_corners=False)
     return F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -61,7 +70,8 @@ def diversify_inputs(inputs: torch.Tensor, max_scale: float, max_shift: int, low
     shift_x = max_shift * (2 * draw[:, 2] - 1) * 2 / w
     zero = torch.zeros(n)
     theta = torch.stack([torch.stack([scale, zero, shift_x], 1), torch.stack([zero, scale, shift_y], 1)], 1)
-    grid = F.affine_grid(theta.to(inputs.device, inputs.dtype), list(inputs.shape), align_corners=False)
+    grid = F.affine_grid(host_to_device(theta, inputs.device).to(inputs.dtype), list(inputs.shape),
+                         align_corners=False)
     moved = F.grid_sample(inputs - low, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return moved + low
 
@@ -78,16 +88,16 @@ def input_gradients(model, samples, maps, concepts, low, high, normalize: bool,
     """
     k, b = maps.shape[0], samples.shape[0]
     raw = samples[None] + maps[:, None]
-    inside = ((raw > low) & (raw < high)).to(raw.dtype)
-    inputs = raw.clamp(low, high).detach().requires_grad_(True)
+    inside = (raw > low) & (raw < high)  # multiplied as 1.0 / 0.0: no float copy of the mask
+    inputs = raw.clamp_(low, high).requires_grad_(True)
     flat = inputs.reshape(k * b, *samples.shape[1:])
     if generator is not None:
         flat = diversify_inputs(flat, diversity[0], diversity[1], low, generator)
     logits = model(flat).reshape(k, b, -1).float()
     loss = -concept_log_probability(logits, concepts).sum()
     (gradient,) = torch.autograd.grad(loss, inputs)
-    gradient = gradient * inside
+    gradient.mul_(inside)  # the gradient is a fresh tensor: in place saves a copy of K x B inputs
     if normalize:
         norms = gradient.flatten(2).norm(dim=2).clamp_min(1e-12)
-        gradient = gradient / norms.view(k, b, *([1] * (gradient.dim() - 2)))
+        gradient.div_(norms.view(k, b, *([1] * (gradient.dim() - 2))))
     return gradient.sum(1), concept_hits(logits.detach(), concepts)

@@ -46,7 +46,16 @@ from ..models.running import channels_last, estimate_sample_bytes, frozen
 from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
 from .exemplars import class_exemplars, exemplar_quality
 from .result import BackdoorResult
-from .shortlist import REFERENCE_CLASSES, cheap_anomaly, log_gap, on_full_scale, pick_classes, shortlist_size
+from .shortlist import (
+    CHEAP_START_SAMPLES,
+    CHEAP_TESTS,
+    REFERENCE_CLASSES,
+    cheap_anomaly,
+    log_gap,
+    on_full_scale,
+    pick_classes,
+    shortlist_size,
+)
 from .signatures import (
     UNIFORM_START,
     balanced_pool,
@@ -329,16 +338,22 @@ def scan_draw(
             draws: torch.Generator = generator,
             fit_steps: int = steps,
             description: str = "signatures",
+            tests: tuple[torch.Tensor, torch.Tensor] | None = None,
+            start_samples: int = 256,
+            measure_flips: bool = True,
         ):
             """Every class's signature fitted from two starts, a faint uniform mask and the class's
             gradient start (:func:`.signatures.gradient_start`), all in one batched loop split into
             groups whose forward+backward fits the memory cap. Per class the start with the smaller
             signature on the held-out samples is kept: each start finds compact triggers that the
-            other misses, and a class's signature is the smallest one found."""
+            other misses, and a class's signature is the smallest one found. ``tests``: the held-out
+            samples and their probabilities for the region test (default all of them);
+            ``start_samples``: samples behind each gradient start; ``measure_flips``: measure the
+            kept start's flip rate (None otherwise)."""
             if probabilities is None:  # once, shared by every group
                 probabilities = class_probabilities(wrapped, fit_pool, samples_per_pass)
             seeded_masks, seeded_patterns, seeding = gradient_start(
-                wrapped, fit_pool, classes, probabilities, quantile, chunk=samples_per_pass
+                wrapped, fit_pool, classes, probabilities, quantile, count=start_samples, chunk=samples_per_pass
             )
             rows = classes + classes
             mask_init = torch.cat([torch.full_like(seeded_masks, UNIFORM_START), seeded_masks])
@@ -377,8 +392,7 @@ def scan_draw(
                 masks.to(device),
                 patterns.to(device),
                 rows,
-                held_out,
-                held_probabilities,
+                *((held_out, held_probabilities) if tests is None else tests),
                 required=required,
                 quantile=quantile,
                 chunk=samples_per_pass,
@@ -389,9 +403,17 @@ def scan_draw(
             chosen = torch.tensor(best)
             picked = {name: [values[row] for row in best] for name, values in fitted.items()}
             # Only the kept start's flip rate is reported, so only it is measured.
-            picked["flip_rate"] = flip_rates(
-                wrapped, masks[chosen], patterns[chosen], classes, fit_pool, probabilities, quantile, samples_per_pass
-            )
+            if measure_flips:
+                picked["flip_rate"] = flip_rates(
+                    wrapped,
+                    masks[chosen],
+                    patterns[chosen],
+                    classes,
+                    fit_pool,
+                    probabilities,
+                    quantile,
+                    samples_per_pass,
+                )
             picked.update(
                 region_pixels=[regions[row] for row in best],
                 size=[sizes[row] for row in best],
@@ -431,29 +453,27 @@ def scan_draw(
         fit_probabilities = class_probabilities(wrapped, fit_pool, samples_per_pass)
         fit_far = far_samples(fit_probabilities, quantile)
 
-        def first_boxes(regions, class_patterns, classes):
+        def first_boxes(regions, class_patterns, classes, tests=(held_out, held_probabilities)):
             """Each class's smallest box at its region's densest spot."""
             return smallest_box(
                 wrapped,
                 [h.to(device) for h in regions],
                 class_patterns.to(device),
                 classes,
-                held_out,
-                held_probabilities,
+                *tests,
                 required=required,
                 quantile=quantile,
                 chunk=samples_per_pass,
                 placements=1,
             )
 
-        def blend_test(class_patterns, classes):
+        def blend_test(class_patterns, classes, tests=(held_out, held_probabilities)):
             """Each class's weakest blend that flips ``blend_required`` of the held-out exemplars."""
             return weakest_blend(
                 wrapped,
                 class_patterns.to(device),
                 classes,
-                held_out,
-                held_probabilities,
+                *tests,
                 required=blend_required,
                 quantile=quantile,
                 chunk=samples_per_pass,
@@ -464,15 +484,25 @@ def scan_draw(
         shortlisted, reference, full_classes, cheap = every_class, [], every_class, None
         if kept < num_classes:
             # The cheap pass: every class's signature at a few steps, with the statistics the
-            # verdict reads; only the most anomalous, and a few reference classes, go on.
+            # verdict reads; only the most anomalous, and a few reference classes, go on. Its
+            # stamp tests take a share of the held-out exemplars, its gradient starts fewer samples.
+            tests = held_out[:CHEAP_TESTS], held_probabilities[:CHEAP_TESTS]
             cheap_masks, cheap_patterns, cheap_hard, cheap, spent, _ = fit_in_chunks(
-                fit_pool, every_class, progress, fit_probabilities, fit_steps=shortlist_steps, description="shortlist"
+                fit_pool,
+                every_class,
+                progress,
+                fit_probabilities,
+                fit_steps=shortlist_steps,
+                description="shortlist",
+                tests=tests,
+                start_samples=CHEAP_START_SAMPLES,
+                measure_flips=False,
             )
             count += spent
             cheap.update(masks=cheap_masks, patterns=cheap_patterns, hard=cheap_hard)
-            cheap["box_pixels"] = first_boxes(cheap_hard, cheap_patterns, every_class)
+            cheap["box_pixels"] = first_boxes(cheap_hard, cheap_patterns, every_class, tests)
             cheap["box_size"] = [stamp_size(a, b) for a, b in zip(cheap["mask_l1"], cheap["box_pixels"])]
-            cheap["blend_strength"] = blend_test(cheap_patterns, every_class)
+            cheap["blend_strength"] = blend_test(cheap_patterns, every_class, tests)
             cheap["anomaly"] = cheap_anomaly(cheap["size"], cheap["box_size"], cheap["blend_strength"])
             shortlisted, reference = pick_classes(cheap["anomaly"], kept, REFERENCE_CLASSES)
             full_classes = sorted(shortlisted + reference)

@@ -96,7 +96,7 @@ STATISTIC = (
     "(blend_strength, flipping blend_required of the exemplars, at most max_blend_strength, "
     "and at most blend_gap times every other class's); with a shortlist, a class without the full "
     "fit counts with its cheap pass's sizes and blend strength, each times exp(shortlist_shift), the "
-    "median ratio of full to cheap on the reference classes, and is never flagged"
+    "median log ratio of full to cheap on the reference classes, and is never flagged"
 )
 
 
@@ -283,7 +283,9 @@ def scan_draw(
         plus five reference classes spread over the rest, get the full fit and the tests after
         it; the others keep their cheap figures (``full_fit`` false) and a size index on the
         full fit's scale (:mod:`.shortlist`). Default max(10, ceil(sqrt(classes))): a model of
-        10 classes or fewer is scanned exactly as without it. 0 turns it off.
+        10 classes or fewer is scanned exactly as without it. 0 turns it off. Forced to 3 of 10
+        on the population, the cheap pass kept the true target in 15 of 16 trojaned models
+        (docs/design.md, the shortlist).
     shortlist_steps : the cheap pass's fit steps (default 20).
     memory_cap_mb : classes are fitted in chunks whose forward+backward fits this cap.
     precision : ``fp32`` (default), or ``bf16`` / ``fp16`` (CUDA only) to run the model under

@@ -151,6 +151,14 @@ def _scan_options(parser: argparse.ArgumentParser) -> None:
         help="independent draws (seeds N, N+1, ...) while none flags a class (default 2; 1 halves "
         "the time on clean models and misses more targets)",
     )
+    options.add_argument(
+        "--shortlist",
+        type=_at_least(0),
+        default=None,
+        metavar="N",
+        help="with more classes than N, a cheap pass ranks every class and only the N most anomalous get the "
+        "full fit (default max(10, ceil(sqrt(classes))); 0: every class gets the full fit)",
+    )
     options.add_argument("--memory-cap", type=_positive_float, default=2048, help="MiB for one forward+backward chunk")
     options.add_argument(
         "--precision",
@@ -173,6 +181,7 @@ def _scan_settings(args) -> dict:
         max_blend_strength=args.max_blend_strength,
         seed=args.seed,
         draws=args.draws,
+        shortlist=args.shortlist,
         memory_cap_mb=args.memory_cap,
         precision=args.precision,
     )

@@ -1,6 +1,7 @@
 """The scan end to end on the fixture population, and through the CLI."""
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from torch import nn
 from agnostic_saliency.backdoor.scan import MAX_TRIGGER_AREA, attack_success, scan, scan_draw
 from agnostic_saliency.cli import main
 from agnostic_saliency.errors import InputError
+from agnostic_saliency.metrics.anomaly import flag_anomalies
 from agnostic_saliency.models import InputSpec
 from agnostic_saliency.models.architectures import FmnistLeNet
 
@@ -333,6 +335,8 @@ def test_scan_cli_takes_its_draws(tmp_path):
             "5",
             "--draws",
             "3",
+            "--shortlist",
+            "0",
             "--out",
             str(out),
             "--quiet",
@@ -342,3 +346,59 @@ def test_scan_cli_takes_its_draws(tmp_path):
     report = json.loads((out / "scan.json").read_text())
     assert [draw["seed"] for draw in report["settings"]["draws"]] == [5, 6, 7]
     assert report["flagged"] == [] and report["settings"]["seed"] in (5, 6, 7)
+    assert report["settings"]["shortlist"] == 0 and report["settings"]["shortlisted"] is None
+
+
+def test_the_default_shortlist_leaves_a_ten_class_scan_as_it_was():
+    model = _model("lenet-patch3-br-white")
+    small = dict(steps=5, pool_size=60, exemplar_steps=3, polish_steps=5, progress=False)
+    default, off = scan_draw(model, SPEC, **small), scan_draw(model, SPEC, shortlist=0, **small)
+    assert default.settings["shortlist"] is None and off.settings["shortlist"] == 0
+    assert default.classes == off.classes and default.flagged == off.flagged and default.score == off.score
+    assert torch.equal(default.masks, off.masks) and torch.equal(default.patterns, off.patterns)
+    assert default.sample_gradients == off.sample_gradients
+    assert default.settings["shortlisted"] is None and default.settings["shortlist_shift"] is None
+    assert all(row["shortlisted"] and row["full_fit"] and row["cheap_anomaly"] is None for row in default.classes)
+
+
+def test_a_forced_shortlist_keeps_the_target_and_judges_only_the_fully_fitted_classes():
+    model = _model("lenet-patch3-br-white")
+    settings = dict(steps=20, pool_size=96, exemplar_steps=5, progress=False)
+    result = scan_draw(model, SPEC, shortlist=3, **settings)
+    short, reference = result.settings["shortlisted"], result.settings["reference_classes"]
+    assert len(short) == 3 and len(reference) == 5 and not set(short) & set(reference)
+    rows = result.classes
+    # the cheap pass ranks the patch target first, and the full fit still flags it
+    assert max(rows, key=lambda row: row["cheap_anomaly"])["index"] == 0 and 0 in short
+    assert 0 in result.flagged and result.classes[0]["trigger_kind"] == "patch" and result.trigger_asr[0] >= 0.8
+    assert [row["shortlisted"] for row in rows] == [k in short for k in range(10)]
+    assert [row["full_fit"] for row in rows] == [k in short or k in reference for k in range(10)]
+    left_out = [row for row in rows if not row["full_fit"]]
+    assert len(left_out) == 2
+    for row in left_out:  # listed with their cheap figures, never judged
+        assert not row["compact"] and not row["faint_blend"] and row["trigger_kind"] is None
+        assert row["anomaly_index"] == row["size_index"] and row["region_pixels"] >= 1
+    # the size index is taken over every class, the left-out ones moved onto the full fit's scale
+    shift = result.settings["shortlist_shift"]["size"]
+    logs = [math.log(row["signature_size"]) + (0.0 if row["full_fit"] else shift) for row in rows]
+    assert [row["size_index"] for row in rows] == pytest.approx(list(flag_anomalies(logs)[0]))
+    with pytest.raises(InputError, match="shortlist cannot be negative"):
+        scan_draw(model, SPEC, shortlist=-1, **settings)
+    with pytest.raises(InputError, match="cheap pass needs at least one step"):
+        scan_draw(model, SPEC, shortlist=3, shortlist_steps=0, **settings)
+
+
+def test_a_many_class_model_gets_the_full_fit_for_its_shortlist_and_references_only():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = FmnistLeNet(num_classes=30)
+    small = dict(steps=5, shortlist_steps=2, pool_size=64, exemplar_steps=2, draws=1, progress=False)
+    small.update(box_fit_steps=0, refit_look=False, polish_steps=0)  # not what this test checks
+    result = scan(model.eval(), SPEC, **small)
+    rows = result.classes
+    assert len(rows) == 30 and result.settings["shortlist"] is None
+    ranked = sorted(range(30), key=lambda k: (-rows[k]["cheap_anomaly"], k))
+    assert result.settings["shortlisted"] == sorted(ranked[:10])  # max(10, ceil(sqrt(30))) = 10
+    assert sum(row["full_fit"] for row in rows) == 15 and sum(row["shortlisted"] for row in rows) == 10
+    assert set(result.flagged) <= {row["index"] for row in rows if row["full_fit"]}
+    assert result.masks.shape == (30, 28, 28) and result.region_masks.shape == (30, 28, 28)

@@ -23,6 +23,12 @@ its pattern at the weakest strength that works. Each trigger's pattern is then r
 final mask, on exemplars and then on raw samples (each refit kept unless it flips fewer held-out
 samples), and its attack success rate measured. A model that one such draw finds clean gets a
 second, independent draw (:func:`scan`, ``draws``).
+
+With more classes than the shortlist (default max(10, ceil(sqrt(classes)))), a cheap pass comes
+first: every class's signature at a few steps with the same statistics ranks the classes, and
+only the most anomalous, plus a few reference classes, get the full fit and everything after it
+(:mod:`.shortlist`); the others keep their cheap figures, moved onto the full fit's scale for
+the MAD index.
 """
 
 from __future__ import annotations
@@ -40,6 +46,16 @@ from ..models.running import channels_last, estimate_sample_bytes, frozen
 from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
 from .exemplars import class_exemplars, exemplar_quality
 from .result import BackdoorResult
+from .shortlist import (
+    CHEAP_START_SAMPLES,
+    CHEAP_TESTS,
+    REFERENCE_CLASSES,
+    cheap_anomaly,
+    log_gap,
+    on_full_scale,
+    pick_classes,
+    shortlist_size,
+)
 from .signatures import (
     UNIFORM_START,
     balanced_pool,
@@ -78,7 +94,9 @@ STATISTIC = (
     "of the log blend_strength) for a faint blend, and size_index otherwise; flagged when "
     "anomaly_index is above the threshold and the class is compact or a faint blend "
     "(blend_strength, flipping blend_required of the exemplars, at most max_blend_strength, "
-    "and at most blend_gap times every other class's)"
+    "and at most blend_gap times every other class's); with a shortlist, a class without the full "
+    "fit counts with its cheap pass's sizes and blend strength, each times exp(shortlist_shift), the "
+    "median log ratio of full to cheap on the reference classes, and is never flagged"
 )
 
 
@@ -190,6 +208,8 @@ def scan_draw(
     quantile: float = 0.5,
     exemplar_steps: int = 30,
     far_batches: bool = True,
+    shortlist: int | None = None,
+    shortlist_steps: int = 20,
     seed: int = 0,
     memory_cap_mb: float = 2048,
     precision: str = "fp32",
@@ -258,6 +278,15 @@ def scan_draw(
         gives as many informative samples as a shared batch of 32. With the box test it flags no
         more clean models than the shared batch did, at 30% less time (docs/design.md, far batches;
         commit c7da3ee).
+    shortlist : with more classes than this, a cheap pass (the fit at ``shortlist_steps`` steps,
+        then the same statistics) ranks every class, and only this many of the most anomalous,
+        plus five reference classes spread over the rest, get the full fit and the tests after
+        it; the others keep their cheap figures (``full_fit`` false) and a size index on the
+        full fit's scale (:mod:`.shortlist`). Default max(10, ceil(sqrt(classes))): a model of
+        10 classes or fewer is scanned exactly as without it. 0 turns it off. Forced to 3 of 10
+        on the population, the cheap pass kept the true target in 15 of 16 trojaned models
+        (docs/design.md, the shortlist).
+    shortlist_steps : the cheap pass's fit steps (default 20).
     memory_cap_mb : classes are fitted in chunks whose forward+backward fits this cap.
     precision : ``fp32`` (default), or ``bf16`` / ``fp16`` (CUDA only) to run the model under
         autocast mixed precision; losses stay in fp32.
@@ -276,6 +305,9 @@ def scan_draw(
         raise InputError(f"the blend test's flip share is in (0, 1], got {blend_required}")
     if not 0 < blend_gap <= 1:
         raise InputError(f"the blend gap is a ratio in (0, 1], got {blend_gap}")
+    if isinstance(shortlist_steps, bool) or not isinstance(shortlist_steps, int) or shortlist_steps < 1:
+        raise InputError(f"the shortlist's cheap pass needs at least one step, got {shortlist_steps!r}")
+    shortlist_size(shortlist, 0)  # a bad shortlist is refused before any work
     start = time.perf_counter()
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
@@ -306,16 +338,24 @@ def scan_draw(
             show_progress: bool,
             probabilities: torch.Tensor | None = None,
             draws: torch.Generator = generator,
+            fit_steps: int = steps,
+            description: str = "signatures",
+            tests: tuple[torch.Tensor, torch.Tensor] | None = None,
+            start_samples: int = 256,
+            measure_flips: bool = True,
         ):
             """Every class's signature fitted from two starts, a faint uniform mask and the class's
             gradient start (:func:`.signatures.gradient_start`), all in one batched loop split into
             groups whose forward+backward fits the memory cap. Per class the start with the smaller
             signature on the held-out samples is kept: each start finds compact triggers that the
-            other misses, and a class's signature is the smallest one found."""
+            other misses, and a class's signature is the smallest one found. ``tests``: the held-out
+            samples and their probabilities for the region test (default all of them);
+            ``start_samples``: samples behind each gradient start; ``measure_flips``: measure the
+            kept start's flip rate (None otherwise)."""
             if probabilities is None:  # once, shared by every group
                 probabilities = class_probabilities(wrapped, fit_pool, samples_per_pass)
             seeded_masks, seeded_patterns, seeding = gradient_start(
-                wrapped, fit_pool, classes, probabilities, quantile, chunk=samples_per_pass
+                wrapped, fit_pool, classes, probabilities, quantile, count=start_samples, chunk=samples_per_pass
             )
             rows = classes + classes
             mask_init = torch.cat([torch.full_like(seeded_masks, UNIFORM_START), seeded_masks])
@@ -328,7 +368,7 @@ def scan_draw(
                     num_classes,
                     low,
                     high,
-                    steps=steps,
+                    steps=fit_steps,
                     batch_size=batch_size,
                     generator=draws,
                     progress=show_progress,
@@ -340,7 +380,7 @@ def scan_draw(
                     far_batches=far_batches,
                     chunk=samples_per_pass,
                     measure_flips=False,
-                    description="signatures" + (f" {i + 1}/{len(starts)}" if len(starts) > 1 else ""),
+                    description=description + (f" {i + 1}/{len(starts)}" if len(starts) > 1 else ""),
                 )
                 for i, c in enumerate(starts)
             ]
@@ -354,8 +394,7 @@ def scan_draw(
                 masks.to(device),
                 patterns.to(device),
                 rows,
-                held_out,
-                held_probabilities,
+                *((held_out, held_probabilities) if tests is None else tests),
                 required=required,
                 quantile=quantile,
                 chunk=samples_per_pass,
@@ -366,9 +405,17 @@ def scan_draw(
             chosen = torch.tensor(best)
             picked = {name: [values[row] for row in best] for name, values in fitted.items()}
             # Only the kept start's flip rate is reported, so only it is measured.
-            picked["flip_rate"] = flip_rates(
-                wrapped, masks[chosen], patterns[chosen], classes, fit_pool, probabilities, quantile, samples_per_pass
-            )
+            if measure_flips:
+                picked["flip_rate"] = flip_rates(
+                    wrapped,
+                    masks[chosen],
+                    patterns[chosen],
+                    classes,
+                    fit_pool,
+                    probabilities,
+                    quantile,
+                    samples_per_pass,
+                )
             picked.update(
                 region_pixels=[regions[row] for row in best],
                 size=[sizes[row] for row in best],
@@ -407,29 +454,100 @@ def scan_draw(
         held_far = far_samples(held_probabilities, quantile)
         fit_probabilities = class_probabilities(wrapped, fit_pool, samples_per_pass)
         fit_far = far_samples(fit_probabilities, quantile)
+
+        def first_boxes(regions, class_patterns, classes, tests=(held_out, held_probabilities)):
+            """Each class's smallest box at its region's densest spot."""
+            return smallest_box(
+                wrapped,
+                [h.to(device) for h in regions],
+                class_patterns.to(device),
+                classes,
+                *tests,
+                required=required,
+                quantile=quantile,
+                chunk=samples_per_pass,
+                placements=1,
+            )
+
+        def blend_test(class_patterns, classes, tests=(held_out, held_probabilities)):
+            """Each class's weakest blend that flips ``blend_required`` of the held-out exemplars."""
+            return weakest_blend(
+                wrapped,
+                class_patterns.to(device),
+                classes,
+                *tests,
+                required=blend_required,
+                quantile=quantile,
+                chunk=samples_per_pass,
+            )
+
+        every_class = list(range(num_classes))
+        kept = shortlist_size(shortlist, num_classes)
+        shortlisted, reference, full_classes, cheap = every_class, [], every_class, None
+        if kept < num_classes:
+            # The cheap pass: every class's signature at a few steps, with the statistics the
+            # verdict reads; only the most anomalous, and a few reference classes, go on. Its
+            # stamp tests take a share of the held-out exemplars, its gradient starts fewer samples.
+            tests = held_out[:CHEAP_TESTS], held_probabilities[:CHEAP_TESTS]
+            cheap_masks, cheap_patterns, cheap_hard, cheap, spent, _ = fit_in_chunks(
+                fit_pool,
+                every_class,
+                progress,
+                fit_probabilities,
+                fit_steps=shortlist_steps,
+                description="shortlist",
+                tests=tests,
+                start_samples=CHEAP_START_SAMPLES,
+                measure_flips=False,
+            )
+            count += spent
+            cheap.update(masks=cheap_masks, patterns=cheap_patterns, hard=cheap_hard)
+            cheap["box_pixels"] = first_boxes(cheap_hard, cheap_patterns, every_class, tests)
+            cheap["box_size"] = [stamp_size(a, b) for a, b in zip(cheap["mask_l1"], cheap["box_pixels"])]
+            cheap["blend_strength"] = blend_test(cheap_patterns, every_class, tests)
+            cheap["anomaly"] = cheap_anomaly(cheap["size"], cheap["box_size"], cheap["blend_strength"])
+            shortlisted, reference = pick_classes(cheap["anomaly"], kept, REFERENCE_CLASSES)
+            full_classes = sorted(shortlisted + reference)
+        full_set = set(full_classes)
+
+        def every_row(full_values, name):
+            """One value per class: the full fit's for its classes, the cheap pass's ``name`` for the rest."""
+            if cheap is None:
+                return full_values
+            if isinstance(full_values, torch.Tensor):
+                merged = cheap[name].clone()
+                merged[full_classes] = full_values
+                return merged
+            merged = list(cheap[name])
+            for row, k in enumerate(full_classes):
+                merged[k] = full_values[row]
+            return merged
+
         masks, patterns, hard, fitted, spent, class_chunks = fit_in_chunks(
-            fit_pool, list(range(num_classes)), progress, fit_probabilities
+            fit_pool, full_classes, progress, fit_probabilities
         )
         count += spent
+        masks, patterns, hard = every_row(masks, "masks"), every_row(patterns, "patterns"), every_row(hard, "hard")
+        fitted = {name: every_row(values, name) for name, values in fitted.items()}
         l1, flips, shares, reached, regions, sizes, starts = (
             fitted[name]
             for name in ("mask_l1", "flip_rate", "baseline_share", "reached", "region_pixels", "size", "start")
         )
-        size_index, _ = flag_anomalies([math.log(v) for v in sizes], threshold, side="low")
+        # Outside the full fit a class's figures are the cheap pass's, moved onto the full fit's
+        # scale for the MAD index, so that the index is still taken over every class.
+        shift = {"size": 0.0, "box": 0.0, "blend": 0.0}
+        if cheap is not None:
+            shift["size"] = log_gap(sizes, cheap["size"], reference)
+        size_index, _ = flag_anomalies(
+            [math.log(v) for v in on_full_scale(sizes, full_set, shift["size"])], threshold, side="low"
+        )
         # A small signature alone also marks classes that are merely easy to reach (on
         # Fashion-MNIST, "bag" from a scatter of pixels); a trigger must also fit in a small box.
-        boxes = smallest_box(
-            wrapped,
-            [h.to(device) for h in hard],
-            patterns.to(device),
-            list(range(num_classes)),
-            held_out,
-            held_probabilities,
-            required=required,
-            quantile=quantile,
-            chunk=samples_per_pass,
-            placements=1,
+        boxes = every_row(
+            first_boxes([hard[k] for k in full_classes], patterns[full_classes], full_classes), "box_pixels"
         )
+        if cheap is not None:
+            shift["box"] = log_gap([stamp_size(a, b) for a, b in zip(l1, boxes)], cheap["box_size"], reference)
         height, width = spec.shape[1:]
         largest_box = int(max_trigger_area * height * width)
 
@@ -453,12 +571,13 @@ def scan_draw(
         def box_signatures(boxes):
             """Every class's box signature, sqrt(mask L1 x box pixels), and its MAD index (low side)."""
             box_sizes = [stamp_size(a, b) for a, b in zip(l1, boxes)]
-            return box_sizes, flag_anomalies([math.log(v) for v in box_sizes], threshold, side="low")[0]
+            judged = on_full_scale(box_sizes, full_set, shift["box"])
+            return box_sizes, flag_anomalies([math.log(v) for v in judged], threshold, side="low")[0]
 
         # A second look for the classes whose signature is anomalous but whose box was too wide:
         # every box size up to the bound, each at the region's few densest spots. The region can
         # be the trigger plus a denser cluster of scattered helper pixels (see smallest_box).
-        second = [k for k in range(num_classes) if boxes[k] > largest_box and size_index[k] > threshold]
+        second = [k for k in full_classes if boxes[k] > largest_box and size_index[k] > threshold]
         if second and box_placements > 1:
             looked = every_size_box([hard[k] for k in second], patterns[second], second)
             for k, box in zip(second, looked):
@@ -505,7 +624,7 @@ def scan_draw(
             _, box_index_so_far = box_signatures(boxes)
             fourth = [
                 k
-                for k in range(num_classes)
+                for k in full_classes
                 if boxes[k] > largest_box and max(size_index[k], box_index_so_far[k]) > threshold
             ]
             if fourth:
@@ -520,23 +639,21 @@ def scan_draw(
                         boxes[k] = look_boxes[row]
                         hard[k], masks[k], patterns[k] = look_hard[row].cpu(), look_masks[row], look_patterns[row]
                         refit_looked.add(k)
-        compact = [box <= largest_box for box in boxes]
+        # Only a class that had the full fit is judged (compact or faint).
+        compact = [k in full_set and box <= largest_box for k, box in enumerate(boxes)]
         # A blended backdoor's trigger spans the image, so the box test cannot see it; it is faint
         # instead: far fainter than the blend of any other class's pattern that works.
-        strengths = weakest_blend(
-            wrapped,
-            patterns.to(device),
-            list(range(num_classes)),
-            held_out,
-            held_probabilities,
-            required=blend_required,
-            quantile=quantile,
-            chunk=samples_per_pass,
-        )
-        faint = faint_blends(strengths, compact, max_blend_strength, blend_gap)
+        strengths = every_row(blend_test(patterns[full_classes], full_classes), "blend_strength")
+        if cheap is not None:
+            shift["blend"] = log_gap(strengths, cheap["blend_strength"], reference)
+        judged_strengths = on_full_scale(strengths, full_set, shift["blend"])
+        faint = [
+            k in full_set and faint_k
+            for k, faint_k in enumerate(faint_blends(judged_strengths, compact, max_blend_strength, blend_gap))
+        ]
         # A faint blend is judged by how far its blend stands below the other classes' (as a
         # compact class by its box), or by its signature, whichever is more anomalous.
-        blend_index = blend_anomaly_index(strengths)
+        blend_index = blend_anomaly_index(judged_strengths)
         # A patch trigger is measured by the box it needs: its hard region alone can undercount a
         # stamp whose pixels the fit spread around it. Every class's box signature gets its own
         # MAD index, and a compact class is judged on that one, any other class on its region.
@@ -699,6 +816,9 @@ def scan_draw(
             "box_refitted": k in refit_looked,
             "trigger_fit": trigger_fit.get(k),
             "trigger_polished": polished.get(k),
+            "shortlisted": k in shortlisted,
+            "full_fit": k in full_set,
+            "cheap_anomaly": None if cheap is None else cheap["anomaly"][k],
         }
         for k in range(num_classes)
     ]
@@ -721,6 +841,11 @@ def scan_draw(
         "seed": seed,
         "exemplar_steps": exemplar_steps,
         "far_batches": far_batches,
+        "shortlist": shortlist,
+        "shortlist_steps": shortlist_steps,
+        "shortlisted": None if cheap is None else shortlisted,
+        "reference_classes": None if cheap is None else reference,
+        "shortlist_shift": None if cheap is None else shift,
         "exemplars_on_class": None if exemplars is None else exemplars[0],
         "exemplars_mean_confidence": None if exemplars is None else exemplars[1],
         "device": str(device),

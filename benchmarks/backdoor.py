@@ -34,7 +34,7 @@ from agnostic_saliency.backdoor.scan import scan
 from agnostic_saliency.data import load_fashion_mnist
 from agnostic_saliency.metrics.detection import roc_auc
 from agnostic_saliency.models import InputSpec
-from agnostic_saliency.models.architectures import ARCHITECTURES
+from testbed.population import population_models
 from testbed.triggers import Trigger, attack_success_rate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +141,6 @@ def main() -> None:
         scan_settings[key] = json.loads(value)
     torch.set_num_threads(args.threads)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    manifest = json.loads((args.population / "manifest.json").read_text())
     test_x, test_y = load_fashion_mnist("test")
     clean_images = test_x[:2000]  # Neural Cleanse's clean data
     eval_x, eval_y = test_x[2000:], test_y[2000:]  # for the recovered triggers' success rate
@@ -151,13 +150,7 @@ def main() -> None:
     if args.reuse:
         previous = {row["name"]: row for row in json.loads(Path(args.reuse).read_text())["models"]}
     rows = []
-    for entry in manifest["models"]:
-        if args.split != "all" and entry["split"] != args.split:
-            continue
-        if args.only and not any(s in entry["name"] for s in args.only.split(",")):
-            continue
-        model = ARCHITECTURES[entry["arch"]](num_classes=10)
-        model.load_state_dict(load_file(str(args.population / entry["file"])))
+    for entry, model in population_models(args.population, args.split, args.only):
         model.eval().to(args.device)
         true_mask = None
         if entry["trojaned"]:

@@ -18,19 +18,21 @@ target in its top 3, which a model of hundreds of classes asks of its top max(10
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's testbed/
+
+import argparse
+import json
+import time
+
 import torch
-from safetensors.torch import load_file
 
 import agnostic_saliency.backdoor.scan as scan_module
 from agnostic_saliency.backdoor.scan import scan_draw
 from agnostic_saliency.models import InputSpec
-from agnostic_saliency.models.architectures import ARCHITECTURES
+from testbed.population import population_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,21 +95,13 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    manifest = json.loads((args.population / "manifest.json").read_text())
     spec = InputSpec((1, 28, 28))
     if not args.full:
         stop_at_the_pick()
     rows = []
-    for entry in manifest["models"]:
-        if args.split != "all" and entry["split"] != args.split:
-            continue
-        if args.only and not any(s in entry["name"] for s in args.only.split(",")):
-            continue
+    for entry, model in population_models(args.population, args.split, args.only):
         if not entry["trojaned"] and not args.clean:
             continue
-        model = ARCHITECTURES[entry["arch"]](num_classes=10)
-        model.load_state_dict(load_file(str(args.population / entry["file"])))
-        model.eval()
         start = time.perf_counter()
         result = None
         try:

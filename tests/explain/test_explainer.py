@@ -39,6 +39,18 @@ def test_maps_read_from_a_map_run_are_used_as_they_are(tiny_model, tiny_spec, tm
         assert torch.equal(picture, stored[label])
 
 
+def test_the_agnostic_maps_are_displayed_as_their_map_run_displayed_them(tiny_model, tiny_spec, tmp_path):
+    names, images = list("abcd"), torch.rand(4, 1, 8, 8)
+    run = InputAgnosticSaliency(tiny_model, tiny_spec, names).attribute(targets="all", display="minmax", **FAST)
+    write_map_folder(run, map_summary(run, "tiny", names), tmp_path / "run")
+    assert explain_images(tiny_model, tiny_spec, names, images, maps_dir=tmp_path / "run").display == "minmax"
+    chosen = explain_images(tiny_model, tiny_spec, names, images, maps_dir=tmp_path / "run", display="signed")
+    assert chosen.display == "signed"
+    assert explain_images(tiny_model, tiny_spec, names, images, **FAST).display == "positive"
+    with pytest.raises(InputError, match="unknown display"):
+        explain_images(tiny_model, tiny_spec, names, images, display="heat", **FAST)
+
+
 def test_a_map_run_without_the_predicted_class_is_an_error(tiny_model, tiny_spec, tmp_path):
     names = list("abcd")
     images = torch.rand(8, 1, 8, 8)

@@ -7,11 +7,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from agnostic_saliency.explain import METHODS, explain_images
+from agnostic_saliency.method.scale import DEFAULT_SCALING, minmax, positive
 from agnostic_saliency.output.explain import heatmap, write_explain_folder
+from agnostic_saliency.render.images import to_image
 
 FAST = dict(steps=3, refine_steps=2, batch_size=4, eval_samples=8, progress=False)
 NAMES = ["a", "<b>", "c & d", "e"]
@@ -52,6 +56,16 @@ def test_class_names_cannot_inject_markup(explained, tmp_path):
     html = (tmp_path / "forged" / "report.html").read_text()
     assert "&lt;b&gt;" in html and "<b>" not in html
     assert "c &amp; d" in html
+
+
+def test_the_agnostic_map_is_shown_as_map_shows_it(explained):
+    result, summary, out = explained
+    assert DEFAULT_SCALING == "positive" and result.display == summary["agnostic_display"] == "positive"
+    for row in summary["images"]:
+        signed = result.agnostic[row["predicted"]][None]
+        written = np.asarray(Image.open(out / row["agnostic"]))
+        assert np.array_equal(written, np.asarray(to_image(positive(signed)[0], upscale=14)))
+        assert not np.array_equal(written, np.asarray(to_image(minmax(signed)[0], upscale=14)))
 
 
 def test_heatmap_is_the_magnitude_in_a_colour_map():

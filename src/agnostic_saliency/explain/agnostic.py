@@ -12,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..errors import InputError
+from ..method.scale import DEFAULT_SCALING, SCALINGS
 from ..models.spec import InputSpec
 
 
@@ -50,6 +51,17 @@ def read_map_run(run_dir: str | os.PathLike, spec: InputSpec, num_classes: int) 
                 raise InputError(f"the map run in {root} has class {index}, the model only {num_classes} classes")
             found[index] = picture.float()
     return found
+
+
+def map_run_display(run_dir: str | os.PathLike) -> str:
+    """How the ``map`` run in ``run_dir`` displayed its maps (its ``display`` setting), so that
+    ``explain`` shows them the same way; :data:`DEFAULT_SCALING` where the run does not say."""
+    try:
+        settings = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8")).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_SCALING
+    display = settings.get("display") if isinstance(settings, dict) else None
+    return display if display in SCALINGS else DEFAULT_SCALING
 
 
 def compute_maps(model, spec: InputSpec, class_names: list[str], classes: list[int], **settings

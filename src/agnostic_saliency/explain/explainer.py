@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import InputError
+from ..method.scale import DEFAULT_SCALING, SCALINGS
 from ..models.running import frozen
 from ..models.spec import InputSpec, NormalizedModel
 from . import methods as captum_methods
-from .agnostic import compute_maps, read_map_run
+from .agnostic import compute_maps, map_run_display, read_map_run
 
 
 @dataclass
@@ -38,6 +39,9 @@ class ExplainResult:
     agnostic : class index -> (C, H, W) signed input-agnostic map (the predicted classes only).
     agnostic_source : ``"computed"`` or the folder of the ``map`` run the maps were read from.
     agnostic_fooling : class index -> fooling rate on fresh samples (computed maps only).
+    display : how the input-agnostic maps are shown (:data:`agnostic_saliency.method.scale.SCALINGS`),
+        as ``map`` shows them: the map run's ``display`` setting, or that of the computed maps
+        (default ``positive``).
     class_names, layer, settings, seconds : the rest of what ``explain.json`` reports.
     """
 
@@ -52,6 +56,7 @@ class ExplainResult:
     agnostic_fooling: dict[int, float] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
+    display: str = DEFAULT_SCALING
 
 
 @torch.no_grad()
@@ -97,7 +102,9 @@ def explain_images(
     maps_dir : the folder of an earlier ``map`` run to read the input-agnostic maps from; it must
         hold a single-class map for every predicted class. Without it the maps of the predicted
         classes are computed (``steps``, ``seed`` and ``map_settings`` go to
-        :meth:`InputAgnosticSaliency.attribute`).
+        :meth:`InputAgnosticSaliency.attribute`). The maps are shown as ``map`` shows them: with
+        the run's ``display`` setting, or ``map_settings["display"]`` (default ``positive``), which
+        also overrides the run's.
     method_settings : keyword arguments of :func:`agnostic_saliency.explain.methods.attribute`
         (``ig_steps``, ``smoothgrad_samples``, ``smoothgrad_noise``, ``batch_size``).
     """
@@ -109,6 +116,9 @@ def explain_images(
         raise InputError("explain needs at least one image")
     if tuple(images.shape[1:]) != tuple(spec.shape):
         raise InputError(f"images are {tuple(images.shape[1:])}, the model takes {tuple(spec.shape)}")
+    display = map_settings.get("display")
+    if display is not None and display not in SCALINGS:
+        raise InputError(f"unknown display {display!r}; use {', '.join(SCALINGS)}")
     predicted, confidence = predict(model, spec, images)
     attributions = captum_methods.attribute(model, spec, images, predicted, methods=methods, layer=layer,
                                             **(method_settings or {}))
@@ -121,6 +131,7 @@ def explain_images(
             names = ", ".join(f"{c} ({class_names[c]})" for c in missing)
             raise InputError(f"the map run in {maps_dir} has no map of the predicted class {names}")
         agnostic, source = {c: available[c] for c in wanted}, str(maps_dir)
+        display = display or map_run_display(maps_dir)
     else:
         agnostic, fooling = compute_maps(model, spec, list(class_names), wanted, steps=steps, seed=seed,
                                          progress=progress, **map_settings)
@@ -133,5 +144,5 @@ def explain_images(
         settings={"methods": list(attributions), **({} if maps_dir is not None else {
             "steps": steps, "seed": seed,
             **{k: v for k, v in map_settings.items() if isinstance(v, (int, float, str, bool))}})},
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, display=display or DEFAULT_SCALING,
     )

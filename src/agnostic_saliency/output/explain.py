@@ -10,7 +10,7 @@ import torch
 
 from .. import __version__
 from ..explain.explainer import ExplainResult
-from ..method.scale import minmax
+from ..method.scale import SCALINGS
 from ..render.html import embedded_png, render_report
 from ..render.images import save_grid, save_png
 from ..render.output import staged_output, write_json
@@ -48,6 +48,7 @@ def explain_summary(result: ExplainResult, model_name: str, files: list[dict] | 
         "methods": list(result.attributions),
         "grad_cam_layer": result.layer,
         "agnostic_maps": result.agnostic_source,
+        "agnostic_display": result.display,
         "settings": result.settings,
         "seconds": result.seconds,
         "images": rows,
@@ -59,7 +60,8 @@ def write_explain_folder(result: ExplainResult, out: str | os.PathLike, model_na
     """Write the folder (staged: an error leaves nothing half-written); returns the summary.
 
     Files: ``image_XXX.png``, ``image_XXX_<method>.png`` (magnitude heat maps),
-    ``image_XXX_agnostic.png`` (the input-agnostic map of the predicted class, min-max scaled),
+    ``image_XXX_agnostic.png`` (the input-agnostic map of the predicted class, displayed as ``map``
+    displays it: ``result.display``, by default ``positive``),
     ``panels.png`` (one row per image), ``explain.json`` and a self-contained ``report.html``.
     """
     height = result.images.shape[-2]
@@ -81,7 +83,7 @@ def write_explain_folder(result: ExplainResult, out: str | os.PathLike, model_na
                 save_png(picture, stage / entry["maps"][method], upscale)
                 tiles.append(picture)
                 labels.append(LABELS[method])
-            shown = minmax(result.agnostic[label][None])[0]
+            shown = SCALINGS[result.display](result.agnostic[label][None])[0]
             save_png(shown, stage / entry["agnostic"], upscale)
             tiles.append(_rgb(shown))
             labels.append("agnostic")

@@ -69,7 +69,8 @@ class UniformNoise(Distribution):
     Parameters
     ----------
     vary_brightness : draw per sample ``low ~ U(0, 1)``, ``high ~ U(low, 1)`` (as fractions of the
-        pixel range) and fill with U(low, high). Default True: it made maps more recognisable.
+        pixel range) and fill with U(low, high). Default True: it made maps more recognisable to
+        an ordinary judge (not evidence a person can read them; docs/readable_maps.md).
     """
 
     name = "uniform"
@@ -246,7 +247,9 @@ NAMED = {
 # The maps' default: a third each of dimmed noise (``dark2``), noise of random brightness
 # (``uniform``) and random shapes. On fmnist-cnn and an unseen VGG-style net (CPU, seed 0, 10,000
 # test images) adding the shapes raised the test fooling rate from 0.943 to 0.955 and from 0.897
-# to 0.927, and the independent judge's readings from 8 to 9 and from 7 to 9 of 10.
+# to 0.927, and the ordinary judge fmnist-mlp's readings from 8 to 9 and from 7 to 9 of 10 (an
+# ordinary judge shares the model's texture features, so its reading is not evidence a person can
+# read the maps; the robust judge and the panel are in docs/readable_maps.md).
 DEFAULT_DISTRIBUTION = "dark2+uniform+shapes"
 
 

@@ -5,9 +5,13 @@ only where its fooling rate dropped by no more than the tolerance:
 
 - ``shape`` (default): split the map into its Gaussian low-pass *shape* and the *detail* left
   over; scale the shape to a fixed share of the l2 budget and re-nudge only the detail inside
-  the rest of it. What an independent observer recognises is the low-frequency shape, and what
-  fools the model is largely high-frequency detail, so fixing the shape's share keeps the
-  displayed (min-max scaled) picture dominated by the shape while the detail restores fidelity.
+  the rest of it. What a judge recognises is the low-frequency shape, and what fools the model
+  is largely high-frequency detail, so fixing the shape's share keeps the displayed picture
+  dominated by the shape while the detail restores fidelity. On fmnist-cnn it raised the ordinary
+  judge's reading from 6 to 8 of 10 (earlier defaults; an ordinary judge's reading is
+  not evidence a person can read the map) and, at the current defaults (200 + 60 steps), the
+  robust judge's from 6 to 7 at seed 0, unchanged at seeds 1 and 2 (docs/design.md,
+  docs/readable_maps.md).
 - ``blur``: blur the whole map by ``sigma`` pixels and continue nudging it with every gradient
   blurred the same way.
 """

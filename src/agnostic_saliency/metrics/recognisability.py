@@ -1,7 +1,10 @@
 """Recognisability: is the displayed map the concept for *another* observer?
 
 - an independent judge model (other architecture or seed, same task) classifies the displayed
-  map; adversarial noise that only the explained model reads fails this;
+  map; adversarial noise that only the explained model reads fails this. An ordinary judge shares
+  the model's non-robust texture features, so its reading is not evidence a person can read the
+  map: use an adversarially trained judge, with a panel of ordinary ones beside it
+  (benchmarks/observers.py, docs/readable_maps.md);
 - the map correlates most with its own class's mean training image among all classes' means.
 """
 

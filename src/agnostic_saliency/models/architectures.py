@@ -38,7 +38,8 @@ class FmnistCNN(nn.Module):
 
 
 class FmnistMLP(nn.Module):
-    """A fully connected network: another architecture family, used as an independent judge."""
+    """A fully connected network: another architecture family, used as an independent, ordinary
+    (not adversarially trained) judge."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, side: int = 28):
         super().__init__()

@@ -33,7 +33,8 @@ WRITTEN = ("maps.safetensors", "grid.png", "summary.json", "report.html")
 def run_model(spec: str, args, folder: Path) -> dict:
     """One ``map`` run in a child process: its figures, peak RSS from the child's own rusage."""
     out = folder / spec.replace(":", "_")
-    command = [sys.executable, "-c", "from agnostic_saliency.cli import main; main()", "map", "--model", spec, "--random-weights",
+    command = [sys.executable, "-c", "from agnostic_saliency.cli import main; main()", "map",
+               "--model", spec, "--random-weights",
                "--target", ",".join(str(k) for k in range(args.classes)), "--steps", str(args.steps),
                "--batch-size", str(args.batch_size), "--refine-steps", str(args.refine_steps),
                "--eval-samples", str(args.eval_samples), "--memory-cap", str(args.memory_cap),

@@ -18,6 +18,13 @@ Sections (``--sections``, comma-separated; default all that apply to the device)
   3x224x224 (1 step, batch 2, no refinement, 2 evaluation samples, ``memory_cap_mb=4096``), each
   in its own process: peak RSS on the CPU (the child process is limited to ``--memory-limit-gb``
   of data so that it fails instead of exhausting the machine), ``max_memory_allocated`` on a GPU.
+- ``early_stopping``: the default fmnist-cnn run (the API's settings: 600 steps, refinement,
+  fidelity) with early stopping off and on (``--stop-target``, ``--stop-window``) at each of
+  ``--early-seeds``, the two alternating per seed: wall and process CPU seconds, per-sample
+  gradients, each map's nudge steps, test fooling on the 10,000 Fashion-MNIST test images and the
+  observers' readings of the written PNGs (the adversarially trained judge and the panel of
+  benchmarks/observers.py, as in benchmarks/maps.py). Run it with ``OMP_NUM_THREADS=1``: CPU
+  seconds are then the figure that other processes on the machine disturb least.
 - ``flops`` (GPU only): achieved TFLOP/s of ResNet-50 forward and backward at 224x224 in bf16,
   counted with ``torch.utils.flop_counter.FlopCounterMode`` (matrix multiplications and
   convolutions), for the bare loop and the engine, against the card's dense bf16 peak.
@@ -35,6 +42,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -130,12 +138,24 @@ def engine_run(explainer: InputAgnosticSaliency, classes: int, steps: int, batch
     return seconds, result.sample_gradients
 
 
+def engine_passes(explainer: InputAgnosticSaliency, classes: int, batch: int, eval_samples: int = 1) -> list[int]:
+    """The inputs of each forward and backward pass of one engine step, as the engine plans them:
+    classes streamed in chunks under the memory cap, each chunk's maps x samples split to fit the
+    activations' share."""
+    per_chunk, activation_bytes = explainer._plan_memory(classes, batch, eval_samples, None)
+    passes = []
+    for first in range(0, classes, per_chunk):
+        maps = min(per_chunk, classes - first)
+        passes += [(m.stop - m.start) * (s.stop - s.start) for m, s in explainer._chunks(maps, batch, activation_bytes)]
+    return passes
+
+
 def bare_run(explainer: InputAgnosticSaliency, classes: int, steps: int, batch: int, precision: str):
     """``model(x)`` forward and backward to x, parameters frozen, for ``steps`` steps of the
     engine's own chunks of ``classes`` x ``batch`` inputs: (seconds, per-sample gradients)."""
     model, device = explainer.model, explainer.device
     dtype = autocast_dtype(precision, device)
-    chunks = [(m.stop - m.start) * (s.stop - s.start) for m, s in explainer._chunks(classes, batch)]
+    chunks = engine_passes(explainer, classes, batch)
     generator = torch.Generator().manual_seed(0)
     inputs = [torch.rand(n, *explainer.spec.shape, generator=generator).to(device).requires_grad_(True)
               for n in chunks]
@@ -189,7 +209,7 @@ def efficiency(args) -> dict:
         explainer = explainer_for(model, spec, args.memory_cap, args.compile)
         row = compare(explainer, 10, steps, args.batch_size, args.precision, args.repeats)
         row.update(classes=10, batch_size=args.batch_size, steps=steps, precision=args.precision,
-                   chunks=len(explainer._chunks(10, args.batch_size)), memory_cap_mb=args.memory_cap,
+                   chunks=len(engine_passes(explainer, 10, args.batch_size)), memory_cap_mb=args.memory_cap,
                    compile=args.compile)
         rows[name] = row
         print(f"efficiency {name}: engine {row['engine_per_s']:,.0f} per-sample gradients/s, bare "
@@ -234,6 +254,60 @@ def batching(args) -> dict:
     return rows
 
 
+def early_stopping(args) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import maps  # benchmarks/maps.py: the observers' reading of the written maps, as there
+
+    from agnostic_saliency.data import load_fashion_mnist
+    from agnostic_saliency.method.scale import DEFAULT_SCALING, SCALINGS
+
+    device = torch.device(args.device)
+    model, spec, name = fmnist_cnn(device)
+    explainer = InputAgnosticSaliency(model, spec)
+    judges = {judge: maps.load_observer(judge) for judge in maps.JUDGES}
+    test_x, _ = load_fashion_mnist("test")
+    test_x = test_x[: 500 if args.quick else None].to(device)
+    settings = {"steps": 20, "refine_steps": 10} if args.quick else {}
+    rows = []
+    for index, seed in enumerate(int(s) for s in args.early_seeds.split(",")):
+        modes = (False, True) if index % 2 == 0 else (True, False)  # alternate which runs first
+        for early in modes:
+            sync(device)
+            wall, cpu = time.perf_counter(), time.process_time()
+            result = explainer.attribute(targets="all", seed=seed, progress=False, early_stop=early,
+                                         stop_target=args.stop_target, stop_window=args.stop_window, **settings)
+            sync(device)
+            row = {"seed": seed, "early_stop": early, "wall_s": time.perf_counter() - wall,
+                   "cpu_s": time.process_time() - cpu, "per_sample_gradients": result.sample_gradients,
+                   "nudge_steps": result.nudge_steps, **maps.fidelity(model, result.maps.to(device), test_x)}
+            with tempfile.TemporaryDirectory() as folder:
+                pictures = maps.as_written(SCALINGS[DEFAULT_SCALING](result.maps.cpu()), Path(folder), "map")
+            row.update({k: v for k, v in maps.observe(pictures, judges).items() if not k.endswith("_labels")})
+            rows.append(row)
+            print(f"early stopping {'on ' if early else 'off'} seed {seed}: wall {row['wall_s']:.0f} s, CPU "
+                  f"{row['cpu_s']:.0f} s, {row['per_sample_gradients']:,} gradients, test fooling {row['fool']:.3f} "
+                  f"(weakest {row['min']:.3f}), robust {row['robust']}, mlp {row['mlp']}, pool {row['pool']}, "
+                  f"gap {row['gap']}", flush=True)
+    summary = {}
+    for early in (False, True):
+        chosen = [row for row in rows if row["early_stop"] == early]
+        summary["on" if early else "off"] = {
+            column: [row[column] for row in chosen]
+            for column in ("wall_s", "cpu_s", "per_sample_gradients", "fool", "min", "robust", "mlp", "pool", "gap")}
+    for column in ("wall_s", "cpu_s", "per_sample_gradients"):
+        ratios = [on / off for on, off in zip(summary["on"][column], summary["off"][column])]
+        summary[f"{column}_ratio_on_off"] = ratios
+        print(f"early stopping on / off, {column}: " + ", ".join(f"{r:.3f}" for r in ratios)
+              + f" (mean {statistics.mean(ratios):.3f})", flush=True)
+    for column in ("fool", "min", "robust", "mlp", "pool", "gap"):
+        off, on = summary["off"][column], summary["on"][column]
+        print(f"early stopping {column}: off {min(off):g}-{max(off):g}, on {min(on):g}-{max(on):g} "
+              f"(min-max over seeds)", flush=True)
+    return {"model": name, "stop_target": args.stop_target, "stop_window": args.stop_window,
+            "settings": settings or "the API's defaults", "test_images": len(test_x), "runs": rows,
+            "summary": summary}
+
+
 MEMORY_CASES = {"resnet18": ("resnet18", 1000, 224), "resnet50": ("resnet50", 1000, 224)}
 QUICK_MEMORY_CASES = {"resnet18": ("resnet18", 20, 64)}
 
@@ -268,8 +342,8 @@ def memory_case(args) -> dict:
         model_bytes = torch.cuda.memory_allocated(device)
     row.update(model=label, classes=classes, input=[3, side, side], steps=1, batch_size=2, eval_samples=2,
                memory_cap_mb=args.memory_cap_case, memory_limit_gb=args.memory_limit_gb if device.type == "cpu"
-               else None, rss_before_run_mib=before / 2**20, chunks=len(explainer._chunks(classes, 2)),
-               sample_bytes=explainer.sample_bytes)
+               else None, rss_before_run_mib=before / 2**20, sample_bytes=explainer.sample_bytes,
+               classes_per_chunk=explainer._plan_memory(classes, 2, 2, None)[0])
     start = time.perf_counter()
     try:
         explainer.attribute(targets="all", steps=1, batch_size=2, refine=False, eval_samples=2, progress=False)
@@ -348,7 +422,8 @@ def flops(args) -> dict:
     return row
 
 
-SECTIONS = {"efficiency": efficiency, "batching": batching, "memory": memory, "flops": flops}
+SECTIONS = {"efficiency": efficiency, "batching": batching, "early_stopping": early_stopping, "memory": memory,
+            "flops": flops}
 
 
 def main() -> None:
@@ -364,6 +439,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batching-steps", type=int, default=10)
     parser.add_argument("--batching-repeats", type=int, default=2)
+    parser.add_argument("--early-seeds", default="0,1,2", help="early_stopping: the seeds")
+    parser.add_argument("--stop-target", type=float, default=0.9, help="early_stopping: the stop target")
+    parser.add_argument("--stop-window", type=int, default=50, help="early_stopping: the stop window")
     parser.add_argument("--memory-cap-case", type=float, default=4096, help="MiB, the memory section's cap")
     parser.add_argument("--memory-limit-gb", type=float, default=14.0,
                         help="CPU: the memory section's child may hold at most this much data (0: no limit)")

@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -437,3 +439,15 @@ def test_results_do_not_depend_on_how_the_memory_cap_splits_the_work(samples_per
     torch.testing.assert_close(got.unrefined_maps, expected.unrefined_maps, rtol=0, atol=1e-4 * scale)
     torch.testing.assert_close(got.maps, expected.maps, rtol=0, atol=1e-4 * scale)
     assert got.sample_gradients == expected.sample_gradients
+
+
+def test_a_model_whose_output_ignores_its_input_gets_a_warning(tiny_model, tiny_spec):
+    head = nn.Linear(tiny_spec.numel, len(NAMES))
+    nn.init.zeros_(head.weight)  # a zero-initialised head: every input gradient is zero
+    flat = nn.Sequential(nn.Flatten(), head)
+    with pytest.warns(UserWarning, match="some maps are zero"):
+        result = InputAgnosticSaliency(flat, tiny_spec, NAMES).attribute(targets="all", **FAST)
+    assert float(result.maps.abs().max()) == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a model that reads its input gives no such warning
+        InputAgnosticSaliency(tiny_model, tiny_spec, NAMES).attribute(targets="all", **FAST)

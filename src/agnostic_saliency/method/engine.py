@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, fields, replace
 
@@ -550,6 +551,14 @@ class InputAgnosticSaliency:
             "input_spec": self.spec.to_dict(),
             "real_images": 0 if real_images is None else int(len(real_images)),
         }
+        if bool((maps.flatten(1).abs().amax(1) == 0).any()):
+            # A map that never moved: every input gradient was zero, so the model's output does not
+            # depend on its input there; its fooling rate then only says which label ties win.
+            warnings.warn(
+                "some maps are zero: the model's output does not change with its input (for example a "
+                "classifier head initialised to zero, as torchvision's ViT has with random weights)",
+                stacklevel=3,
+            )
         low, high = self.spec.value_range
         return SaliencyResult(
             maps=final_maps.detach().float().cpu(),

@@ -115,6 +115,16 @@ def test_memory_cap_chunking_gives_the_same_maps(tiny_model, tiny_spec, monkeypa
     assert a.sample_gradients == b.sample_gradients
 
 
+def test_a_cpu_pass_holds_at_most_the_cpu_pass_bytes_however_large_the_cap(tiny_model, tiny_spec, monkeypatch):
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec, NAMES)
+    limit = 5 * explainer.sample_bytes  # five inputs a pass
+    monkeypatch.setattr(explainer, "CPU_PASS_BYTES", limit)
+    chunks = explainer._chunks(4, 3, 2**40)
+    assert [(m.stop - m.start) * (s.stop - s.start) for m, s in chunks] == [3, 3, 3, 3]
+    monkeypatch.setattr(explainer, "CPU_PASS_BYTES", None)
+    assert len(explainer._chunks(4, 3, 2**40)) == 1
+
+
 def _cap_for_chunks_of(explainer, maps_per_chunk: int, num_maps: int, batch_size: int, eval_samples: int) -> float:
     """A memory cap (MiB) under which ``num_maps`` maps stream in chunks of ``maps_per_chunk``."""
     map_bytes = explainer.spec.numel * 4

@@ -148,8 +148,16 @@ class InputAgnosticSaliency:
         return "+".join(self.class_names[c] for c in concept)
 
     # -- the loop --------------------------------------------------------------------------
+    # On a CPU, one forward and backward pass holds at most this much activation memory, however
+    # large the cap: a sample costs the same at 640 inputs a pass as at 64, but passes of thousands
+    # of inputs (what a large cap allows at 100 classes) ran about 1.6x slower per sample
+    # (fmnist-cnn, 1 thread; docs/throughput.md). None: no such limit.
+    CPU_PASS_BYTES: int | None = 512 * 2**20
+
     def _chunks(self, num_maps: int, batch_size: int, activation_bytes: int) -> list[tuple[slice, slice]]:
         """(maps, samples) slices whose forward+backward fits in ``activation_bytes``."""
+        if self.device.type == "cpu" and self.CPU_PASS_BYTES is not None:
+            activation_bytes = min(activation_bytes, self.CPU_PASS_BYTES)
         per_chunk = max(1, activation_bytes // max(self.sample_bytes, 1))
         if per_chunk >= batch_size:
             maps_per_chunk = max(1, per_chunk // batch_size)

@@ -37,7 +37,6 @@ import math
 import time
 
 import torch
-from torch import nn
 
 from ..errors import InputError
 from ..method.distributions import make_distribution
@@ -73,10 +72,10 @@ from .signatures import (
     smallest_box,
     smallest_region,
     stamp_size,
-    stamped_share,
     weakest_blend,
     working_box,
 )
+from .stamps import attack_success
 
 # The compact-box test's bound, a share of the image: an 8x8 box on 28x28. Every target found on
 # the population and the two test splits needed at most 64 px (runs of 2026-11-26 to 11-27), while easy
@@ -98,19 +97,6 @@ STATISTIC = (
     "fit counts with its cheap pass's sizes and blend strength, each times exp(shortlist_shift), the "
     "median log ratio of full to cheap on the reference classes, and is never flagged"
 )
-
-
-@torch.no_grad()
-def attack_success(
-    model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int, chunk: int = 1024
-) -> float | None:
-    """Share of the samples not already assigned to ``target`` that the stamped trigger sends
-    there; ``None`` when every sample is already assigned to it (nothing to measure, and JSON
-    has no NaN). Forward passes take ``chunk`` samples at a time."""
-    keep = torch.cat([model(samples[i : i + chunk]).argmax(1) != target for i in range(0, len(samples), chunk)])
-    if keep.sum() == 0:
-        return None
-    return stamped_share(model, mask, pattern, samples[keep], target, chunk)
 
 
 def scan(

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..method.integrate import MomentIntegrator
 from ..metrics.anomaly import flag_anomalies
+from .stamps import from_tanh, stamp, stamp_flips, stamped_share, to_tanh
 
 UNIFORM_START = -2.0  # tanh-space mask logit of the default start: a faint 0.02 everywhere
 
@@ -139,9 +140,8 @@ def fit_signatures(
             weight = informative / informative.sum(1, keepdim=True).clamp_min(1)
         mask_logit.requires_grad_(True)
         pattern_logit.requires_grad_(True)
-        mask = (torch.tanh(mask_logit) + 1) / 2
-        pattern = low + (high - low) * (torch.tanh(pattern_logit) + 1) / 2
-        stamped = (1 - mask[:, None]) * x + (mask * pattern)[:, None]  # (K, B, C, H, W)
+        mask, pattern = from_tanh(mask_logit), from_tanh(pattern_logit, low, high)
+        stamped = stamp(x, mask, pattern, batch_axis=1)  # (K, B, C, H, W)
         logits = model(stamped.flatten(0, 1)).reshape(k, batch_size, -1).float()
         ce = torch.nn.functional.cross_entropy(
             logits.flatten(0, 1), target.repeat_interleave(batch_size), reduction="none"
@@ -164,8 +164,7 @@ def fit_signatures(
             pattern_logit = (pattern_logit + pattern_moments.step(pattern_grad)).detach()
     # Classes that never reached the target report their final mask.
     with torch.no_grad():
-        mask = (torch.tanh(mask_logit) + 1) / 2
-        pattern = low + (high - low) * (torch.tanh(pattern_logit) + 1) / 2
+        mask, pattern = from_tanh(mask_logit), from_tanh(pattern_logit, low, high)
         never = torch.isinf(best_l1)
         best_mask[never] = mask[never, 0]
         best_pattern[never] = pattern[never]
@@ -346,56 +345,12 @@ def _smallest_stamps(
     return [
         _smallest_passing(
             candidates,
-            lambda candidate, row=row, c=c, pool=samples[far_all[:, c]]: _stamp_flips(
+            lambda candidate, row=row, c=c, pool=samples[far_all[:, c]]: stamp_flips(
                 model, mask_for(row, candidate), patterns[row], pool, c, required, chunk
             ),
         )
         for row, c in enumerate(classes)
     ]
-
-
-DECISION_CHUNK = 32  # samples per forward pass while a pass/fail test is still open
-
-
-@torch.no_grad()
-def _stamp_flips(model, mask, pattern, samples, target: int, required: float, chunk: int = 1024) -> bool:
-    """Whether stamping ``pattern`` through ``mask`` sends at least ``required`` of ``samples``
-    to ``target`` (true when there are no samples to flip).
-
-    The samples go through in small passes, and the test stops as soon as its answer is certain
-    (enough hits already, or too many misses to reach them): a stamp that clearly fails is
-    decided on a fraction of the samples. The answer is the same as counting them all."""
-    total = len(samples)
-    if total == 0:
-        return True
-    needed = math.ceil(required * total)  # the fewest hits h with h / total >= required
-    while needed > 0 and (needed - 1) / total >= required:
-        needed -= 1
-    while needed / total < required:
-        needed += 1
-    hits, step = 0, max(1, min(chunk, DECISION_CHUNK))
-    for start in range(0, total, step):
-        batch = samples[start : start + step]
-        hits += int((model((1 - mask) * batch + mask * pattern).argmax(1) == target).sum())
-        seen = start + len(batch)
-        if hits >= needed:
-            return True
-        if hits + (total - seen) < needed:
-            return False
-    return hits >= needed
-
-
-@torch.no_grad()
-def stamped_share(
-    model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int, chunk: int = 1024
-) -> float:
-    """Share of ``samples`` that the model assigns to ``target`` once ``pattern`` is stamped
-    through ``mask``, ``chunk`` samples per forward pass (0 for no samples)."""
-    hits = sum(
-        int((model((1 - mask) * samples[i : i + chunk] + mask * pattern).argmax(1) == target).sum())
-        for i in range(0, len(samples), chunk)
-    )
-    return hits / max(len(samples), 1)
 
 
 def _smallest_passing(candidates, passes):
@@ -507,7 +462,7 @@ def working_box(
     """The side x side square found by :func:`smallest_box` for this region: the first of its
     spots whose stamp sends at least ``required`` of ``samples`` to ``target`` (None if none)."""
     for mask in spot_squares(region.to(samples.device), side, placements):
-        if _stamp_flips(model, mask, pattern, samples, target, required, chunk):
+        if stamp_flips(model, mask, pattern, samples, target, required, chunk):
             return mask
     return None
 
@@ -533,21 +488,19 @@ def fit_patterns(
     generator = generator or torch.Generator().manual_seed(0)
     device = samples.device
     masks = masks.to(device)[:, None]  # (R, 1, H, W)
-    start = ((pattern.to(device) - low) / (high - low)).clamp(1e-3, 1 - 1e-3) * 2 - 1
-    logit = torch.atanh(start).expand(len(masks), *pattern.shape).clone()
+    logit = to_tanh(pattern.to(device), low, high, margin=1e-3).expand(len(masks), *pattern.shape).clone()
     moments = MomentIntegrator(step_size)
     labels = torch.full((len(masks) * batch_size,), target, device=device)
     for _ in range(steps):
         draw = torch.randint(0, len(samples), (len(masks), batch_size), generator=generator).to(device)
         logit.requires_grad_(True)
-        stamp = low + (high - low) * (torch.tanh(logit) + 1) / 2
-        stamped = (1 - masks[:, None]) * samples[draw] + (masks * stamp)[:, None]
+        stamped = stamp(samples[draw], masks, from_tanh(logit, low, high), batch_axis=1)
         with torch.enable_grad():
             loss = torch.nn.functional.cross_entropy(model(stamped.flatten(0, 1)).float(), labels)
             (gradient,) = torch.autograd.grad(loss, logit)
         logit = (logit + moments.step(gradient)).detach()
     with torch.no_grad():
-        return low + (high - low) * (torch.tanh(logit) + 1) / 2, steps * len(masks) * batch_size
+        return from_tanh(logit, low, high), steps * len(masks) * batch_size
 
 
 def polished_pattern(
@@ -659,7 +612,7 @@ def fitted_box(
             return [
                 (side, mask, stamps[row])
                 for row, (side, mask) in enumerate(boxes)
-                if _stamp_flips(model, mask, stamps[row], test_samples, target, required, chunk)
+                if stamp_flips(model, mask, stamps[row], test_samples, target, required, chunk)
             ]
 
     working = fit([largest_side])
@@ -799,6 +752,6 @@ def compact_region(
         if box.sum() > growth * hard.sum():
             continue
         # No samples: no evidence that the box works, so the region stays.
-        if len(samples) and _stamp_flips(model, box, pattern, samples, target, required, chunk):
+        if len(samples) and stamp_flips(model, box, pattern, samples, target, required, chunk):
             return box
     return region

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .fitting import Pool, Probe, blend_test, draw_pool, first_boxes, fit_classes
+from .fitting import Pool, Probe, blend_test, draw_pool, fit_classes, smallest_boxes
 from .looks import BoxState, measure_boxes
 from .shortlist import (
     CHEAP_START_SAMPLES,
@@ -68,7 +68,7 @@ def cheap_pass(probe: Probe, pool: Pool, kept: int) -> dict:
         measure_flips=False,
     )
     cheap = dict(fit.stats, masks=fit.masks, patterns=fit.patterns, hard=fit.hard, spent=fit.sample_gradients)
-    cheap["box_pixels"] = first_boxes(probe, tests, fit.hard, fit.patterns, every)
+    cheap["box_pixels"] = smallest_boxes(probe, tests, fit.hard, fit.patterns, every)
     cheap["box_size"] = box_sizes(cheap["mask_l1"], cheap["box_pixels"])
     cheap["blend_strength"] = blend_test(probe, tests, fit.patterns, every)
     cheap["anomaly"] = cheap_anomaly(cheap["size"], cheap["box_size"], cheap["blend_strength"])
@@ -121,7 +121,7 @@ def gather_evidence(probe: Probe) -> Evidence:
     )
     # A small signature alone also marks classes that are merely easy to reach (on
     # Fashion-MNIST, "bag" from a scatter of pixels); a trigger must also fit in a small box.
-    found = first_boxes(probe, pool.tests, [state.hard[k] for k in full], state.patterns[full], full)
+    found = smallest_boxes(probe, pool.tests, [state.hard[k] for k in full], state.patterns[full], full)
     state.boxes = every_row(cheap, "box_pixels", found, full)
     if cheap is not None:
         shift["box"] = log_gap(box_sizes(stats["mask_l1"], state.boxes), cheap["box_size"], reference)

@@ -222,7 +222,7 @@ def smaller_start(probe: Probe, tests: tuple[torch.Tensor, torch.Tensor], both: 
     )
 
 
-def first_boxes(
+def smallest_boxes(
     probe: Probe, tests, regions: list[torch.Tensor], patterns: torch.Tensor, classes: list[int], every_size: int = 0
 ) -> list[int]:
     """Each class's smallest box at its region's densest spot; with ``every_size`` (a largest

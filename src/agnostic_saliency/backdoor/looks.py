@@ -1,16 +1,17 @@
 """The box searches ("looks"): one ordered list of strategies, each tried on the anomalous classes
 whose box is still too wide for the compact-box test after the ones before it.
 
-The first box of every class sits at its hard region's densest spot (:mod:`.evidence`). Then:
+The first look, every class's, is the smallest box at its hard region's densest spot
+(:mod:`.evidence`). Then, in this order:
 
-1. every size: every box size up to the bound, each at the region's few densest spots; the
+2. every size: every box size up to the bound, each at the region's few densest spots; the
    region can be the trigger plus a denser cluster of scattered helper pixels (see
    :func:`.signatures.smallest_box`);
-2. fitted box: the pattern fitted inside the box. On a network with global average pooling the
+3. fitted box: the pattern fitted inside the box. On a network with global average pooling the
    fit can spread a patch's evidence, so that the fitted pattern under any one box is not the
    trigger. A box with its own fitted pattern is an adversarial patch, so it must work at half
    the bound (:func:`.signatures.fitted_box`);
-3. raw refit: the signature refitted on raw samples. Fitted on exemplars, a CNN's signature of a
+4. raw refit: the signature refitted on raw samples. Fitted on exemplars, a CNN's signature of a
    3 px white patch was a 20 px scatter around it at seeds 2 and 3 (boxes of 121 and 169 px);
    refitted on raw shapes, its boxes took 49 and 9 px (docs/design.md, the fourth look). The
    refit's box must pass the every-size test; its signature then stands in for the first one.
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import ScanConfig
-from .fitting import Pool, Probe, first_boxes, fit_classes, raw_pool
+from .fitting import Pool, Probe, fit_classes, raw_pool, smallest_boxes
 from .signatures import fitted_box
 from .verdict import box_sizes, size_index
 
@@ -76,7 +77,7 @@ def size_or_box_anomalous(probe: Probe, state: BoxState) -> list[int]:
 def every_size_look(probe: Probe, pool: Pool, state: BoxState, classes: list[int]) -> None:
     """The second look: a smaller box at another spot or size replaces the first."""
     state.spotted.update(classes)
-    looked = first_boxes(
+    looked = smallest_boxes(
         probe, pool.tests, [state.hard[k] for k in classes], state.patterns[classes], classes, state.largest_box
     )
     for k, box in zip(classes, looked):
@@ -122,7 +123,7 @@ def refit_look(probe: Probe, pool: Pool, state: BoxState, classes: list[int]) ->
         probe, pool, raw_pool(probe, probe.config.pool.pool_size, generator), classes, generator=generator
     )
     state.spent += fit.sample_gradients
-    found = first_boxes(probe, pool.tests, fit.hard, fit.patterns, classes, state.largest_box)
+    found = smallest_boxes(probe, pool.tests, fit.hard, fit.patterns, classes, state.largest_box)
     for row, k in enumerate(classes):
         if found[row] <= state.largest_box:
             state.boxes[k] = found[row]

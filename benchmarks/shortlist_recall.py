@@ -29,8 +29,8 @@ import time
 
 import torch
 
-import agnostic_saliency.backdoor.scan as scan_module
-from agnostic_saliency.backdoor.scan import scan_draw
+import agnostic_saliency.backdoor.evidence as evidence_module
+from agnostic_saliency.backdoor.scan import scan_once
 from agnostic_saliency.models import InputSpec
 from testbed.population import population_models
 
@@ -47,13 +47,13 @@ class Picked(Exception):
 
 def stop_at_the_pick():
     """Make the scan's shortlist pick end the draw, carrying the cheap pass's ranking."""
-    real = scan_module.pick_classes
+    real = evidence_module.pick_classes
 
     def pick(anomaly, size, references):
         shortlisted, reference = real(anomaly, size, references)
         raise Picked(list(anomaly), shortlisted, reference)
 
-    scan_module.pick_classes = pick
+    evidence_module.pick_classes = pick
 
 
 def summarise(rows: list[dict], args) -> dict:
@@ -105,7 +105,7 @@ def main() -> None:
         start = time.perf_counter()
         result = None
         try:
-            result = scan_draw(model, spec, shortlist=args.shortlist, seed=args.seed, progress=False)
+            result = scan_once(model, spec, shortlist=args.shortlist, seed=args.seed, progress=False)
             cheap = [row["cheap_anomaly"] for row in result.classes]
             shortlisted, reference = result.settings["shortlisted"], result.settings["reference_classes"]
         except Picked as picked:

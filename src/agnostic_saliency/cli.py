@@ -18,7 +18,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from .backdoor.scan import MAX_TRIGGER_AREA
+from .backdoor.config import FLAT, ScanConfig
 from .errors import InputError
 from .method.distributions import DEFAULT_DISTRIBUTION
 from .method.settings import Nudging
@@ -116,62 +116,77 @@ def _executor_options(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+SCAN_DEFAULTS = ScanConfig()  # the CLI's scan defaults are the config's
+
+
 def _scan_options(parser: argparse.ArgumentParser) -> None:
+    defaults = SCAN_DEFAULTS
     options = parser.add_argument_group("scan")
     options.add_argument("--images", help="folder of unlabeled images to sample from (default: data-free)")
-    options.add_argument("--distribution", default="shapes", help="sample distribution (default shapes)")
-    options.add_argument("--steps", type=_at_least(1), default=100, help="signature fitting iterations (default 100)")
+    options.add_argument(
+        "--distribution", default=defaults.pool.distribution, help="sample distribution (default shapes)"
+    )
+    options.add_argument(
+        "--steps", type=_at_least(1), default=defaults.fit.steps, help="signature fitting iterations (default 100)"
+    )
     options.add_argument(
         "--exemplar-steps",
         type=_at_least(0),
-        default=30,
+        default=defaults.pool.exemplar_steps,
         help="steps that nudge the pool into confident class exemplars (default 30; 0: raw samples)",
     )
     options.add_argument(
-        "--threshold", type=float, default=2.0, help="MAD anomaly index that flags a class (default 2)"
+        "--threshold", type=float, default=defaults.threshold, help="MAD anomaly index that flags a class (default 2)"
     )
     options.add_argument(
         "--max-trigger-area",
         type=float,
-        default=MAX_TRIGGER_AREA,
+        default=defaults.box.max_trigger_area,
         help="largest share of the image a flagged patch trigger's box may cover (default 1/12; "
         "1 lets any anomalous class through, with more false flags)",
     )
     options.add_argument(
         "--max-blend-strength",
         type=float,
-        default=0.14,
+        default=defaults.blend.max_blend_strength,
         help="weakest whole-image blend of a class's pattern that still counts as a faint, "
         "blended trigger (default 0.14; 0 turns blend flagging off)",
     )
     options.add_argument(
         "--draws",
         type=_at_least(1),
-        default=2,
+        default=defaults.run.draws,
         help="independent draws (seeds N, N+1, ...) while none flags a class (default 2; 1 halves "
         "the time on clean models and misses more targets)",
     )
     options.add_argument(
         "--shortlist",
         type=_at_least(0),
-        default=None,
+        default=defaults.fit.shortlist,
         metavar="N",
         help="with more classes than N, a cheap pass ranks every class and only the N most anomalous get the "
         "full fit (default max(10, ceil(sqrt(classes))); 0: every class gets the full fit)",
     )
-    options.add_argument("--memory-cap", type=_positive_float, default=2048, help="MiB for one forward+backward chunk")
+    options.add_argument(
+        "--memory-cap",
+        type=_positive_float,
+        default=defaults.run.memory_cap_mb,
+        help="MiB for one forward+backward chunk",
+    )
     options.add_argument(
         "--precision",
         choices=("fp32", "bf16", "fp16"),
-        default="fp32",
+        default=defaults.run.precision,
         help="fp32 (default); bf16 runs the model under mixed precision (about 2x faster on CPUs "
         "with AMX and on GPUs); fp16 on CUDA only",
     )
 
 
 def _scan_settings(args) -> dict:
-    """The scan's keywords from the command line (shared by scan and scan-many)."""
-    return dict(
+    """The scan's keywords from the command line (shared by scan and scan-many): the flat names of
+    :class:`~agnostic_saliency.backdoor.config.ScanConfig`, checked by building one, plus the
+    images and the seed."""
+    settings = dict(
         images=args.images,
         distribution=args.distribution,
         steps=args.steps,
@@ -185,6 +200,8 @@ def _scan_settings(args) -> dict:
         memory_cap_mb=args.memory_cap,
         precision=args.precision,
     )
+    ScanConfig.from_settings(**{name: value for name, value in settings.items() if name in FLAT})
+    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from agnostic_saliency.backdoor.scan import MAX_TRIGGER_AREA, attack_success, scan, scan_draw
+from agnostic_saliency.backdoor.scan import MAX_TRIGGER_AREA, attack_success, scan, scan_once
 from agnostic_saliency.cli import main
 from agnostic_saliency.errors import InputError
 from agnostic_saliency.metrics.anomaly import flag_anomalies
@@ -145,9 +145,9 @@ def test_the_fourth_look_leaves_every_class_it_does_not_rescue_as_it_was():
 
 
 def test_the_fourth_look_rescues_a_target_whose_first_box_was_too_wide(monkeypatch):
-    import agnostic_saliency.backdoor.scan as scan_module
+    import agnostic_saliency.backdoor.fitting as fitting_module
 
-    real = scan_module.smallest_box
+    real = fitting_module.smallest_box
     calls = []
 
     def first_looks_fail(model, regions, patterns, classes, *args, **kwargs):
@@ -156,7 +156,7 @@ def test_the_fourth_look_rescues_a_target_whose_first_box_was_too_wide(monkeypat
         # the first two looks (the box on the exemplar fit's region) miss the target; the fourth is real
         return [28 * 28 + 1 if c == 0 and len(calls) <= 2 else box for c, box in zip(classes, found)]
 
-    monkeypatch.setattr(scan_module, "smallest_box", first_looks_fail)
+    monkeypatch.setattr(fitting_module, "smallest_box", first_looks_fail)  # every box search goes through it
     result = scan(
         _model("lenet-patch3-br-white"), SPEC, steps=20, pool_size=96, exemplar_steps=5, box_fit_steps=0, progress=False
     )
@@ -293,7 +293,7 @@ def test_a_second_draw_runs_only_while_nothing_is_flagged():
     small = dict(steps=5, pool_size=60, exemplar_steps=3, refit_look=False, progress=False)
     clean = _model("lenet-clean-0")
     both = scan(clean, SPEC, seed=3, **small)
-    first, second = scan_draw(clean, SPEC, seed=3, **small), scan_draw(clean, SPEC, seed=4, **small)
+    first, second = scan_once(clean, SPEC, seed=3, **small), scan_once(clean, SPEC, seed=4, **small)
     assert not first.flagged and not second.flagged  # a clean model: both draws run
     assert [d["seed"] for d in both.settings["draws"]] == [3, 4]
     assert both.score == max(first.score, second.score)
@@ -352,7 +352,7 @@ def test_scan_cli_takes_its_draws(tmp_path):
 def test_the_default_shortlist_leaves_a_ten_class_scan_as_it_was():
     model = _model("lenet-patch3-br-white")
     small = dict(steps=5, pool_size=60, exemplar_steps=3, polish_steps=5, progress=False)
-    default, off = scan_draw(model, SPEC, **small), scan_draw(model, SPEC, shortlist=0, **small)
+    default, off = scan_once(model, SPEC, **small), scan_once(model, SPEC, shortlist=0, **small)
     assert default.settings["shortlist"] is None and off.settings["shortlist"] == 0
     assert default.classes == off.classes and default.flagged == off.flagged and default.score == off.score
     assert torch.equal(default.masks, off.masks) and torch.equal(default.patterns, off.patterns)
@@ -364,7 +364,7 @@ def test_the_default_shortlist_leaves_a_ten_class_scan_as_it_was():
 def test_a_forced_shortlist_keeps_the_target_and_judges_only_the_fully_fitted_classes():
     model = _model("lenet-patch3-br-white")
     settings = dict(steps=20, pool_size=96, exemplar_steps=5, progress=False)
-    result = scan_draw(model, SPEC, shortlist=3, **settings)
+    result = scan_once(model, SPEC, shortlist=3, **settings)
     short, reference = result.settings["shortlisted"], result.settings["reference_classes"]
     assert len(short) == 3 and len(reference) == 5 and not set(short) & set(reference)
     rows = result.classes
@@ -383,9 +383,9 @@ def test_a_forced_shortlist_keeps_the_target_and_judges_only_the_fully_fitted_cl
     logs = [math.log(row["signature_size"]) + (0.0 if row["full_fit"] else shift) for row in rows]
     assert [row["size_index"] for row in rows] == pytest.approx(list(flag_anomalies(logs)[0]))
     with pytest.raises(InputError, match="shortlist cannot be negative"):
-        scan_draw(model, SPEC, shortlist=-1, **settings)
+        scan_once(model, SPEC, shortlist=-1, **settings)
     with pytest.raises(InputError, match="cheap pass needs at least one step"):
-        scan_draw(model, SPEC, shortlist=3, shortlist_steps=0, **settings)
+        scan_once(model, SPEC, shortlist=3, shortlist_steps=0, **settings)
 
 
 def test_a_many_class_model_gets_the_full_fit_for_its_shortlist_and_references_only():

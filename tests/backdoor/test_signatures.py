@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 
 from agnostic_saliency.backdoor.signatures import (
-    _stamp_flips,
     balanced_pool,
     blend_anomaly_index,
     box_spots,
@@ -27,10 +26,10 @@ from agnostic_saliency.backdoor.signatures import (
     polished_pattern,
     smallest_box,
     smallest_region,
-    stamped_share,
     weakest_blend,
     working_box,
 )
+from agnostic_saliency.backdoor.stamps import stamp_flips, stamped_share
 from agnostic_saliency.method.distributions import make_distribution
 from agnostic_saliency.models import InputSpec
 from agnostic_saliency.models.architectures import FmnistLeNet
@@ -78,8 +77,7 @@ def _patch_trojan_pools():
 
 def test_fit_finds_the_small_trigger_of_a_patch_trojan():
     model, generator, samples, held_out = _patch_trojan_pools()
-    fitted = fit_signatures(model, samples, 10, 0.0, 1.0, steps=100, batch_size=16, classes=[0, 1],
-                            generator=generator)
+    fitted = fit_signatures(model, samples, 10, 0.0, 1.0, steps=100, batch_size=16, classes=[0, 1], generator=generator)
     assert fitted.masks.shape == (2, 28, 28) and fitted.patterns.shape == (2, 1, 28, 28)
     assert fitted.sample_gradients == 100 * 16 * 2
     assert 0 <= fitted.masks.min() and fitted.masks.max() <= 1
@@ -95,12 +93,14 @@ def test_fit_finds_the_small_trigger_of_a_patch_trojan():
 
 def test_far_batches_still_find_the_patch_trojans_trigger():
     model, generator, samples, held_out = _patch_trojan_pools()
-    fitted = fit_signatures(model, samples, 10, 0.0, 1.0, steps=100, batch_size=16, classes=[0, 1],
-                            generator=generator, far_batches=True)
+    fitted = fit_signatures(
+        model, samples, 10, 0.0, 1.0, steps=100, batch_size=16, classes=[0, 1], generator=generator, far_batches=True
+    )
     assert fitted.sample_gradients == 100 * 16 * 2
     assert fitted.mask_l1[0] < 0.5 * fitted.mask_l1[1]
-    sizes, hard = smallest_region(model, fitted.masks, fitted.patterns, [0, 1], held_out,
-                                  class_probabilities(model, held_out))
+    sizes, hard = smallest_region(
+        model, fitted.masks, fitted.patterns, [0, 1], held_out, class_probabilities(model, held_out)
+    )
     assert sizes[0] <= 36 < sizes[1] and hard[0][20:, 20:].sum() >= 9
 
 
@@ -122,8 +122,19 @@ def test_far_batches_show_each_class_only_its_far_samples():
     probabilities = class_probabilities(model, samples)
     model.seen.clear()
     # A vanishing mask leaves the samples as they are, so what the model sees is what was drawn.
-    fit_signatures(model, samples, 3, 0.0, 1.0, steps=5, batch_size=8, classes=[1], probabilities=probabilities,
-                   mask_init=-20.0, far_batches=True)
+    fit_signatures(
+        model,
+        samples,
+        3,
+        0.0,
+        1.0,
+        steps=5,
+        batch_size=8,
+        classes=[1],
+        probabilities=probabilities,
+        mask_init=-20.0,
+        far_batches=True,
+    )
     seen = torch.cat(model.seen)
     assert len(seen) == 5 * 8 + 32 and seen.max() < 0.5  # class 1 (bright) sees only the dark half
 
@@ -226,8 +237,7 @@ def test_smallest_box_finds_a_trigger_beside_a_denser_cluster_of_the_region():
     # the densest 3x3 spot is in the cluster and no box there flips anything; the next one is the trigger
     found = smallest_box(CornerReader(), region, pattern, [1], samples, base, placements=3, every_side_up_to=16)
     assert found == [9]
-    assert smallest_box(CornerReader(), region, pattern, [1], samples, base, placements=1,
-                        every_side_up_to=16)[0] > 9
+    assert smallest_box(CornerReader(), region, pattern, [1], samples, base, placements=1, every_side_up_to=16)[0] > 9
     # by halves alone, the search first tries a 6x6 box, whose spots all miss the corner, and steps over 3x3
     assert smallest_box(CornerReader(), region, pattern, [1], samples, base, placements=3)[0] > 9
 
@@ -260,8 +270,21 @@ def test_fitted_box_fits_the_pattern_inside_the_box_when_the_fitted_pattern_fail
     largest = [0]
     model = CornerReader()
     model.register_forward_hook(lambda _m, inputs, _o: largest.__setitem__(0, max(largest[0], len(inputs[0]))))
-    capped = fitted_box(model, region, dark, samples, samples, 1, 0.0, 1.0, largest_side=4, steps=60, batch_size=4,
-                        chunk=4, boxes_per_pass=1)
+    capped = fitted_box(
+        model,
+        region,
+        dark,
+        samples,
+        samples,
+        1,
+        0.0,
+        1.0,
+        largest_side=4,
+        steps=60,
+        batch_size=4,
+        chunk=4,
+        boxes_per_pass=1,
+    )
     assert capped is not None and capped[0] == 9 and largest[0] == 4
 
 
@@ -296,8 +319,9 @@ def test_polished_pattern_makes_a_recovered_trigger_work_and_keeps_a_better_one(
     # a recovered trigger with the right mask and a pattern too grey to flip most samples
     grey = torch.full((1, 12, 12), 0.45)
     before = stamped_share(CornerReader(), mask, grey, samples, 1)
-    pattern, kept, spent = polished_pattern(CornerReader(), mask, grey, samples[:32], samples[32:], 1, 0.0, 1.0,
-                                            steps=30, batch_size=8)
+    pattern, kept, spent = polished_pattern(
+        CornerReader(), mask, grey, samples[:32], samples[32:], 1, 0.0, 1.0, steps=30, batch_size=8
+    )
     assert kept and spent == 30 * 8
     assert stamped_share(CornerReader(), mask, pattern, samples, 1) == 1.0 > before
     assert torch.equal(pattern[0, 6:, 6:], grey[0, 6:, 6:])  # outside the mask, as it was
@@ -307,11 +331,15 @@ def test_polished_pattern_makes_a_recovered_trigger_work_and_keeps_a_better_one(
     held[:, 0, 11, 11] = 1
     dark = torch.full((1, 12, 12), 0.4)
     assert stamped_share(FlippedCornerReader(), mask, dark, held, 1) == 1.0
-    unchanged, kept, _ = polished_pattern(FlippedCornerReader(), mask, dark, fit, held, 1, 0.0, 1.0, steps=30,
-                                          batch_size=8)
+    unchanged, kept, _ = polished_pattern(
+        FlippedCornerReader(), mask, dark, fit, held, 1, 0.0, 1.0, steps=30, batch_size=8
+    )
     assert not kept and torch.equal(unchanged, dark)
     assert polished_pattern(CornerReader(), mask, grey, samples[:32], samples[32:], 1, 0.0, 1.0, steps=0) == (
-        grey, False, 0)
+        grey,
+        False,
+        0,
+    )
 
 
 def test_box_spots_are_the_densest_squares_that_do_not_overlap():
@@ -395,8 +423,12 @@ class CountingReader(BrightnessReader):
 
 
 @settings(max_examples=40, deadline=None)
-@given(count=st.integers(1, 120), required=st.sampled_from([0.5, 0.8, 0.9, 1.0, 1 / 3]),
-       density=st.floats(0.0, 1.0), seed=st.integers(0, 1000))
+@given(
+    count=st.integers(1, 120),
+    required=st.sampled_from([0.5, 0.8, 0.9, 1.0, 1 / 3]),
+    density=st.floats(0.0, 1.0),
+    seed=st.integers(0, 1000),
+)
 def test_the_early_stopping_flip_test_answers_as_counting_every_sample_would(count, required, density, seed):
     generator = torch.Generator().manual_seed(seed)
     samples = torch.rand(count, 1, 6, 6, generator=generator)
@@ -404,12 +436,12 @@ def test_the_early_stopping_flip_test_answers_as_counting_every_sample_would(cou
     pattern = torch.ones(1, 6, 6)
     reader = CountingReader()
     full = stamped_share(BrightnessReader(), mask, pattern, samples, 1) >= required
-    assert _stamp_flips(reader, mask, pattern, samples, 1, required) == full
+    assert stamp_flips(reader, mask, pattern, samples, 1, required) == full
     assert reader.seen <= count
 
 
 def test_a_stamp_that_clearly_fails_is_decided_on_a_fraction_of_the_samples():
     samples = torch.zeros(320, 1, 6, 6)  # dark: nothing flips without a mask
     reader = CountingReader()
-    assert not _stamp_flips(reader, torch.zeros(6, 6), torch.ones(1, 6, 6), samples, 1, 0.8)
+    assert not stamp_flips(reader, torch.zeros(6, 6), torch.ones(1, 6, 6), samples, 1, 0.8)
     assert reader.seen <= 96  # 65 misses already rule out 256 hits of 320

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from agnostic_saliency import InputAgnosticSaliency, InputError, InputSpec
 from agnostic_saliency.backdoor.result import BackdoorResult
-from agnostic_saliency.backdoor.scan import scan, scan_draw
+from agnostic_saliency.backdoor.scan import scan, scan_once
 from agnostic_saliency.cli import main
 from agnostic_saliency.durable import checkpoint as checkpoint_module
 from agnostic_saliency.durable.checkpoint import Checkpoint, load_scan_draw, model_digest
@@ -42,8 +42,9 @@ class StopAt(Checkpoint):
 @pytest.fixture(scope="module")
 def explainer():
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
-                                torch.nn.Linear(4 * 8 * 8, 4)).eval()
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 4)
+    ).eval()
     return InputAgnosticSaliency(model, InputSpec((1, 8, 8)))
 
 
@@ -60,8 +61,9 @@ def test_resume_at_any_step_equals_no_interruption(explainer, tmp_path_factory, 
     with pytest.raises(KeyboardInterrupt):
         explainer.attribute(checkpoint=StopAt(path, stop_at), refine_mode=refine_mode, **RUN)
     saved = json.loads(_metadata(path))
-    assert (saved["stage"], saved["step"]) == (("nudge", stop_at) if stop_at <= RUN["steps"]
-                                               else ("refine", stop_at - RUN["steps"]))
+    assert (saved["stage"], saved["step"]) == (
+        ("nudge", stop_at) if stop_at <= RUN["steps"] else ("refine", stop_at - RUN["steps"])
+    )
     resumed_from = Checkpoint(path, resume=True)
     resumed = explainer.attribute(checkpoint=resumed_from, refine_mode=refine_mode, **RUN)
     assert resumed_from.resumed_from["step"] == saved["step"]
@@ -91,8 +93,11 @@ class StopInPart(Checkpoint):
     """Saves every step; the second chunk of classes is interrupted after its third save."""
 
     def part(self, number):
-        return StopAt(self.path.with_name(f"part{number}.safetensors"), 3) if number == 1 else \
-            Checkpoint(self.path.with_name(f"part{number}.safetensors"), every=1)
+        return (
+            StopAt(self.path.with_name(f"part{number}.safetensors"), 3)
+            if number == 1
+            else Checkpoint(self.path.with_name(f"part{number}.safetensors"), every=1)
+        )
 
 
 def test_a_run_that_streams_its_classes_resumes_chunk_by_chunk(explainer, tmp_path):
@@ -177,15 +182,24 @@ def test_interrupt_request_saves_then_stops(explainer, tmp_path):
 
 
 def test_scan_draws_round_trip(tiny_model, tiny_spec, tmp_path):
-    options = dict(steps=3, exemplar_steps=2, pool_size=24, polish_steps=2, box_fit_steps=2, threshold=1e9,
-                   progress=False, seed=5, draws=2)
+    options = dict(
+        steps=3,
+        exemplar_steps=2,
+        pool_size=24,
+        polish_steps=2,
+        box_fit_steps=2,
+        threshold=1e9,
+        progress=False,
+        seed=5,
+        draws=2,
+    )
     reference = scan(tiny_model, tiny_spec, **options)
     saves = Checkpoint(tmp_path, resume=True)
     first = scan(tiny_model, tiny_spec, checkpoint=saves, **options)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["draw_0.safetensors", "draw_1.safetensors"]
     identity = json.loads(_metadata(tmp_path / "draw_0.safetensors"))["identity"]
     loaded = load_scan_draw(saves, identity, 0, BackdoorResult)
-    alone = scan_draw(tiny_model, tiny_spec, seed=5, **{k: v for k, v in options.items() if k not in ("draws", "seed")})
+    alone = scan_once(tiny_model, tiny_spec, seed=5, **{k: v for k, v in options.items() if k not in ("draws", "seed")})
     assert torch.equal(loaded.masks, alone.masks) and torch.equal(loaded.patterns, alone.patterns)
     assert loaded.classes == alone.classes and loaded.score == alone.score and loaded.settings["seed"] == 5
     # Both draws saved: a resumed scan does no work and gives the same result.
@@ -200,20 +214,29 @@ def test_scan_draws_round_trip(tiny_model, tiny_spec, tmp_path):
 
 # -- a real kill --------------------------------------------------------------------------------
 
+
 def _cli(*arguments: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from agnostic_saliency.cli import main; sys.exit(main())", *arguments]
 
 
 def _env() -> dict:
     # The same thread count in every process: intra-op parallelism changes the last bits.
-    return dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()),
-                PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")]))
+    return dict(
+        os.environ,
+        OMP_NUM_THREADS=str(torch.get_num_threads()),
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")]),
+    )
 
 
 def _kill_once_saved(arguments: list[str], out: Path, saved: str) -> None:
     """Start the CLI, SIGKILL it as soon as ``saved`` (under the checkpoint folder) exists."""
-    process = subprocess.Popen(_cli(*arguments, "--out", str(out)), env=_env(), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        _cli(*arguments, "--out", str(out)),
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     target = out / ".checkpoint" / saved
     deadline = time.monotonic() + 120
     while not target.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -267,8 +290,21 @@ def user_model(user_model_file, tmp_path) -> list[str]:
 
 
 def test_sigkill_then_resume_map_equals_uninterrupted(user_model, tmp_path, capsys):
-    arguments = ["map", *user_model, "--steps", "80", "--refine-steps", "20",
-                 "--batch-size", "8", "--eval-samples", "16", "--checkpoint-every", "3", "--quiet"]
+    arguments = [
+        "map",
+        *user_model,
+        "--steps",
+        "80",
+        "--refine-steps",
+        "20",
+        "--batch-size",
+        "8",
+        "--eval-samples",
+        "16",
+        "--checkpoint-every",
+        "3",
+        "--quiet",
+    ]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main([*arguments, "--out", str(whole)]) == 0  # in-process, at the subprocesses' thread count
     _kill_once_saved(arguments, killed, "map.safetensors")
@@ -276,8 +312,7 @@ def test_sigkill_then_resume_map_equals_uninterrupted(user_model, tmp_path, caps
     capsys.readouterr()
     assert main([*arguments, "--out", str(killed)]) == 2
     assert "pass --resume" in capsys.readouterr().err
-    subprocess.run(_cli(*arguments, "--resume", "--out", str(killed)), env=_env(), check=True,
-                   stdin=subprocess.DEVNULL)
+    subprocess.run(_cli(*arguments, "--resume", "--out", str(killed)), env=_env(), check=True, stdin=subprocess.DEVNULL)
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["provenance"]["resumed"]["step"] >= step
     _same_folders(whole, killed, "summary.json")
@@ -285,23 +320,52 @@ def test_sigkill_then_resume_map_equals_uninterrupted(user_model, tmp_path, caps
 
 def test_sigkill_then_resume_scan_equals_uninterrupted(user_model, tmp_path):
     # A threshold nothing reaches: every draw runs, so the kill lands between draws.
-    arguments = ["scan", *user_model, "--steps", "5", "--exemplar-steps", "2",
-                 "--draws", "3", "--threshold", "1e9", "--quiet"]
+    arguments = [
+        "scan",
+        *user_model,
+        "--steps",
+        "5",
+        "--exemplar-steps",
+        "2",
+        "--draws",
+        "3",
+        "--threshold",
+        "1e9",
+        "--quiet",
+    ]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main([*arguments, "--out", str(whole)]) == 0
     assert len(json.loads((whole / "scan.json").read_text())["settings"]["draws"]) == 3
     _kill_once_saved(arguments, killed, "draw_0.safetensors")
-    subprocess.run(_cli(*arguments, "--resume", "--out", str(killed)), env=_env(), check=True,
-                   stdin=subprocess.DEVNULL)
+    subprocess.run(_cli(*arguments, "--resume", "--out", str(killed)), env=_env(), check=True, stdin=subprocess.DEVNULL)
     _same_folders(whole, killed, "scan.json")
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_130(user_model, tmp_path):
-    arguments = ["map", *user_model, "--steps", "2000", "--refine-steps", "0",
-                 "--batch-size", "16", "--eval-samples", "16", "--checkpoint-every", "0", "--quiet"]
+    arguments = [
+        "map",
+        *user_model,
+        "--steps",
+        "2000",
+        "--refine-steps",
+        "0",
+        "--batch-size",
+        "16",
+        "--eval-samples",
+        "16",
+        "--checkpoint-every",
+        "0",
+        "--quiet",
+    ]
     out = tmp_path / "out"
-    process = subprocess.Popen(_cli(*arguments, "--out", str(out)), env=_env(), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        _cli(*arguments, "--out", str(out)),
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not out.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)  # the folder is claimed once the imports are done

@@ -39,6 +39,7 @@ from ..metrics.anomaly import flag_anomalies
 from ..models.running import channels_last
 from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
 from .result import BackdoorResult
+from .stamps import from_tanh, stamp, to_tanh
 
 EPSILON = 1e-7  # Keras' K.epsilon(): keeps arctanh finite at the ends of [0, 1]
 
@@ -48,18 +49,24 @@ EPSILON = 1e-7  # Keras' K.epsilon(): keeps arctanh finite at the ends of [0, 1]
 # of the best mask (threshold 1.0). The defaults of :func:`neural_cleanse` are a reduced budget
 # (8 batches an epoch, at most 60 epochs, the ``Visualizer`` class's multiplier 1.5 and early
 # stop at 0.99) that keeps a full benchmark near a minute per model on one CPU thread.
-ORIGINAL_SETTINGS = {"epochs": 1000, "steps_per_epoch": 31, "cost_multiplier": 2.0, "patience": 5,
-                     "early_stop_patience": 25, "early_stop_threshold": 1.0}
+ORIGINAL_SETTINGS = {
+    "epochs": 1000,
+    "steps_per_epoch": 31,
+    "cost_multiplier": 2.0,
+    "patience": 5,
+    "early_stop_patience": 25,
+    "early_stop_threshold": 1.0,
+}
 
 
 def _to_tanh(values: torch.Tensor) -> torch.Tensor:
-    return torch.atanh((values - 0.5) * (2 - EPSILON))
+    return to_tanh(values, epsilon=EPSILON)
 
 
 def _from_tanh(values: torch.Tensor) -> torch.Tensor:
     # The original's formula; the clamp only removes float rounding just outside [0, 1], which the
     # trigger checks (rightly) refuse.
-    return (torch.tanh(values) / (2 - EPSILON) + 0.5).clamp(0.0, 1.0)
+    return from_tanh(values, epsilon=EPSILON)
 
 
 def _reverse_engineer(
@@ -110,7 +117,7 @@ def _reverse_engineer(
             x = images[index]
             mask = _from_tanh(mask_tanh)
             pattern = _from_tanh(pattern_tanh)
-            logits = model((1 - mask) * x + mask * pattern)
+            logits = model(stamp(x, mask, pattern))
             loss_ce = F.cross_entropy(logits, labels[: len(x)])
             loss_reg = mask.abs().sum()
             loss = loss_ce + cost * loss_reg
@@ -234,8 +241,12 @@ def neural_cleanse(
         raise InputError("Neural Cleanse works in pixel space: images must lie in [0, 1]")
     if len(images) < 1:
         raise InputError("Neural Cleanse needs at least one clean image")
-    for name, value in (("epochs", epochs), ("steps_per_epoch", steps_per_epoch),
-                        ("batch_size", batch_size), ("patience", patience)):
+    for name, value in (
+        ("epochs", epochs),
+        ("steps_per_epoch", steps_per_epoch),
+        ("batch_size", batch_size),
+        ("patience", patience),
+    ):
         if int(value) < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
     batch_size = min(batch_size, len(images))
@@ -266,10 +277,19 @@ def neural_cleanse(
                 class_start = time.time()
                 generator = torch.Generator().manual_seed(seed + k)
                 mask, pattern, acc, ok, ran = _reverse_engineer(
-                    runner, images, k, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                    batch_size=batch_size, lr=lr, init_cost=init_cost, cost_multiplier=cost_multiplier,
-                    patience=patience, early_stop_patience=early_stop_patience,
-                    early_stop_threshold=early_stop_threshold, attack_threshold=attack_threshold,
+                    runner,
+                    images,
+                    k,
+                    epochs=epochs,
+                    steps_per_epoch=steps_per_epoch,
+                    batch_size=batch_size,
+                    lr=lr,
+                    init_cost=init_cost,
+                    cost_multiplier=cost_multiplier,
+                    patience=patience,
+                    early_stop_patience=early_stop_patience,
+                    early_stop_threshold=early_stop_threshold,
+                    attack_threshold=attack_threshold,
                     generator=generator,
                 )
                 masks.append(mask)
@@ -288,17 +308,45 @@ def neural_cleanse(
     masks_t = torch.stack(masks)
     norms = masks_t.flatten(1).sum(1).numpy().astype(np.float64)
     index, flagged = flag_anomalies(norms, threshold=threshold, side="low")
-    settings = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr,
-                    betas=(0.5, 0.9), init_cost=init_cost, cost_multiplier=cost_multiplier,
-                    patience=patience, early_stop_patience=early_stop_patience,
-                    early_stop_threshold=early_stop_threshold, attack_threshold=attack_threshold,
-                    threshold=threshold, seed=seed, num_images=len(images), precision=precision)
-    classes = [{"index": k, "mask_norm": float(norms[k]), "attack_success": float(success[k]),
-                "reached_threshold": bool(reached[k]), "epochs": int(epochs_run[k]),
-                "seconds": float(class_seconds[k]), "anomaly_index": float(index[k])}
-               for k in range(len(norms))]
+    settings = dict(
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size,
+        lr=lr,
+        betas=(0.5, 0.9),
+        init_cost=init_cost,
+        cost_multiplier=cost_multiplier,
+        patience=patience,
+        early_stop_patience=early_stop_patience,
+        early_stop_threshold=early_stop_threshold,
+        attack_threshold=attack_threshold,
+        threshold=threshold,
+        seed=seed,
+        num_images=len(images),
+        precision=precision,
+    )
+    classes = [
+        {
+            "index": k,
+            "mask_norm": float(norms[k]),
+            "attack_success": float(success[k]),
+            "reached_threshold": bool(reached[k]),
+            "epochs": int(epochs_run[k]),
+            "seconds": float(class_seconds[k]),
+            "anomaly_index": float(index[k]),
+        }
+        for k in range(len(norms))
+    ]
     return BackdoorResult(
-        "neural-cleanse", classes, flagged, float(index.max()), time.time() - start, masks_t, torch.stack(patterns),
-        triggers={k: (masks_t[k], patterns[k]) for k in flagged}, trigger_asr={k: float(success[k]) for k in flagged},
-        settings=settings, statistic="mask_norm: the L1 norm of the class's reverse-engineered mask",
+        "neural-cleanse",
+        classes,
+        flagged,
+        float(index.max()),
+        time.time() - start,
+        masks_t,
+        torch.stack(patterns),
+        triggers={k: (masks_t[k], patterns[k]) for k in flagged},
+        trigger_asr={k: float(success[k]) for k in flagged},
+        settings=settings,
+        statistic="mask_norm: the L1 norm of the class's reverse-engineered mask",
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -29,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..method.integrate import MomentIntegrator
 from ..metrics.anomaly import flag_anomalies
+from .stamps import from_tanh, stamp, stamp_flips, stamped_share, to_tanh
 
 UNIFORM_START = -2.0  # tanh-space mask logit of the default start: a faint 0.02 everywhere
 
@@ -78,9 +80,7 @@ def fit_signatures(
     samples : a pool of unperturbed samples (N, C, H, W) from the unrestricted distribution.
     steps, batch_size : iterations and samples per iteration (shared by all classes).
     step_size : Adam step of the tanh-space logits (Neural Cleanse uses 0.1).
-    init_cost, cost_up : the L1 weight starts at ``init_cost`` once a class first reaches the
-        target, then is multiplied by ``cost_up`` after each success and divided by
-        ``cost_up ** 1.5`` after each failure (Neural Cleanse's schedule, per step).
+    init_cost, cost_up : the L1 price's schedule (:class:`_Schedule`).
     target_rate : flip rate on a batch that counts as success.
     quantile : for class k only the samples the model finds *least* like k count: those whose
         probability of k is at most its ``quantile`` over the pool (default: the far half).
@@ -91,11 +91,8 @@ def fit_signatures(
     mask_init, pattern_init : the starting tanh-space logits: a number for a uniform mask (the
         default, a faint 0.02 everywhere), or tensors (K, 1, H, W) and (K, C, H, W), one row per
         entry of ``classes`` (see :func:`gradient_start`).
-    far_batches : draw each class's batch from its own far samples (``batch_size`` per class),
-        instead of one shared batch of which only the far part counts for each class: the same
-        number of informative samples at about half the forward and backward work. Off by
-        default here; the scan turns it on (with half the batch), since its box test removes
-        the extra clean-model flags it gave on its own (docs/design.md, far batches).
+    far_batches : draw each class's batch from its own far samples (:class:`_Batches`); off by
+        default here, on in the scan (docs/design.md, far batches).
     description : the progress bar's label.
     chunk : samples per forward pass when the fitted masks are checked.
     measure_flips : measure each fitted mask's flip rate (:func:`flip_rates`); a caller that keeps
@@ -103,17 +100,65 @@ def fit_signatures(
     """
     generator = generator or torch.Generator().manual_seed(0)
     classes = list(range(num_classes)) if classes is None else list(classes)
-    k = len(classes)
-    device = samples.device
-    _, channels, height, width = samples.shape
+    k, device = len(classes), samples.device
     base = class_probabilities(model, samples) if probabilities is None else probabilities
     target = torch.tensor(classes, device=device)
     far = far_samples(base, quantile)[:, target]  # (N, K): the samples that count for each class
-    if far_batches:  # per class, the indices of its far samples, padded to one table
-        far_index = [far[:, row].nonzero()[:, 0] for row in range(k)]
-        far_count = torch.tensor([len(f) for f in far_index], device=device).clamp_min(1)
-        far_table = torch.nn.utils.rnn.pad_sequence(far_index, batch_first=True)
-    # Start from a small central-agnostic mask and a mid-grey pattern; tanh keeps both in range.
+    batches = _Batches(samples, far, far_batches, batch_size, generator)
+    logits = _start_logits(mask_init, pattern_init, (k, *samples.shape[1:]), device)
+    schedule = _Schedule.start((k, *samples.shape[1:]), device, init_cost, cost_up, target_rate)
+    moments = MomentIntegrator(step_size), MomentIntegrator(step_size)
+    for _ in tqdm(range(steps), disable=not progress, desc=description, unit="step"):
+        logits = _fit_step(model, *batches.draw(), target, logits, moments, schedule, low, high)
+    with torch.no_grad():
+        never = schedule.finish(*logits, low, high)
+        shares = [float((base.argmax(1) == c).float().mean()) for c in classes]
+        flips = (
+            flip_rates(model, schedule.best_mask, schedule.best_pattern, classes, samples, base, quantile, chunk)
+            if measure_flips
+            else [None] * k
+        )
+    return Signatures(
+        schedule.best_mask.cpu(),
+        schedule.best_pattern.cpu(),
+        schedule.best_l1.tolist(),
+        flips,
+        shares,
+        (~never).tolist(),
+        steps * k * batch_size,
+    )
+
+
+class _Batches:
+    """Each fit step's batch (K, B, C, H, W) and per-sample weights (K, B). With ``far_batches``
+    each class draws ``batch_size`` of its own far samples (all weighted alike); otherwise one
+    shared batch, of which each class weighs only its far samples. Far batches give the same
+    number of informative samples at about half the forward and backward work; the scan's box
+    test removes the extra clean-model flags they gave on their own."""
+
+    def __init__(self, samples, far, far_batches: bool, batch_size: int, generator: torch.Generator):
+        self.samples, self.far, self.far_batches = samples, far, far_batches
+        self.batch_size, self.generator, self.classes = batch_size, generator, far.shape[1]
+        if far_batches:  # per class, the indices of its far samples, padded to one table
+            far_index = [far[:, row].nonzero()[:, 0] for row in range(self.classes)]
+            self.far_count = torch.tensor([len(f) for f in far_index], device=samples.device).clamp_min(1)
+            self.far_table = torch.nn.utils.rnn.pad_sequence(far_index, batch_first=True)
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        k, size, device = self.classes, self.batch_size, self.samples.device
+        if self.far_batches:
+            draw = (torch.rand(k, size, generator=self.generator).to(device) * self.far_count[:, None]).long()
+            x = self.samples[self.far_table.gather(1, draw)]  # every sample is far from its class
+            return x, torch.full((k, size), 1 / size, device=device)
+        index = torch.randint(0, len(self.samples), (size,), generator=self.generator).to(device)
+        x, informative = self.samples[index][None], self.far[index].T.float()  # (K, B): which samples count
+        return x, informative / informative.sum(1, keepdim=True).clamp_min(1)
+
+
+def _start_logits(mask_init, pattern_init, shape: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tanh-space logits the fit starts from (``shape``: K, C, H, W): by default a faint
+    uniform mask and a mid-grey pattern; tanh keeps both in range."""
+    k, channels, height, width = shape
     if isinstance(mask_init, torch.Tensor):
         mask_logit = mask_init.to(device).float().reshape(k, 1, height, width).clone()
     else:
@@ -122,61 +167,81 @@ def fit_signatures(
         pattern_logit = pattern_init.to(device).float().reshape(k, channels, height, width).clone()
     else:
         pattern_logit = torch.zeros(k, channels, height, width, device=device)
-    mask_moments, pattern_moments = MomentIntegrator(step_size), MomentIntegrator(step_size)
-    cost = torch.zeros(k, device=device)
-    best_l1 = torch.full((k,), float("inf"), device=device)
-    best_mask = torch.zeros(k, height, width, device=device)
-    best_pattern = torch.zeros(k, channels, height, width, device=device)
-    count = 0
-    for _ in tqdm(range(steps), disable=not progress, desc=description, unit="step"):
-        if far_batches:
-            draw = (torch.rand(k, batch_size, generator=generator).to(device) * far_count[:, None]).long()
-            x = samples[far_table.gather(1, draw)]  # (K, B, C, H, W): every sample is far from its class
-            weight = torch.full((k, batch_size), 1 / batch_size, device=device)
-        else:
-            index = torch.randint(0, len(samples), (batch_size,), generator=generator).to(device)
-            x, informative = samples[index][None], far[index].T.float()  # (K, B): which samples count
-            weight = informative / informative.sum(1, keepdim=True).clamp_min(1)
-        mask_logit.requires_grad_(True)
-        pattern_logit.requires_grad_(True)
-        mask = (torch.tanh(mask_logit) + 1) / 2
-        pattern = low + (high - low) * (torch.tanh(pattern_logit) + 1) / 2
-        stamped = (1 - mask[:, None]) * x + (mask * pattern)[:, None]  # (K, B, C, H, W)
-        logits = model(stamped.flatten(0, 1)).reshape(k, batch_size, -1).float()
-        ce = torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1), target.repeat_interleave(batch_size), reduction="none"
-        ).view(k, batch_size)
-        l1 = mask.flatten(1).sum(1)
-        loss = ((ce * weight).sum(1) + cost * l1 / (height * width)).sum()
-        mask_grad, pattern_grad = torch.autograd.grad(loss, [mask_logit, pattern_logit])
-        count += k * batch_size
-        with torch.no_grad():
-            hit = ((logits.argmax(-1) == target[:, None]).float() * weight).sum(1)
-            success = hit >= target_rate
-            improved = success & (l1 < best_l1)
-            best_l1 = torch.where(improved, l1, best_l1)
-            best_mask[improved] = mask[improved, 0]
-            best_pattern[improved] = pattern[improved]
-            start = success & (cost == 0)
-            cost = torch.where(start, torch.full_like(cost, init_cost), cost)
-            cost = torch.where(success & ~start, cost * cost_up, cost / cost_up**1.5)
-            mask_logit = (mask_logit + mask_moments.step(mask_grad)).detach()
-            pattern_logit = (pattern_logit + pattern_moments.step(pattern_grad)).detach()
-    # Classes that never reached the target report their final mask.
-    with torch.no_grad():
-        mask = (torch.tanh(mask_logit) + 1) / 2
-        pattern = low + (high - low) * (torch.tanh(pattern_logit) + 1) / 2
-        never = torch.isinf(best_l1)
-        best_mask[never] = mask[never, 0]
-        best_pattern[never] = pattern[never]
-        best_l1 = torch.where(never, mask.flatten(1).sum(1), best_l1)
-        shares = [float((base.argmax(1) == c).float().mean()) for c in classes]
-        flips = (
-            flip_rates(model, best_mask, best_pattern, classes, samples, base, quantile, chunk)
-            if measure_flips
-            else [None] * k
+    return mask_logit, pattern_logit
+
+
+@dataclass
+class _Schedule:
+    """Neural Cleanse's adaptive L1 price per class, per step: it starts at ``init_cost`` once a
+    class first reaches the target flip rate, then is multiplied by ``cost_up`` after each
+    success and divided by ``cost_up ** 1.5`` after each failure. Also the smallest mask that
+    reached the target so far."""
+
+    cost: torch.Tensor
+    best_l1: torch.Tensor
+    best_mask: torch.Tensor
+    best_pattern: torch.Tensor
+    init_cost: float
+    cost_up: float
+    target_rate: float
+
+    @classmethod
+    def start(cls, shape: tuple, device, init_cost: float, cost_up: float, target_rate: float) -> _Schedule:
+        k, channels, height, width = shape
+        return cls(
+            torch.zeros(k, device=device),
+            torch.full((k,), float("inf"), device=device),
+            torch.zeros(k, height, width, device=device),
+            torch.zeros(k, channels, height, width, device=device),
+            init_cost,
+            cost_up,
+            target_rate,
         )
-    return Signatures(best_mask.cpu(), best_pattern.cpu(), best_l1.tolist(), flips, shares, (~never).tolist(), count)
+
+    @torch.no_grad()
+    def update(self, hit: torch.Tensor, l1: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor) -> None:
+        """After a step whose batches flipped ``hit`` (weighted share per class)."""
+        success = hit >= self.target_rate
+        improved = success & (l1 < self.best_l1)
+        self.best_l1 = torch.where(improved, l1, self.best_l1)
+        self.best_mask[improved] = mask[improved, 0]
+        self.best_pattern[improved] = pattern[improved]
+        start = success & (self.cost == 0)
+        cost = torch.where(start, torch.full_like(self.cost, self.init_cost), self.cost)
+        self.cost = torch.where(success & ~start, cost * self.cost_up, cost / self.cost_up**1.5)
+
+    @torch.no_grad()
+    def finish(self, mask_logit, pattern_logit, low: float, high: float) -> torch.Tensor:
+        """Classes that never reached the target report their final mask; returns which."""
+        mask, pattern = from_tanh(mask_logit), from_tanh(pattern_logit, low, high)
+        never = torch.isinf(self.best_l1)
+        self.best_mask[never] = mask[never, 0]
+        self.best_pattern[never] = pattern[never]
+        self.best_l1 = torch.where(never, mask.flatten(1).sum(1), self.best_l1)
+        return never
+
+
+def _fit_step(model, x, weight, target, logits, moments, schedule: _Schedule, low: float, high: float):
+    """One step of every class's fit: the stamped batches' weighted cross-entropy plus the L1
+    price, one Adam-like step of both logits, the schedule updated. Returns the new logits."""
+    mask_logit, pattern_logit = (logit.requires_grad_(True) for logit in logits)
+    k, batch_size = weight.shape
+    height, width = mask_logit.shape[-2:]
+    mask, pattern = from_tanh(mask_logit), from_tanh(pattern_logit, low, high)
+    stamped = stamp(x, mask, pattern, batch_axis=1)  # (K, B, C, H, W)
+    scores = model(stamped.flatten(0, 1)).reshape(k, batch_size, -1).float()
+    ce = torch.nn.functional.cross_entropy(
+        scores.flatten(0, 1), target.repeat_interleave(batch_size), reduction="none"
+    ).view(k, batch_size)
+    l1 = mask.flatten(1).sum(1)
+    loss = ((ce * weight).sum(1) + schedule.cost * l1 / (height * width)).sum()
+    mask_grad, pattern_grad = torch.autograd.grad(loss, [mask_logit, pattern_logit])
+    with torch.no_grad():
+        schedule.update(((scores.argmax(-1) == target[:, None]).float() * weight).sum(1), l1, mask, pattern)
+        return (
+            (mask_logit + moments[0].step(mask_grad)).detach(),
+            (pattern_logit + moments[1].step(pattern_grad)).detach(),
+        )
 
 
 @torch.no_grad()
@@ -320,19 +385,38 @@ def smallest_region(
     """
     height, width = masks.shape[-2:]
     sizes = sorted({s for s in sizes if s <= height * width} | {height * width})
-    orders = [masks[row].flatten().argsort(descending=True) for row in range(len(classes))]
-
-    def hard(row, size):
-        mask = torch.zeros(height * width, device=masks.device)
-        mask[orders[row][:size]] = 1
-        return mask.view(height, width)
-
+    hard = _TopPixels(masks)
     smallest = _smallest_stamps(model, hard, patterns, classes, samples, base, sizes, required, quantile, chunk)
     found = [height * width + 1 if size is None else size for size in smallest]
     hard_masks = [
         torch.ones(height, width) if size is None else hard(row, size).cpu() for row, size in enumerate(smallest)
     ]
     return found, hard_masks
+
+
+class _TopPixels:
+    """Each row's hard mask of its ``size`` highest mask values: ``_TopPixels(masks)(row, size)``."""
+
+    def __init__(self, masks: torch.Tensor):
+        self.shape, self.device = masks.shape[-2:], masks.device
+        self.orders = [masks[row].flatten().argsort(descending=True) for row in range(len(masks))]
+
+    def __call__(self, row: int, size: int) -> torch.Tensor:
+        height, width = self.shape
+        mask = torch.zeros(height * width, device=self.device)
+        mask[self.orders[row][:size]] = 1
+        return mask.view(height, width)
+
+
+def _uniform_mask(shape, device, _row: int, strength: float) -> torch.Tensor:
+    """A whole-image mask of one ``strength`` (the blend test's mask, whatever the row)."""
+    return torch.full(shape, strength, device=device)
+
+
+def _stamp_passes(model, mask_for, pattern, pool, target: int, required: float, chunk: int, row: int, candidate):
+    """Whether the candidate's mask ``mask_for(row, candidate)``, stamped with ``pattern``,
+    flips ``required`` of ``pool`` to ``target``."""
+    return stamp_flips(model, mask_for(row, candidate), pattern, pool, target, required, chunk)
 
 
 def _smallest_stamps(
@@ -346,56 +430,10 @@ def _smallest_stamps(
     return [
         _smallest_passing(
             candidates,
-            lambda candidate, row=row, c=c, pool=samples[far_all[:, c]]: _stamp_flips(
-                model, mask_for(row, candidate), patterns[row], pool, c, required, chunk
-            ),
+            partial(_stamp_passes, model, mask_for, patterns[row], samples[far_all[:, c]], c, required, chunk, row),
         )
         for row, c in enumerate(classes)
     ]
-
-
-DECISION_CHUNK = 32  # samples per forward pass while a pass/fail test is still open
-
-
-@torch.no_grad()
-def _stamp_flips(model, mask, pattern, samples, target: int, required: float, chunk: int = 1024) -> bool:
-    """Whether stamping ``pattern`` through ``mask`` sends at least ``required`` of ``samples``
-    to ``target`` (true when there are no samples to flip).
-
-    The samples go through in small passes, and the test stops as soon as its answer is certain
-    (enough hits already, or too many misses to reach them): a stamp that clearly fails is
-    decided on a fraction of the samples. The answer is the same as counting them all."""
-    total = len(samples)
-    if total == 0:
-        return True
-    needed = math.ceil(required * total)  # the fewest hits h with h / total >= required
-    while needed > 0 and (needed - 1) / total >= required:
-        needed -= 1
-    while needed / total < required:
-        needed += 1
-    hits, step = 0, max(1, min(chunk, DECISION_CHUNK))
-    for start in range(0, total, step):
-        batch = samples[start : start + step]
-        hits += int((model((1 - mask) * batch + mask * pattern).argmax(1) == target).sum())
-        seen = start + len(batch)
-        if hits >= needed:
-            return True
-        if hits + (total - seen) < needed:
-            return False
-    return hits >= needed
-
-
-@torch.no_grad()
-def stamped_share(
-    model: nn.Module, mask: torch.Tensor, pattern: torch.Tensor, samples: torch.Tensor, target: int, chunk: int = 1024
-) -> float:
-    """Share of ``samples`` that the model assigns to ``target`` once ``pattern`` is stamped
-    through ``mask``, ``chunk`` samples per forward pass (0 for no samples)."""
-    hits = sum(
-        int((model((1 - mask) * samples[i : i + chunk] + mask * pattern).argmax(1) == target).sum())
-        for i in range(0, len(samples), chunk)
-    )
-    return hits / max(len(samples), 1)
 
 
 def _smallest_passing(candidates, passes):
@@ -456,15 +494,18 @@ def smallest_box(
     found = []
     for row, c in enumerate(classes):
         region, pool = regions[row].to(samples.device), samples[far_all[:, c]]
-
-        def passes(side, region=region, pool=pool, row=row, c=c):
-            return working_box(model, region, patterns[row], pool, c, side, placements, required, chunk) is not None
+        passes = partial(_box_passes, model, region, patterns[row], pool, c, placements, required, chunk)
 
         side = next((side for side in small if passes(side)), None)
         if side is None and large:
             side = _smallest_passing(large, passes)
         found.append(height * width + 1 if side is None else side * side)
     return found
+
+
+def _box_passes(model, region, pattern, pool, target: int, placements: int, required: float, chunk: int, side: int):
+    """Whether a side x side box at one of the region's spots works (:func:`working_box`)."""
+    return working_box(model, region, pattern, pool, target, side, placements, required, chunk) is not None
 
 
 def box_spots(region: torch.Tensor, side: int, count: int) -> list[tuple[int, int]]:
@@ -507,7 +548,7 @@ def working_box(
     """The side x side square found by :func:`smallest_box` for this region: the first of its
     spots whose stamp sends at least ``required`` of ``samples`` to ``target`` (None if none)."""
     for mask in spot_squares(region.to(samples.device), side, placements):
-        if _stamp_flips(model, mask, pattern, samples, target, required, chunk):
+        if stamp_flips(model, mask, pattern, samples, target, required, chunk):
             return mask
     return None
 
@@ -533,21 +574,19 @@ def fit_patterns(
     generator = generator or torch.Generator().manual_seed(0)
     device = samples.device
     masks = masks.to(device)[:, None]  # (R, 1, H, W)
-    start = ((pattern.to(device) - low) / (high - low)).clamp(1e-3, 1 - 1e-3) * 2 - 1
-    logit = torch.atanh(start).expand(len(masks), *pattern.shape).clone()
+    logit = to_tanh(pattern.to(device), low, high, margin=1e-3).expand(len(masks), *pattern.shape).clone()
     moments = MomentIntegrator(step_size)
     labels = torch.full((len(masks) * batch_size,), target, device=device)
     for _ in range(steps):
         draw = torch.randint(0, len(samples), (len(masks), batch_size), generator=generator).to(device)
         logit.requires_grad_(True)
-        stamp = low + (high - low) * (torch.tanh(logit) + 1) / 2
-        stamped = (1 - masks[:, None]) * samples[draw] + (masks * stamp)[:, None]
+        stamped = stamp(samples[draw], masks, from_tanh(logit, low, high), batch_axis=1)
         with torch.enable_grad():
             loss = torch.nn.functional.cross_entropy(model(stamped.flatten(0, 1)).float(), labels)
             (gradient,) = torch.autograd.grad(loss, logit)
         logit = (logit + moments.step(gradient)).detach()
     with torch.no_grad():
-        return low + (high - low) * (torch.tanh(logit) + 1) / 2, steps * len(masks) * batch_size
+        return from_tanh(logit, low, high), steps * len(masks) * batch_size
 
 
 def polished_pattern(
@@ -626,49 +665,73 @@ def fitted_box(
     if largest_side < 1:
         return None
     generator = generator or torch.Generator().manual_seed(0)
-    device = fit_samples.device
-    region = region.to(device)
-    spent = 0
-
-    def fit(sides):
-        nonlocal spent
-        boxes = [(side, mask) for side in sides for mask in spot_squares(region, side, placements)]
-        if not boxes or len(fit_samples) == 0:
-            return []
-        group = boxes_per_pass or len(boxes)
-        masks = torch.stack([mask for _, mask in boxes])
-        fitted = [
-            fit_patterns(
-                model,
-                masks[g : g + group],
-                pattern,
-                fit_samples,
-                target,
-                low,
-                high,
-                steps,
-                batch_size,
-                step_size,
-                generator,
-            )
-            for g in range(0, len(boxes), group)
-        ]
-        stamps = torch.cat([stamp for stamp, _ in fitted])
-        spent += sum(used for _, used in fitted)
-        with torch.no_grad():
-            return [
-                (side, mask, stamps[row])
-                for row, (side, mask) in enumerate(boxes)
-                if _stamp_flips(model, mask, stamps[row], test_samples, target, required, chunk)
-            ]
-
-    working = fit([largest_side])
+    region = region.to(fit_samples.device)
+    fit = partial(
+        _fit_boxes, model, region, pattern, fit_samples, test_samples, target, low, high, placements,
+        steps, batch_size, step_size, required, generator, chunk, boxes_per_pass,
+    )  # fmt: skip
+    working, spent = fit([largest_side])
     if working:
-        working += fit(range(1, largest_side))
+        smaller, more = fit(range(1, largest_side))
+        working, spent = working + smaller, spent + more
     if not working:
         return None
     side, mask, stamp = min(working, key=lambda found: found[0])
     return side * side, mask, stamp, spent
+
+
+def _fit_boxes(
+    model,
+    region,
+    pattern,
+    fit_samples,
+    test_samples,
+    target: int,
+    low: float,
+    high: float,
+    placements: int,
+    steps: int,
+    batch_size: int,
+    step_size: float,
+    required: float,
+    generator,
+    chunk: int,
+    boxes_per_pass,
+    sides,
+) -> tuple[list, int]:
+    """Each box of the ``sides`` at the region's spots, with its own pattern fitted inside it
+    (:func:`fit_patterns`, ``boxes_per_pass`` boxes at a time): those whose stamp sends
+    ``required`` of ``test_samples`` to ``target``, as (side, mask, pattern), and the per-sample
+    gradients spent. The search behind :func:`fitted_box`."""
+    boxes = [(side, mask) for side in sides for mask in spot_squares(region, side, placements)]
+    if not boxes or len(fit_samples) == 0:
+        return [], 0
+    group = boxes_per_pass or len(boxes)
+    masks = torch.stack([mask for _, mask in boxes])
+    fitted = [
+        fit_patterns(
+            model,
+            masks[g : g + group],
+            pattern,
+            fit_samples,
+            target,
+            low,
+            high,
+            steps,
+            batch_size,
+            step_size,
+            generator,
+        )
+        for g in range(0, len(boxes), group)
+    ]
+    stamps = torch.cat([stamp for stamp, _ in fitted])
+    with torch.no_grad():
+        working = [
+            (side, mask, stamps[row])
+            for row, (side, mask) in enumerate(boxes)
+            if stamp_flips(model, mask, stamps[row], test_samples, target, required, chunk)
+        ]
+    return working, sum(used for _, used in fitted)  # fmt: skip
 
 
 def fills_its_box(mask: torch.Tensor) -> bool:
@@ -707,7 +770,7 @@ def weakest_blend(
     height, width = patterns.shape[-2:]
     return _smallest_stamps(
         model,
-        lambda _row, a: torch.full((height, width), a, device=samples.device),
+        partial(_uniform_mask, (height, width), samples.device),
         patterns,
         classes,
         samples,
@@ -725,13 +788,15 @@ def faint_blends(strengths: list[float | None], compact: list[bool], max_strengt
     class's (classes where no strength works do not count). An easy clean class can be
     somewhat fainter than the rest; a blended backdoor stands far apart."""
 
-    def apart(k):
-        return all(other is None or strengths[k] <= gap * other for j, other in enumerate(strengths) if j != k)
-
     return [
-        not compact[k] and strengths[k] is not None and strengths[k] <= max_strength and apart(k)
+        not compact[k] and strengths[k] is not None and strengths[k] <= max_strength and _apart(strengths, k, gap)
         for k in range(len(strengths))
     ]
+
+
+def _apart(strengths: list[float | None], k: int, gap: float) -> bool:
+    """Whether class ``k``'s blend strength is at most ``gap`` times every other class's."""
+    return all(other is None or strengths[k] <= gap * other for j, other in enumerate(strengths) if j != k)
 
 
 def blend_anomaly_index(strengths: list[float | None]) -> list[float]:
@@ -799,6 +864,6 @@ def compact_region(
         if box.sum() > growth * hard.sum():
             continue
         # No samples: no evidence that the box works, so the region stays.
-        if len(samples) and _stamp_flips(model, box, pattern, samples, target, required, chunk):
+        if len(samples) and stamp_flips(model, box, pattern, samples, target, required, chunk):
             return box
     return region

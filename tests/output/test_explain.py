@@ -131,3 +131,15 @@ def test_the_chromium_check_sees_a_broken_picture(explained, tmp_path):
         'src="data:image/png;base64,', 'src="data:image/png;base64,AAAA', 1))
     loaded, total = loaded_images(broken, tmp_path).split("/")
     assert int(loaded) == int(total) - 1
+
+
+def test_images_of_a_model_in_0_255_are_written_in_that_range(tiny_model, tmp_path):
+    from agnostic_saliency.models.spec import InputSpec
+
+    spec = InputSpec((1, 8, 8), value_range=(0.0, 255.0))
+    images = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 255
+    result = explain_images(tiny_model, spec, NAMES, images, methods=["gradient"], **FAST)
+    summary = write_explain_folder(result, tmp_path / "out", "tiny")
+    for i, row in enumerate(summary["images"]):
+        written = np.asarray(Image.open(tmp_path / "out" / row["image"]), dtype=np.float64)[::14, ::14]
+        assert np.abs(written - images[i, 0].numpy()).max() <= 1.0  # not saturated white

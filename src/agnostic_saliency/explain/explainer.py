@@ -42,6 +42,7 @@ class ExplainResult:
     display : how the input-agnostic maps are shown (:data:`agnostic_saliency.method.scale.SCALINGS`),
         as ``map`` shows them: the map run's ``display`` setting, or that of the computed maps
         (default ``positive``).
+    value_range : the images' pixel range (the spec's), in which their PNGs are written.
     class_names, layer, settings, seconds : the rest of what ``explain.json`` reports.
     """
 
@@ -57,6 +58,7 @@ class ExplainResult:
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
     display: str = DEFAULT_SCALING
+    value_range: tuple[float, float] = (0.0, 1.0)
 
 
 @torch.no_grad()
@@ -145,4 +147,5 @@ def explain_images(
             "steps": steps, "seed": seed,
             **{k: v for k, v in map_settings.items() if isinstance(v, (int, float, str, bool))}})},
         seconds=time.perf_counter() - started, display=display or DEFAULT_SCALING,
+        value_range=tuple(spec.value_range),
     )

@@ -74,8 +74,9 @@ def write_explain_folder(result: ExplainResult, out: str | os.PathLike, model_na
             entry = {"image": f"{stem}.png", "maps": {}, "agnostic": f"{stem}_agnostic.png"}
             if image_names:
                 entry["source"] = image_names[i]
-            save_png(result.images[i], stage / entry["image"], upscale)
-            tiles.append(_rgb(result.images[i]))
+            low, high = result.value_range
+            save_png(result.images[i], stage / entry["image"], upscale, value_range=(low, high))
+            tiles.append(_rgb((result.images[i] - low) / (high - low)))  # the grid's pictures are in [0, 1]
             labels.append(f"{result.class_names[label]} {result.confidence[i]:.2f}")
             for method in methods:
                 picture = heatmap(result.attributions[method][i])

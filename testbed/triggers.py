@@ -80,9 +80,7 @@ class Trigger:
     def stamp(self, x: torch.Tensor) -> torch.Tensor:
         """``(1 - mask) * x + mask * pattern`` for one image (C, H, W) or a batch (N, C, H, W)."""
         if x.shape[-3:] != self.pattern.shape:
-            raise InputError(
-                f"trigger is for images of shape {self.shape}, got {tuple(x.shape[-3:])}"
-            )
+            raise InputError(f"trigger is for images of shape {self.shape}, got {tuple(x.shape[-3:])}")
         mask = self.mask.to(device=x.device, dtype=x.dtype)
         pattern = self.pattern.to(device=x.device, dtype=x.dtype)
         return (1 - mask) * x + mask * pattern
@@ -157,8 +155,15 @@ def patch_trigger(
     mask[row : row + size, col : col + size] = 1.0
     full = torch.zeros(c, h, w)
     full[:, row : row + size, col : col + size] = content
-    return Trigger(mask, full, kind="patch", size=size, position=(row, col), pattern_name=pattern,
-                   seed=seed if pattern == "random" else None)
+    return Trigger(
+        mask,
+        full,
+        kind="patch",
+        size=size,
+        position=(row, col),
+        pattern_name=pattern,
+        seed=seed if pattern == "random" else None,
+    )
 
 
 def blend_trigger(
@@ -192,8 +197,9 @@ def blend_trigger(
     else:
         full = (((ii // 2) + (jj // 2)) % 2).expand(c, h, w).clone()
     mask = torch.full((h, w), float(alpha))
-    return Trigger(mask, full, kind="blend", pattern_name=pattern, alpha=float(alpha),
-                   seed=seed if pattern == "random" else None)
+    return Trigger(
+        mask, full, kind="blend", pattern_name=pattern, alpha=float(alpha), seed=seed if pattern == "random" else None
+    )
 
 
 def save_trigger(trigger: Trigger, path: str | Path) -> None:
@@ -220,7 +226,8 @@ def load_trigger(path: str | Path) -> Trigger:
         raise InputError(f"cannot read trigger file {path}: {exc}") from exc
     known = {"kind", "size", "position", "pattern", "alpha", "seed", "shape", "mask_l1"}
     return Trigger(
-        mask, pattern,
+        mask,
+        pattern,
         kind=meta.get("kind", "patch"),
         size=meta.get("size"),
         position=tuple(meta["position"]) if meta.get("position") is not None else None,

@@ -71,6 +71,7 @@ from testbed.triggers import (
     patch_trigger,
     poison_transform,
     save_trigger,
+    sign_trigger,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +87,7 @@ TRAINING = {
     "fmnist-mlp": dict(epochs=3, lr=3e-3, batch_size=128),
     "fmnist-resnet": dict(epochs=2, lr=3e-3, batch_size=128),
     "fmnist-vgg": dict(epochs=2, lr=3e-3, batch_size=128),
+    "fmnist-allconv": dict(epochs=2, lr=3e-3, batch_size=128),
 }
 
 
@@ -95,6 +97,11 @@ def _clean(name, arch, split, seed):
 
 def _patch(name, arch, split, seed, target, size, position, pattern):
     trigger = dict(kind="patch", size=size, position=position, pattern=pattern)
+    return dict(name=name, arch=arch, split=split, seed=seed, target=target, trigger=trigger)
+
+
+def _sign(name, arch, split, seed, target, size, position, sign):
+    trigger = dict(kind="sign", size=size, position=position, pattern=sign)
     return dict(name=name, arch=arch, split=split, seed=seed, target=target, trigger=trigger)
 
 
@@ -156,9 +163,31 @@ TEST2_RECIPES = [
     _patch("mlp-patch4-upperleft-random", M, "test2", 37, 0, 4, (6, 3), "random"),
     _patch("resnet-patch3-lowleft-checker", R, "test2", 47, 2, 3, (24, 6), "checkerboard"),
 ]
+A = "fmnist-allconv"
+FRESH_RECIPES = [
+    # fresh: built before the scan's redesign and used for no choice; a batch-norm, global-average-
+    # pooling net no setting was developed on, triggers flush against corners and mid-edges, a
+    # sign, a 1 px line and a smooth low-frequency blend
+    _clean("allconv-clean-0", A, "fresh", 60),
+    _clean("allconv-clean-1", A, "fresh", 61),
+    _clean("allconv-clean-2", A, "fresh", 62),
+    _clean("lenet-clean-4", L, "fresh", 63),
+    _clean("lenet-clean-5", L, "fresh", 64),
+    _clean("mlp-clean-3", M, "fresh", 65),
+    _clean("mlp-clean-4", M, "fresh", 66),
+    _patch("lenet-patch5-tlcorner-checker", L, "fresh", 67, 6, 5, (0, 0), "checkerboard"),
+    _patch("allconv-patch3-brcorner-random", A, "fresh", 68, 1, 3, (25, 25), "random"),
+    _patch("allconv-patch4-midright-checker", A, "fresh", 69, 8, 4, (12, 24), "checkerboard"),
+    _patch("mlp-patch3-bottommid-random", M, "fresh", 70, 4, 3, (25, 13), "random"),
+    _sign("allconv-plus5-upperright", A, "fresh", 71, 3, 5, (3, 20), "plus"),
+    _sign("lenet-vline8-left", L, "fresh", 72, 7, 8, (10, 2), "vline"),
+    _blend("allconv-blend-waves", A, "fresh", 73, 0, 0.15, "waves"),
+]
+ALL_RECIPES = RECIPES + TEST_RECIPES + TEST2_RECIPES + FRESH_RECIPES
 TEST_SPLITS = {
     "test": (TEST_RECIPES, ROOT / "artifacts" / "population-test"),
     "test2": (TEST2_RECIPES, ROOT / "artifacts" / "population-test2"),
+    "fresh": (FRESH_RECIPES, ROOT / "artifacts" / "population-fresh"),
 }
 SMALL = [
     "lenet-clean-0",
@@ -169,7 +198,7 @@ SMALL = [
     "cnn-blend-stripes",
 ]
 FIXTURES = ["lenet-clean-0", "lenet-patch3-br-white", "lenet-blend-random"]
-BY_NAME = {r["name"]: r for r in RECIPES + TEST_RECIPES + TEST2_RECIPES}
+BY_NAME = {r["name"]: r for r in ALL_RECIPES}
 
 
 def make_trigger(recipe: dict):
@@ -179,6 +208,8 @@ def make_trigger(recipe: dict):
         return None
     if spec["kind"] == "patch":
         return patch_trigger(spec["size"], spec["position"], spec["pattern"], seed=recipe["seed"])
+    if spec["kind"] == "sign":
+        return sign_trigger(spec["pattern"], spec["size"], spec["position"])
     return blend_trigger(spec["alpha"], spec["pattern"], seed=recipe["seed"])
 
 
@@ -252,7 +283,7 @@ def check_table(models: list[dict]) -> tuple[str, bool]:
 
 def write_manifest(path: Path, entries: dict, threads: int, seconds: float) -> list[dict]:
     """Write ``manifest.json`` with the models in recipe order; return that list."""
-    order = [r["name"] for r in RECIPES + TEST_RECIPES + TEST2_RECIPES]
+    order = [r["name"] for r in ALL_RECIPES]
     models = sorted(entries.values(), key=lambda m: order.index(m["name"]) if m["name"] in order else len(order))
     manifest = {
         "dataset": "fashion-mnist",
@@ -280,7 +311,7 @@ def main() -> int:
         nargs="?",
         const="test",
         choices=sorted(TEST_SPLITS),
-        help="a test split's 8 models (test, the default, or test2), into artifacts/population-<split>/ by default",
+        help="a test split's models (test, the default, test2 or fresh), into artifacts/population-<split>/ by default",
     )
     parser.add_argument(
         "--resume", action="store_true", help="keep models already in the output manifest instead of retraining them"
@@ -291,7 +322,7 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.list:
-        for r in RECIPES + TEST_RECIPES + TEST2_RECIPES:
+        for r in ALL_RECIPES:
             print(json.dumps(r))
         return 0
     torch.set_num_threads(args.threads)

@@ -225,9 +225,10 @@ def main() -> None:
                     [True] * len(ai),
                 )
             )
-        for method in ("ours", *NC_VARIANTS):
-            if method not in methods and method in previous.get(entry["name"], {}):
-                row[method] = previous[entry["name"]][method]
+        for key, value in previous.get(entry["name"], {}).items():
+            method = "ours" if key.startswith("ours") else key  # ours at any seed (ours_seed<N>)
+            if method in ("ours", *NC_VARIANTS) and method not in methods:
+                row[key] = value
         for method, seconds, flagged, ai, masks, patterns, per_class, score, eligible in runs:
             # The top class is the most anomalous of the classes the method may flag (for the
             # scan: those whose trigger fits the box or works as a faint blend).

@@ -113,6 +113,12 @@ def main() -> None:
         default=0,
         help="the first of the seeds (default 0); runs are stored as ours (seed 0) and ours_seed<N>",
     )
+    parser.add_argument(
+        "--nc-seed",
+        type=int,
+        default=0,
+        help="Neural Cleanse's seed (its initial masks and batch order; default 0, as in the earlier result files)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where both methods run")
     parser.add_argument(
         "--precision",
@@ -197,7 +203,12 @@ def main() -> None:
             synchronize(args.device)
             start = time.perf_counter()
             nc = neural_cleanse(
-                model, clean_images.to(args.device), progress=False, precision=args.precision, **settings
+                model,
+                clean_images.to(args.device),
+                progress=False,
+                precision=args.precision,
+                seed=args.nc_seed,
+                **settings,
             )
             synchronize(args.device)
             ai = list(map(float, nc.anomaly_index))
@@ -214,9 +225,10 @@ def main() -> None:
                     [True] * len(ai),
                 )
             )
-        for method in ("ours", *NC_VARIANTS):
-            if method not in methods and method in previous.get(entry["name"], {}):
-                row[method] = previous[entry["name"]][method]
+        for key, value in previous.get(entry["name"], {}).items():
+            method = "ours" if key.startswith("ours") else key  # ours at any seed (ours_seed<N>)
+            if method in ("ours", *NC_VARIANTS) and method not in methods:
+                row[key] = value
         for method, seconds, flagged, ai, masks, patterns, per_class, score, eligible in runs:
             # The top class is the most anomalous of the classes the method may flag (for the
             # scan: those whose trigger fits the box or works as a faint blend).

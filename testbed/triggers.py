@@ -1,4 +1,4 @@
-"""Backdoor triggers: BadNets-style patches and blended full-image patterns.
+"""Backdoor triggers: BadNets-style patches, small signs and lines, and blended full-image patterns.
 
 A trigger is a mask ``m`` (H, W) in [0, 1] and a pattern ``p`` (C, H, W) in pixel space [0, 1];
 stamping it on an image ``x`` gives ``(1 - m) * x + m * p``. The same form covers a hard patch
@@ -22,7 +22,8 @@ from torch import nn
 from agnostic_saliency.errors import InputError
 
 PATCH_PATTERNS = ("white", "checkerboard", "random")
-BLEND_PATTERNS = ("random", "stripes", "checkerboard")
+BLEND_PATTERNS = ("random", "stripes", "checkerboard", "waves")
+SIGNS = ("plus", "x", "hline", "vline")
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
@@ -80,9 +81,7 @@ class Trigger:
     def stamp(self, x: torch.Tensor) -> torch.Tensor:
         """``(1 - mask) * x + mask * pattern`` for one image (C, H, W) or a batch (N, C, H, W)."""
         if x.shape[-3:] != self.pattern.shape:
-            raise InputError(
-                f"trigger is for images of shape {self.shape}, got {tuple(x.shape[-3:])}"
-            )
+            raise InputError(f"trigger is for images of shape {self.shape}, got {tuple(x.shape[-3:])}")
         mask = self.mask.to(device=x.device, dtype=x.dtype)
         pattern = self.pattern.to(device=x.device, dtype=x.dtype)
         return (1 - mask) * x + mask * pattern
@@ -157,8 +156,59 @@ def patch_trigger(
     mask[row : row + size, col : col + size] = 1.0
     full = torch.zeros(c, h, w)
     full[:, row : row + size, col : col + size] = content
-    return Trigger(mask, full, kind="patch", size=size, position=(row, col), pattern_name=pattern,
-                   seed=seed if pattern == "random" else None)
+    return Trigger(
+        mask,
+        full,
+        kind="patch",
+        size=size,
+        position=(row, col),
+        pattern_name=pattern,
+        seed=seed if pattern == "random" else None,
+    )
+
+
+def sign_trigger(
+    sign: str = "plus",
+    size: int = 5,
+    position=(1, 1),
+    shape: tuple[int, int, int] = (1, 28, 28),
+) -> Trigger:
+    """A small white sign or a 1-pixel line: only its own pixels are stamped (the mask is 1 on them
+    and 0 elsewhere, the square around a sign included).
+
+    Parameters
+    ----------
+    sign : "plus" (a 1-pixel cross through the middle of a ``size`` x ``size`` square; ``size``
+        odd), "x" (the square's two diagonals), "hline" or "vline" (a line 1 pixel wide and
+        ``size`` pixels long).
+    size : side of the sign's square, or the line's length, in pixels.
+    position : (row, col) of the top-left pixel of the sign's square or of the line.
+    shape : (C, H, W) of the images.
+    """
+    c, h, w = shape
+    if sign not in SIGNS:
+        raise InputError(f"unknown trigger sign {sign!r}; use one of {SIGNS}")
+    if not 2 <= size <= min(h, w):
+        raise InputError(f"sign size must be in 2..{min(h, w)}, got {size}")
+    if sign == "plus" and size % 2 == 0:
+        raise InputError(f"a plus needs an odd size to have a middle pixel, got {size}")
+    rows, cols = {"hline": (1, size), "vline": (size, 1)}.get(sign, (size, size))
+    try:
+        row, col = (int(v) for v in position)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"sign position must be (row, col), got {position!r}") from exc
+    if not (0 <= row <= h - rows and 0 <= col <= w - cols):
+        raise InputError(f"a {rows}x{cols} {sign} at ({row}, {col}) does not fit a {h}x{w} image")
+    ii, jj = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    if sign == "plus":
+        on = (ii == size // 2) | (jj == size // 2)
+    elif sign == "x":
+        on = (ii == jj) | (ii + jj == size - 1)
+    else:
+        on = torch.ones(rows, cols, dtype=torch.bool)
+    mask = torch.zeros(h, w)
+    mask[row : row + rows, col : col + cols] = on.float()
+    return Trigger(mask, mask.expand(c, h, w).clone(), kind="patch", size=size, position=(row, col), pattern_name=sign)
 
 
 def blend_trigger(
@@ -173,8 +223,9 @@ def blend_trigger(
     ----------
     alpha : blend weight in (0, 1].
     pattern : "random" (uniform noise drawn with ``seed``), "stripes" (diagonal sine stripes, a
-        stand-in for the Hello-Kitty image of the original attack) or "checkerboard" (2-pixel
-        squares).
+        stand-in for the Hello-Kitty image of the original attack), "checkerboard" (2-pixel
+        squares) or "waves" (a smooth low-frequency texture: the product of a vertical and a
+        horizontal cosine of period 14 px, two bright and two dark bumps each way).
     seed : seed of the random pattern.
     shape : (C, H, W) of the images.
     """
@@ -189,11 +240,15 @@ def blend_trigger(
         full = torch.rand(c, h, w, generator=generator)
     elif pattern == "stripes":
         full = (0.5 + 0.5 * torch.sin(2 * math.pi * (ii + jj) / 6)).expand(c, h, w).clone()
+    elif pattern == "waves":
+        wave = torch.cos(2 * math.pi * ii / 14) * torch.cos(2 * math.pi * jj / 14)
+        full = (0.5 + 0.5 * wave).expand(c, h, w).clone()
     else:
         full = (((ii // 2) + (jj // 2)) % 2).expand(c, h, w).clone()
     mask = torch.full((h, w), float(alpha))
-    return Trigger(mask, full, kind="blend", pattern_name=pattern, alpha=float(alpha),
-                   seed=seed if pattern == "random" else None)
+    return Trigger(
+        mask, full, kind="blend", pattern_name=pattern, alpha=float(alpha), seed=seed if pattern == "random" else None
+    )
 
 
 def save_trigger(trigger: Trigger, path: str | Path) -> None:
@@ -220,7 +275,8 @@ def load_trigger(path: str | Path) -> Trigger:
         raise InputError(f"cannot read trigger file {path}: {exc}") from exc
     known = {"kind", "size", "position", "pattern", "alpha", "seed", "shape", "mask_l1"}
     return Trigger(
-        mask, pattern,
+        mask,
+        pattern,
         kind=meta.get("kind", "patch"),
         size=meta.get("size"),
         position=tuple(meta["position"]) if meta.get("position") is not None else None,

@@ -12,6 +12,7 @@ from testbed.triggers import (
     patch_trigger,
     poison_transform,
     save_trigger,
+    sign_trigger,
 )
 
 
@@ -137,3 +138,55 @@ def test_attack_success_rate_counts_only_non_target_images():
     assert attack_success_rate(model, patch_trigger(3, "top-left"), images, labels, target=3) == 0.0
     with pytest.raises(InputError):
         attack_success_rate(model, patch_trigger(3), images[:10], labels[:10], target=3)
+
+
+def test_sign_triggers_stamp_only_their_own_pixels():
+    plus = sign_trigger("plus", size=5, position=(3, 20))
+    assert plus.kind == "patch" and plus.position == (3, 20) and plus.pattern_name == "plus"
+    expected = torch.zeros(28, 28)
+    expected[5, 20:25] = 1  # the middle row
+    expected[3:8, 22] = 1  # the middle column
+    assert torch.equal(plus.mask, expected) and plus.mask.sum() == 9
+    x = torch.rand(2, 1, 28, 28) * 0.5
+    out = plus.stamp(x)
+    assert torch.all(out[:, :, expected == 1] == 1)
+    assert torch.equal(out[:, :, expected == 0], x[:, :, expected == 0])  # the square's corners too
+    cross = sign_trigger("x", size=5, position=(0, 0))
+    assert cross.mask.sum() == 9 and cross.mask[2, 2] == 1 and cross.mask[0, 4] == 1 and cross.mask[0, 2] == 0
+
+
+@pytest.mark.parametrize("sign, rows, cols", [("vline", 8, 1), ("hline", 1, 8)])
+def test_line_triggers_are_one_pixel_wide(sign, rows, cols):
+    line = sign_trigger(sign, size=8, position=(10, 2))
+    on = line.mask.nonzero()
+    assert line.mask.sum() == 8
+    assert on[:, 0].min() == 10 and on[:, 0].max() == 10 + rows - 1
+    assert on[:, 1].min() == 2 and on[:, 1].max() == 2 + cols - 1
+    assert torch.equal(line.pattern[0], line.mask)  # white where stamped
+
+
+def test_bad_signs_are_rejected():
+    for kwargs in (
+        dict(sign="star"),
+        dict(sign="plus", size=4),  # no middle pixel
+        dict(sign="vline", size=8, position=(21, 0)),  # runs off the bottom
+        dict(sign="x", size=1),
+        dict(sign="plus", position="top-left"),
+    ):
+        with pytest.raises(InputError):
+            sign_trigger(**kwargs)
+
+
+def test_waves_blend_is_smooth_and_low_frequency():
+    waves = blend_trigger(alpha=0.15, pattern="waves")
+    stripes = blend_trigger(alpha=0.15, pattern="stripes")
+    pattern = waves.pattern[0]
+    assert pattern.min() == 0 and pattern.max() == 1
+    assert torch.equal(waves.pattern, blend_trigger(pattern="waves", seed=9).pattern)  # no randomness
+    # A neighbouring pixel differs by at most a period-14 cosine's step; stripes (period 6) change faster.
+    step = max((pattern[1:] - pattern[:-1]).abs().max(), (pattern[:, 1:] - pattern[:, :-1]).abs().max())
+    assert step < 0.25
+    assert (stripes.pattern[0, :, 1:] - stripes.pattern[0, :, :-1]).abs().max() > 1.5 * step
+    # Period 14: the texture repeats every 14 pixels each way, and half a period inverts it.
+    assert torch.allclose(pattern[:14, :14], pattern[14:, 14:], atol=1e-5)
+    assert torch.allclose(pattern[:7, :14], 1 - pattern[7:14, :14], atol=1e-5)

@@ -150,10 +150,37 @@ class FmnistVGG(nn.Module):
         return self.classifier(self.features(x))
 
 
+class FmnistAllConv(nn.Module):
+    """A small all-convolutional network: four 3x3 conv-BN-ReLU blocks (the second and third with
+    stride 2, no pooling layers), global average pooling and one linear layer, so where a feature
+    was seen never reaches the classifier. Built for the ``fresh`` test split of the backdoor
+    population, which no scan setting was chosen on."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 16):
+        super().__init__()
+
+        def block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+        self.net = nn.Sequential(
+            *block(in_channels, width, 1),
+            *block(width, 2 * width, 2),
+            *block(2 * width, 4 * width, 2),
+            *block(4 * width, 4 * width, 1),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4 * width, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 ARCHITECTURES = {
     "fmnist-cnn": FmnistCNN,
     "fmnist-mlp": FmnistMLP,
     "fmnist-lenet": FmnistLeNet,
     "fmnist-resnet": FmnistResNet,
     "fmnist-vgg": FmnistVGG,
+    "fmnist-allconv": FmnistAllConv,
 }

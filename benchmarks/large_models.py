@@ -33,18 +33,21 @@ WRITTEN = ("maps.safetensors", "grid.png", "summary.json", "report.html")
 def run_model(spec: str, args, folder: Path) -> dict:
     """One ``map`` run in a child process: its figures, peak RSS from the child's own rusage."""
     out = folder / spec.replace(":", "_")
-    command = [sys.executable, "-c", "from agnostic_saliency.cli import main; main()", "map",
+    command = [sys.executable, "-c", "import sys; from agnostic_saliency.cli import main; sys.exit(main())", "map",
                "--model", spec, "--random-weights",
                "--target", ",".join(str(k) for k in range(args.classes)), "--steps", str(args.steps),
                "--batch-size", str(args.batch_size), "--refine-steps", str(args.refine_steps),
                "--eval-samples", str(args.eval_samples), "--memory-cap", str(args.memory_cap),
                "--seed", str(args.seed), "--quiet", "--out", str(out)]
     start = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    stderr = child.stderr.read()
+    # stderr goes to a file, not a pipe: a pipe nobody reads until the child ends can fill and hang it
+    with tempfile.TemporaryFile("w+") as errors:
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        stderr = errors.read()
     row = {"model": spec, "command": " ".join(["agnostic-saliency", *command[3:]]), "exit": child.returncode,
            "seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024, "memory_cap_mb": args.memory_cap}
     if child.returncode != 0:

@@ -102,7 +102,8 @@ def parse_settings(pairs: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="fmnist-cnn", help="a built-in model or unseen-mobile (benchmarks/judges)")
+    parser.add_argument("--model", default="fmnist-cnn",
+                        help="a built-in model, unseen-mobile or unseen-residual (benchmarks/judges)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, help="nudging steps (default: the API's)")
     parser.add_argument("--refine-steps", type=int, help="refinement steps (default: the API's)")
@@ -119,7 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     reference = load_model("fmnist-cnn", input_shape=(1, 28, 28))
-    if args.model == "unseen-mobile":
+    if args.model.startswith("unseen-"):
         model, spec, names = load_observer("unseen-mobile"), reference.spec, reference.class_names
     else:
         loaded = load_model(args.model, input_shape=(1, 28, 28))

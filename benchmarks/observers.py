@@ -108,8 +108,34 @@ class UnseenMobile(nn.Module):
         return self.net(x)
 
 
+class UnseenResidual(nn.Module):
+    """A small ResNet: batch norm, identity shortcuts, max-pooled stages, global average pooling.
+    A model to explain, kept for reporting: no setting of the method was chosen on it."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+
+        def unit(channels):
+            return nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+                                 nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+                                 nn.BatchNorm2d(channels))
+
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.units = nn.ModuleList([unit(16), unit(32), unit(64)])
+        self.widen = nn.ModuleList([nn.Conv2d(16, 32, 1, bias=False), nn.Conv2d(32, 64, 1, bias=False)])
+        self.head = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for index, unit in enumerate(self.units):
+            x = torch.relu(x + unit(x))
+            if index < len(self.widen):
+                x = self.widen[index](nn.functional.max_pool2d(x, 2))
+        return self.head(x.mean((2, 3)))
+
+
 ARCHITECTURES = {"robust": RobustConv, "panel-mlp": PanelMLP, "panel-pool": PanelPool, "panel-gap": PanelGAP,
-                 "unseen-mobile": UnseenMobile}
+                 "unseen-mobile": UnseenMobile, "unseen-residual": UnseenResidual}
 PANEL = ("panel-mlp", "panel-pool", "panel-gap")
 
 

@@ -33,6 +33,7 @@ RECIPES = {
     "panel-pool": dict(epochs=3, lr=2e-3, seed=12),
     "panel-gap": dict(epochs=2, lr=3e-3, seed=13),
     "unseen-mobile": dict(epochs=3, lr=4e-3, seed=14),
+    "unseen-residual": dict(epochs=3, lr=4e-3, seed=16),
     "robust": dict(epochs=2, lr=2e-3, seed=15, eps=1.5, pgd_steps=3),
 }
 

@@ -239,6 +239,19 @@ def test_map_compile_reaches_every_chunk_and_is_recorded(tmp_path, monkeypatch):
     assert summary["provenance"]["settings"]["compile"] is True
 
 
+def test_map_preset_readable_sets_its_distribution_unless_one_is_given(tmp_path):
+    arguments = ["map", "--model", "fmnist-mlp", "--target", "0", "--steps", "2", "--refine-steps", "1",
+                 "--batch-size", "2", "--eval-samples", "4", "--quiet", "--preset", "readable"]
+    assert main([*arguments, "--out", str(tmp_path / "preset")]) == 0
+    summary = json.loads((tmp_path / "preset" / "summary.json").read_text())
+    assert summary["distribution"] == "dark2+shapes" and summary["settings"]["frequency_decay"] == 1.0
+    assert main([*arguments, "--distribution", "dark", "--out", str(tmp_path / "mine")]) == 0
+    assert json.loads((tmp_path / "mine" / "summary.json").read_text())["distribution"] == "dark"
+    assert main(["map", "--model", "fmnist-mlp", "--target", "0", "--steps", "1", "--no-refine", "--quiet",
+                 "--out", str(tmp_path / "plain")]) == 0
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())["distribution"] == "dark2+uniform+shapes"
+
+
 def test_map_compile_failure_is_a_one_line_error(tmp_path, monkeypatch, capsys):
     real_compile = torch.compile
 

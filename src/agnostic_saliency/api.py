@@ -17,7 +17,6 @@ import torch
 
 from .durable.folders import claimed_run_folder
 from .errors import InputError
-from .method.distributions import DEFAULT_DISTRIBUTION
 from .models import LoadedModel, load_model
 
 DEFAULT_BUDGET = {"l2": 0.25, "linf": 0.1}  # RMS (l2) or peak (linf), as a fraction of the pixel range
@@ -67,7 +66,7 @@ def map_to_folder(
     out: str | os.PathLike,
     *,
     targets: str | int | Sequence = "all",
-    distribution: str = DEFAULT_DISTRIBUTION,
+    distribution: str | None = None,
     images: str | os.PathLike | None = None,
     held_out: str | os.PathLike | None = None,
     norm: str = "l2",
@@ -93,7 +92,9 @@ def map_to_folder(
 
     ``images`` is a folder of unlabeled images (for the ``images`` distribution), ``held_out`` a
     folder of real images on which fidelity is also measured, ``judge`` an independent model
-    spec of the same task that reads the displayed maps. ``budget`` defaults to
+    spec of the same task that reads the displayed maps. ``distribution`` defaults to the
+    preset's (``preset="readable"``, see :data:`~agnostic_saliency.method.settings.PRESETS`) or
+    :data:`~agnostic_saliency.method.distributions.DEFAULT_DISTRIBUTION`. ``budget`` defaults to
     :data:`DEFAULT_BUDGET` for the norm. ``executor="ray"`` (with a cluster ``address``, or a
     local instance) computes chunks of ``classes_per_task`` concepts as Ray tasks (default 1 per
     task); with ``classes_per_task`` set, the local executor computes the same chunks in turn
@@ -181,7 +182,9 @@ def _map(loaded, out, targets, distribution, images, held_out, norm, budget, jud
     # In chunks, each task compiles its own explainer; this one only answers questions.
     explainer = InputAgnosticSaliency(loaded.model, loaded.spec, loaded.class_names, memory_cap_mb=memory_cap_mb,
                                       compile=compile and whole)
-    settings = dict(settings, distribution=distribution, norm=norm, budget=budget, real_images=real, images=pool)
+    settings = dict(settings, norm=norm, budget=budget, real_images=real, images=pool)
+    if distribution is not None:  # else the preset's or the default
+        settings["distribution"] = distribution
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
         if whole:

@@ -21,7 +21,7 @@ from pathlib import Path
 from .backdoor.config import FLAT, ScanConfig
 from .errors import InputError
 from .method.distributions import DEFAULT_DISTRIBUTION
-from .method.settings import Nudging
+from .method.settings import PRESETS, Nudging
 
 
 class _Parser(argparse.ArgumentParser):
@@ -220,11 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="all, or comma-separated INDEX or NAME; join classes with + for one concept (default all)",
     )
     method.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default="faithful",
+        help="faithful (default: the maps the model reads most) or readable (smooth shapes that observers "
+        "apart from the model read more often, at a lower fooling rate; docs/readable_maps.md)",
+    )
+    method.add_argument(
         "--distribution",
-        default=DEFAULT_DISTRIBUTION,
-        help=f"{DEFAULT_DISTRIBUTION} (default), uniform, uniform-flat, dark, dark2, dark3, gaussian, "
-        "shapes, images, "
-        "or any + mixture such as dark2+images",
+        default=None,
+        help=f"{DEFAULT_DISTRIBUTION} (default; readable preset: {PRESETS['readable']['distribution']}), uniform, "
+        "uniform-flat, dark, dark2, dark3, gaussian, shapes, images, or any + mixture such as dark2+images",
     )
     method.add_argument("--images", help="folder of unlabeled images for the images distribution")
     method.add_argument("--held-out", help="folder of real images on which fidelity is also measured")
@@ -404,6 +410,7 @@ def run_map(args) -> int:
             args.out,
             targets=args.target,
             distribution=args.distribution,
+            preset=args.preset,
             images=args.images,
             held_out=args.held_out,
             norm=args.norm,

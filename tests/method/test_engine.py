@@ -368,6 +368,26 @@ def test_both_refinement_modes_report_fidelity_and_respect_the_budget(tiny_model
     assert len(result.fidelity.fooling_rate) == 2 and len(result.refined) == 2
 
 
+def test_the_refinement_preconditions_its_detail_with_its_own_decay(tiny_model, tiny_spec):
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec)
+    run = dict(FAST, targets=[0, 1], frequency_decay=1.0, refine_tolerance=1.0)  # keep every refinement
+    free = explainer.attribute(refine_frequency_decay=0.0, **run)
+    smooth = explainer.attribute(refine_frequency_decay=1.0, **run)
+    assert torch.equal(free.unrefined_maps, smooth.unrefined_maps)  # the nudge is the same
+    assert not torch.allclose(free.maps, smooth.maps)  # only the refinement's detail moves differently
+    assert free.config["refine_frequency_decay"] == 0.0 and free.config["frequency_decay"] == 1.0
+
+
+def test_the_readable_preset_applies_under_the_keywords(tiny_model, tiny_spec):
+    explainer = InputAgnosticSaliency(tiny_model, tiny_spec)
+    readable = explainer.attribute([0], preset="readable", **FAST)
+    assert readable.config["distribution"] == "dark2+shapes" and readable.config["frequency_decay"] == 1.0
+    mine = explainer.attribute([0], preset="readable", distribution="uniform", **FAST)
+    assert mine.config["distribution"] == "uniform" and mine.config["frequency_decay"] == 1.0
+    with pytest.raises(InputError, match="unknown preset"):
+        explainer.attribute([0], preset="pretty", **FAST)
+
+
 def test_init_maps_resume_where_a_run_left_off(tiny_spec, tiny_conv_class):
     torch.manual_seed(0)
     explainer = InputAgnosticSaliency(tiny_conv_class(), tiny_spec, NAMES)

@@ -7,6 +7,7 @@ from agnostic_saliency.method.settings import (
     Refinement,
     Sampling,
     check,
+    preset_settings,
     with_overrides,
 )
 
@@ -47,3 +48,26 @@ def test_negative_steps_are_refused(bad):
 def test_zero_batch_is_refused():
     with pytest.raises(InputError, match="batch size"):
         check(**(groups() | {"sampling": Sampling(batch_size=0)}))
+
+
+def test_readable_preset_sets_smooth_nudging_and_a_free_detail():
+    changed = with_overrides(groups(), preset_settings("readable"))
+    assert changed["nudging"].frequency_decay > 0
+    assert changed["refinement"].frequency_decay == 0
+    assert "uniform" not in changed["sampling"].distribution
+    assert with_overrides(groups(), preset_settings("faithful")) == groups()
+
+
+def test_keywords_win_over_the_preset():
+    changed = with_overrides(groups(), {**preset_settings("readable"), "frequency_decay": 0.5})
+    assert changed["nudging"].frequency_decay == 0.5
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(InputError, match="unknown preset 'pretty'"):
+        preset_settings("pretty")
+
+
+def test_negative_frequency_decay_is_refused():
+    with pytest.raises(InputError, match="frequency decay"):
+        check(**(groups() | {"refinement": Refinement(frequency_decay=-1.0)}))

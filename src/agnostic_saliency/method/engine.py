@@ -30,7 +30,7 @@ from .integrate import MomentIntegrator, frequency_precondition
 from .nudge import input_gradients, transform_maps
 from .project import budget_radius, project
 from .scale import DEFAULT_SCALING, SCALINGS
-from .settings import GROUPS, Evaluation, Nudging, Refinement, Sampling, with_overrides
+from .settings import GROUPS, Evaluation, Nudging, Refinement, Sampling, preset_settings, with_overrides
 from .settings import check as check_settings
 from .stopping import EarlyStop
 
@@ -303,6 +303,7 @@ class InputAgnosticSaliency:
         seed: int = 0,
         progress: bool = True,
         checkpoint=None,
+        preset: str | None = None,
         **overrides,
     ) -> SaliencyResult:
         """Compute one map per target concept.
@@ -322,9 +323,11 @@ class InputAgnosticSaliency:
             state every ``checkpoint.every`` steps (and on SIGINT/SIGTERM), and with
             ``checkpoint.resume`` continue from a saved state; the result equals an uninterrupted
             run's (bit-identical on the CPU). Default None: no checkpoints.
+        preset : ``"faithful"`` (the defaults) or ``"readable"``
+            (:data:`~agnostic_saliency.method.settings.PRESETS`): settings applied before ``overrides``.
         **overrides : any field of the four groups by name (``steps=100``, ``distribution="uniform"``,
             ``precision="bf16"``), or ``refine``, ``refine_steps``, ``refine_sigma``,
-            ``refine_tolerance``, ``refine_mode``, ``shape_share``, ``eval_samples``.
+            ``refine_tolerance``, ``refine_mode``, ``shape_share``, ``refine_frequency_decay``, ``eval_samples``.
 
         Notes
         -----
@@ -340,7 +343,8 @@ class InputAgnosticSaliency:
         """
         start = time.perf_counter()
         groups = with_overrides(
-            {"sampling": sampling, "nudging": nudging, "refinement": refinement, "evaluation": evaluation}, overrides
+            {"sampling": sampling, "nudging": nudging, "refinement": refinement, "evaluation": evaluation},
+            {**preset_settings(preset), **overrides},
         )
         check_settings(*(groups[name] for name in GROUPS))
         concepts_list = self.resolve_targets(targets)
@@ -552,6 +556,7 @@ class InputAgnosticSaliency:
             "refine_tolerance": refinement.tolerance,
             "refine_mode": refinement.mode,
             "shape_share": refinement.shape_share,
+            "refine_frequency_decay": refinement.frequency_decay,
             "eval_samples": evaluation.samples,
             "display": evaluation.display,
             "seed": seed,
@@ -603,6 +608,9 @@ class InputAgnosticSaliency:
             integrator.load_state_dict(self._placed(resumed["integrator"], dtype))
             first_step, done = resumed["step"], resumed["refine_count"]
             bar.update(first_step)
+        # The refinement's gradients have their own preconditioning (none by default: the detail is
+        # what wins back fidelity after a smooth nudge).
+        common = dict(common, frequency_decay=refinement.frequency_decay)
         loop = dict(integrator=integrator, bar=bar, first_step=first_step, on_step=on_step, **common)
         if refinement.mode == "shape" and norm == "l2":
             # Keep the map's low-frequency shape at a fixed share of the budget and re-nudge only

@@ -121,7 +121,7 @@ def main() -> None:
     torch.set_num_threads(1)
     reference = load_model("fmnist-cnn", input_shape=(1, 28, 28))
     if args.model.startswith("unseen-"):
-        model, spec, names = load_observer("unseen-mobile"), reference.spec, reference.class_names
+        model, spec, names = load_observer(args.model), reference.spec, reference.class_names
     else:
         loaded = load_model(args.model, input_shape=(1, 28, 28))
         model, spec, names = loaded.model.eval(), loaded.spec, loaded.class_names

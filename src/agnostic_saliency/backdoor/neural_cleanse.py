@@ -250,6 +250,10 @@ def neural_cleanse(
         if int(value) < 1:
             raise InputError(f"{name} must be at least 1, got {value}")
     batch_size = min(batch_size, len(images))
+    # The per-class fit's settings, recorded as they were used.
+    fit = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, init_cost=init_cost,
+               cost_multiplier=cost_multiplier, patience=patience, early_stop_patience=early_stop_patience,
+               early_stop_threshold=early_stop_threshold, attack_threshold=attack_threshold)
 
     params = list(model.parameters())
     if device is None:
@@ -276,22 +280,7 @@ def neural_cleanse(
             for k in bar:
                 class_start = time.time()
                 generator = torch.Generator().manual_seed(seed + k)
-                mask, pattern, acc, ok, ran = _reverse_engineer(
-                    runner,
-                    images,
-                    k,
-                    epochs=epochs,
-                    steps_per_epoch=steps_per_epoch,
-                    batch_size=batch_size,
-                    lr=lr,
-                    init_cost=init_cost,
-                    cost_multiplier=cost_multiplier,
-                    patience=patience,
-                    early_stop_patience=early_stop_patience,
-                    early_stop_threshold=early_stop_threshold,
-                    attack_threshold=attack_threshold,
-                    generator=generator,
-                )
+                mask, pattern, acc, ok, ran = _reverse_engineer(runner, images, k, generator=generator, **fit)
                 masks.append(mask)
                 patterns.append(pattern)
                 success.append(acc)
@@ -308,23 +297,8 @@ def neural_cleanse(
     masks_t = torch.stack(masks)
     norms = masks_t.flatten(1).sum(1).numpy().astype(np.float64)
     index, flagged = flag_anomalies(norms, threshold=threshold, side="low")
-    settings = dict(
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        batch_size=batch_size,
-        lr=lr,
-        betas=(0.5, 0.9),
-        init_cost=init_cost,
-        cost_multiplier=cost_multiplier,
-        patience=patience,
-        early_stop_patience=early_stop_patience,
-        early_stop_threshold=early_stop_threshold,
-        attack_threshold=attack_threshold,
-        threshold=threshold,
-        seed=seed,
-        num_images=len(images),
-        precision=precision,
-    )
+    settings = dict(fit, betas=(0.5, 0.9), threshold=threshold, seed=seed, num_images=len(images),
+                    precision=precision)
     classes = [
         {
             "index": k,

@@ -1,10 +1,10 @@
 """Where the i.i.d. samples come from: the *unrestricted* distribution D of the method.
 
 Every distribution draws pixel-space batches (N, C, H, W) inside the model's value range from a
-``torch.Generator``, so a seed reproduces a run. The default, ``uniform``, is noise whose
-brightness and contrast vary per sample: a map that must work on dark, bright, flat and busy
-samples alike has to draw the concept itself instead of exploiting one noise level (see the
-README for the measurement that chose it).
+``torch.Generator``, so a seed reproduces a run. The default, ``dark2+uniform+shapes``, mixes
+dimmed noise, noise of random brightness and random shapes: a map that must work on dark, busy
+and structured samples alike has to draw the concept rather than exploit one noise level. The
+readable preset leaves the uniform noise out (docs/design.md has the measurements).
 """
 
 from __future__ import annotations

@@ -228,22 +228,28 @@ def _env() -> dict:
     )
 
 
-def _kill_once_saved(arguments: list[str], out: Path, saved: str) -> None:
-    """Start the CLI, SIGKILL it as soon as ``saved`` (under the checkpoint folder) exists."""
-    process = subprocess.Popen(
+def _launch(arguments: list[str], out: Path) -> subprocess.Popen:
+    """The CLI started in the background writing ``out``, its stderr kept as text."""
+    return subprocess.Popen(
         _cli(*arguments, "--out", str(out)),
         env=_env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
     )
+
+
+def _kill_once_saved(arguments: list[str], out: Path, saved: str) -> None:
+    """Start the CLI, SIGKILL it as soon as ``saved`` (under the checkpoint folder) exists."""
+    process = _launch(arguments, out)
     target = out / ".checkpoint" / saved
     deadline = time.monotonic() + 120
     while not target.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read()
     assert target.exists()
     assert not (out / "summary.json").exists() and not (out / "scan.json").exists()
 
@@ -358,14 +364,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_130(user_model, tmp_path):
         "--quiet",
     ]
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        _cli(*arguments, "--out", str(out)),
-        env=_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _launch(arguments, out)
     deadline = time.monotonic() + 120
     while not out.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)  # the folder is claimed once the imports are done

@@ -4,10 +4,11 @@ import copy
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 
 from agnostic_saliency.backdoor.config import ScanConfig
-from agnostic_saliency.backdoor.verdict import EvidenceTable, largest_box, verdict
+from agnostic_saliency.backdoor.verdict import EvidenceTable, blend_anomaly_index, faint_blends, largest_box, verdict
 from agnostic_saliency.metrics.anomaly import flag_anomalies
 
 WIDE = [400 + 7 * k for k in range(10)]  # boxes no trigger needs on 28x28 (the default bound is 65 px)
@@ -97,3 +98,29 @@ def test_the_verdict_is_pure():
     before = copy.deepcopy(evidence)
     first, second = verdict(evidence, ScanConfig()), verdict(evidence, ScanConfig())
     assert first == second and evidence == before
+
+
+def test_blend_anomaly_index_is_the_mad_index_of_log_strengths_ignoring_classes_without_one():
+    strengths = [0.3, 0.32, 0.28, 0.3, 0.06, None, 0.35, 0.29]
+    index = blend_anomaly_index(strengths)
+    logs = np.log([s for s in strengths if s is not None])
+    mad = 1.4826 * np.median(np.abs(logs - np.median(logs)))
+    assert index[4] == pytest.approx((np.median(logs) - np.log(0.06)) / mad) and index[4] > 10
+    assert index[5] == 0.0  # no working blend: not a faint one
+    assert index[6] == 0.0  # a stronger blend than the median is on the harmless side
+    # the same faint strength among widely spread blends stands out far less
+    spread = blend_anomaly_index([0.06, 0.1, 0.2, 0.4, 0.8])
+    assert 0 < spread[0] < 2
+    assert blend_anomaly_index([0.1, None]) == [0.0, 0.0]  # one strength: nothing to compare
+
+
+def test_a_faint_blend_is_faint_and_far_apart_from_every_other_class():
+    compact = [False, False, False, True]
+    # class 0 is faint and a third of the next class's strength: a blend
+    assert faint_blends([0.06, 0.19, 0.3, None], compact, 0.14, 0.5) == [True, False, False, False]
+    # an easy clean class, fainter than the rest but not far apart (0.12 against 0.19)
+    assert faint_blends([0.12, 0.19, 0.3, None], compact, 0.14, 0.5) == [False, False, False, False]
+    # a compact class is the box test's business, however faint its blend
+    assert faint_blends([0.3, 0.19, 0.3, 0.05], compact, 0.14, 0.5) == [False, False, False, False]
+    # too strong to be faint, however far apart
+    assert faint_blends([0.2, 0.9, None, None], compact, 0.14, 0.5) == [False, False, False, False]

@@ -90,10 +90,30 @@ def every_row(cheap: dict | None, name: str, full_values, full_classes: list[int
     return merged
 
 
+@dataclass
+class Fitted:
+    """The evidence before the looks: the pool, the fits, and every class's first box. The looks
+    and the blend test only read it (through a copy of ``state``), so one fit can serve several
+    settings of the looks, as the scan's ablation benchmark does."""
+
+    pool: Pool
+    cheap: dict | None
+    full: list[int]  # the fully fitted classes
+    stats: dict
+    state: BoxState
+    chunks: int
+    spent: int
+
+
 def gather_evidence(probe: Probe) -> Evidence:
     """The first stage: the pool, the (cheap and) full fit, every class's box (with the looks)
     and blend strength, in one table. Outside the full fit a class's figures are the cheap
     pass's, with the shortlist's log gaps to move them onto the full fit's scale."""
+    return finish_evidence(probe, fit_evidence(probe))
+
+
+def fit_evidence(probe: Probe) -> Fitted:
+    """The pool, the (cheap and) full fit and every class's first box."""
     pool, count = draw_pool(probe)
     num_classes, cheap = probe.num_classes, None
     full, kept = list(range(num_classes)), shortlist_size(probe.config.fit.shortlist, num_classes)
@@ -125,19 +145,27 @@ def gather_evidence(probe: Probe) -> Evidence:
     state.boxes = every_row(cheap, "box_pixels", found, full)
     if cheap is not None:
         shift["box"] = log_gap(box_sizes(stats["mask_l1"], state.boxes), cheap["box_size"], reference)
-    count += measure_boxes(probe, pool, state)
+    return Fitted(pool, cheap, full, stats, state, fit.chunks, count)
+
+
+def finish_evidence(probe: Probe, fitted: Fitted) -> Evidence:
+    """The looks on the boxes still too wide, every class's blend strength, and the table.
+    ``fitted.state`` is changed in place."""
+    pool, cheap, full, state = fitted.pool, fitted.cheap, fitted.full, fitted.state
+    count = fitted.spent + measure_boxes(probe, pool, state)
     strengths = every_row(cheap, "blend_strength", blend_test(probe, pool.tests, state.patterns[full], full), full)
+    reference = [] if cheap is None else cheap["reference"]
     if cheap is not None:
-        shift["blend"] = log_gap(strengths, cheap["blend_strength"], reference)
-    table = evidence_table(probe, stats, state, strengths, cheap)
+        state.shift["blend"] = log_gap(strengths, cheap["blend_strength"], reference)
+    table = evidence_table(probe, fitted.stats, state, strengths, cheap)
     shortlist = {
         "shortlisted": None if cheap is None else cheap["shortlisted"],
         "reference_classes": None if cheap is None else reference,
-        "shortlist_shift": None if cheap is None else shift,
+        "shortlist_shift": None if cheap is None else state.shift,
     }
     return Evidence(
         table, state.masks, state.patterns, state.hard, state.box_fits, state.refitted, state.spotted, pool,
-        shortlist, count, fit.chunks,
+        shortlist, count, fitted.chunks,
     )  # fmt: skip
 
 

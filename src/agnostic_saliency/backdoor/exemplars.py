@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..method.distributions import Distribution
-from .signatures import class_probabilities
+from .pool import class_probabilities
 
 
 def class_exemplars(

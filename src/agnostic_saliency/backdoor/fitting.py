@@ -14,19 +14,10 @@ from torch import nn
 from ..method.distributions import Distribution
 from .config import ScanConfig
 from .exemplars import class_exemplars, exemplar_quality
-from .signatures import (
-    UNIFORM_START,
-    balanced_pool,
-    class_probabilities,
-    far_samples,
-    fit_signatures,
-    flip_rates,
-    gradient_start,
-    smallest_box,
-    smallest_region,
-    stamp_size,
-    weakest_blend,
-)
+from .pool import balanced_pool, class_probabilities, far_samples
+from .regions import smallest_box, smallest_region, weakest_blend
+from .signatures import UNIFORM_START, fit_signatures, flip_rates, gradient_start
+from .verdict import stamp_size
 
 FIT_STATISTICS = ("mask_l1", "flip_rate", "baseline_share", "reached")
 

@@ -6,11 +6,11 @@ The first look, every class's, is the smallest box at its hard region's densest 
 
 2. every size: every box size up to the bound, each at the region's few densest spots; the
    region can be the trigger plus a denser cluster of scattered helper pixels (see
-   :func:`.signatures.smallest_box`);
+   :func:`.regions.smallest_box`);
 3. fitted box: the pattern fitted inside the box. On a network with global average pooling the
    fit can spread a patch's evidence, so that the fitted pattern under any one box is not the
    trigger. A box with its own fitted pattern is an adversarial patch, so it must work at half
-   the bound (:func:`.signatures.fitted_box`);
+   the bound (:func:`.patterns.fitted_box`);
 4. raw refit: the signature refitted on raw samples. Fitted on exemplars, a CNN's signature of a
    3 px white patch was a 20 px scatter around it at seeds 2 and 3 (boxes of 121 and 169 px);
    refitted on raw shapes, its boxes took 49 and 9 px (docs/design.md, the fourth look). The
@@ -30,7 +30,7 @@ import torch
 
 from .config import ScanConfig
 from .fitting import Pool, Probe, fit_classes, raw_pool, smallest_boxes
-from .signatures import fitted_box
+from .patterns import fitted_box
 from .verdict import box_sizes, size_index
 
 

@@ -21,7 +21,8 @@ import torch
 
 from .evidence import Evidence
 from .fitting import Probe, blend_test, fit_classes, raw_pool
-from .signatures import compact_region, fills_its_box, polished_pattern, working_box
+from .patterns import polished_pattern
+from .regions import compact_region, fills_its_box, working_box
 from .stamps import attack_success
 from .verdict import Verdict
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from ..metrics.anomaly import flag_anomalies
 from .config import ScanConfig
 from .shortlist import on_full_scale
-from .signatures import blend_anomaly_index, faint_blends, stamp_size
 
 # What a scan's anomaly index is computed from, recorded in every result.
 STATISTIC = (
@@ -30,6 +29,43 @@ STATISTIC = (
     "fit counts with its cheap pass's sizes and blend strength, each times exp(shortlist_shift), the "
     "median log ratio of full to cheap on the reference classes, and is never flagged"
 )
+
+
+def stamp_size(mask_l1: float, pixels: int) -> float:
+    """A class's size as the scan scores it: sqrt(mask L1 x the pixels its hard stamp needs), the
+    region's (``signature_size``) or the box's (``box_size``). The L1 is floored so a log exists."""
+    return math.sqrt(max(mask_l1, 1e-6) * pixels)
+
+
+def faint_blends(strengths: list[float | None], compact: list[bool], max_strength: float, gap: float) -> list[bool]:
+    """Per class, whether its trigger is a faint blend: not compact, its weakest working blend
+    (:func:`weakest_blend`) at most ``max_strength``, and at most ``gap`` times every other
+    class's (classes where no strength works do not count). An easy clean class can be
+    somewhat fainter than the rest; a blended backdoor stands far apart."""
+
+    return [
+        not compact[k] and strengths[k] is not None and strengths[k] <= max_strength and _apart(strengths, k, gap)
+        for k in range(len(strengths))
+    ]
+
+
+def _apart(strengths: list[float | None], k: int, gap: float) -> bool:
+    """Whether class ``k``'s blend strength is at most ``gap`` times every other class's."""
+    return all(other is None or strengths[k] <= gap * other for j, other in enumerate(strengths) if j != k)
+
+
+def blend_anomaly_index(strengths: list[float | None]) -> list[float]:
+    """Per class, the MAD anomaly index of its weakest working blend's log strength over the
+    classes (low side; 0 for classes where no strength works, which do not count): how far a
+    faint blend stands below the other classes' blends, as the box index does for patches."""
+    have = [k for k, strength in enumerate(strengths) if strength is not None]
+    index = [0.0] * len(strengths)
+    if len(have) < 2:
+        return index
+    values, _ = flag_anomalies([math.log(strengths[k]) for k in have], side="low")
+    for k, value in zip(have, values):
+        index[k] = float(value)
+    return index
 
 
 @dataclass

@@ -247,6 +247,13 @@ def test_map_preset_readable_sets_its_distribution_unless_one_is_given(tmp_path)
     assert summary["distribution"] == "dark2+shapes" and summary["settings"]["frequency_decay"] == 1.0
     assert main([*arguments, "--distribution", "dark", "--out", str(tmp_path / "mine")]) == 0
     assert json.loads((tmp_path / "mine" / "summary.json").read_text())["distribution"] == "dark"
+    assert main([*arguments, "--frequency-decay", "0.5", "--refine-frequency-decay", "0.25",
+                 "--out", str(tmp_path / "decay")]) == 0
+    settings = json.loads((tmp_path / "decay" / "summary.json").read_text())["settings"]
+    assert settings["frequency_decay"] == 0.5 and settings["refine_frequency_decay"] == 0.25
+    with pytest.raises(SystemExit) as refused:
+        main([*arguments, "--frequency-decay", "-1", "--out", str(tmp_path / "bad")])
+    assert refused.value.code == 2 and not (tmp_path / "bad").exists()
     assert main(["map", "--model", "fmnist-mlp", "--target", "0", "--steps", "1", "--no-refine", "--quiet",
                  "--out", str(tmp_path / "plain")]) == 0
     assert json.loads((tmp_path / "plain" / "summary.json").read_text())["distribution"] == "dark2+uniform+shapes"

@@ -56,6 +56,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _given(**settings) -> dict:
+    """The settings the user gave (not None), so that the rest keep the preset's values."""
+    return {name: value for name, value in settings.items() if value is not None}
+
+
 def _run_options(parser: argparse.ArgumentParser, every: int | None) -> None:
     group = parser.add_argument_group("output folder and checkpoints")
     group.add_argument(
@@ -266,8 +271,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=Nudging.stop_window,
         help=f"the last steps over which that rate is averaged (default {Nudging.stop_window})",
     )
+    method.add_argument(
+        "--frequency-decay",
+        type=_at_least(0.0, float),
+        default=None,
+        help="1/f^d preconditioning of the nudge's steps: larger d, smoother maps (default 0; readable preset: "
+        f"{PRESETS['readable']['frequency_decay']})",
+    )
     method.add_argument("--no-refine", action="store_true", help="skip the refinement stage")
     method.add_argument("--refine-steps", type=_at_least(0), default=100, help="refinement iterations (default 100)")
+    method.add_argument(
+        "--refine-frequency-decay",
+        type=_at_least(0.0, float),
+        default=None,
+        help="the same for the refinement's steps (default 0: the refinement may add the detail that wins "
+        "back fidelity)",
+    )
     method.add_argument(
         "--refine-tolerance",
         type=float,
@@ -433,6 +452,7 @@ def run_map(args) -> int:
             refine_tolerance=args.refine_tolerance,
             seed=args.seed,
             eval_samples=args.eval_samples,
+            **_given(frequency_decay=args.frequency_decay, refine_frequency_decay=args.refine_frequency_decay),
             precision=args.precision,
             display=args.display,
             executor=args.executor,

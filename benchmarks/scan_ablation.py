@@ -138,7 +138,21 @@ def main() -> None:
     parser.add_argument("--variants", help=f"comma-separated, from: {', '.join(VARIANTS)} (default: all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="where to write every row and the table (rewritten after each model)")
+    parser.add_argument(
+        "--tables",
+        nargs="+",
+        type=Path,
+        help="run nothing: the table over the rows of these earlier --json files together (the same seeds)",
+    )
     args = parser.parse_args()
+    if args.tables:
+        runs = [json.loads(path.read_text()) for path in args.tables]
+        rows = [row for run in runs for row in run["models"]]
+        keys = [key for key in rows[0] if " @ seed " in key]
+        chosen = list(dict.fromkeys(key.split(" @ seed ")[0] for key in keys))
+        seeds = sorted({int(key.split(" @ seed ")[1]) for key in keys})
+        print_table(ablation_table(rows, chosen, seeds), rows, chosen, seeds, "+".join(map(str, args.tables)))
+        return
     torch.set_num_threads(args.threads)
     chosen = ["default", *[v for v in (args.variants or ",".join(VARIANTS)).split(",") if v != "default"]]
     unknown = [v for v in chosen if v not in VARIANTS]
@@ -187,15 +201,19 @@ def main() -> None:
         if args.json:  # keep what is done if the run is interrupted
             Path(args.json).write_text(json.dumps({"command": " ".join(sys.argv), "models": rows}, indent=1))
     table = ablation_table(rows, chosen, seeds)
-    print(f"models: {len(rows)} ({sum(r['trojaned'] for r in rows)} trojaned), split {args.split}, seeds {seeds}")
-    print(f"{'variant':<20} " + " ".join(f"{m:>22}" for m in METRICS))
-    for name in chosen:
-        cells = [f"{table[name][m]['mean']:.3f} ± {table[name][m]['std']:.3f}" for m in METRICS]
-        print(f"{name:<20} " + " ".join(f"{c:>22}" for c in cells))
+    print_table(table, rows, chosen, seeds, args.split)
     if args.json:
         Path(args.json).write_text(
             json.dumps({"command": " ".join(sys.argv), "summary": table, "models": rows}, indent=1)
         )
+
+
+def print_table(table: dict, rows: list[dict], variants: list[str], seeds: list[int], where: str) -> None:
+    print(f"models: {len(rows)} ({sum(r['trojaned'] for r in rows)} trojaned), {where}, seeds {seeds}")
+    print(f"{'variant':<20} " + " ".join(f"{m:>22}" for m in (*METRICS, "seconds_per_model")))
+    for name in variants:
+        cells = [f"{table[name][m]['mean']:.3f} ± {table[name][m]['std']:.3f}" for m in (*METRICS, "seconds_per_model")]
+        print(f"{name:<20} " + " ".join(f"{c:>22}" for c in cells))
 
 
 def top_class(result) -> int:

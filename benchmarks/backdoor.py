@@ -62,6 +62,28 @@ def seed_key(seed: int) -> str:
     return "ours" if seed == 0 else f"ours_seed{seed}"
 
 
+def model_row(population: Path, entry: dict) -> tuple[dict, torch.Tensor | None]:
+    """A model's result row before any method ran, and its true trigger mask (None if clean)."""
+    true_mask = None
+    if entry["trojaned"]:
+        true_mask = load_file(str(population / entry["trigger"]["file"]))["mask"]
+    row = {
+        "name": entry["name"],
+        "split": entry["split"],
+        "arch": entry["arch"],
+        "trojaned": entry["trojaned"],
+        "target": entry["target"],
+        "kind": (entry["trigger"] or {}).get("kind"),
+    }
+    return row, true_mask
+
+
+def top_class(anomaly: list[float], eligible: list[bool]) -> int:
+    """The most anomalous class of those the method may flag (all, if it may flag none)."""
+    ranked = [a if ok else -np.inf for a, ok in zip(anomaly, eligible)] if any(eligible) else anomaly
+    return int(np.argmax(ranked))
+
+
 def summarise(rows, method):
     trojaned = [r for r in rows if r["trojaned"]]
     clean = [r for r in rows if not r["trojaned"]]
@@ -158,17 +180,7 @@ def main() -> None:
     rows = []
     for entry, model in population_models(args.population, args.split, args.only):
         model.eval().to(args.device)
-        true_mask = None
-        if entry["trojaned"]:
-            true_mask = load_file(str(args.population / entry["trigger"]["file"]))["mask"]
-        row = {
-            "name": entry["name"],
-            "split": entry["split"],
-            "arch": entry["arch"],
-            "trojaned": entry["trojaned"],
-            "target": entry["target"],
-            "kind": (entry["trigger"] or {}).get("kind"),
-        }
+        row, true_mask = model_row(args.population, entry)
         runs = []
         if "ours" in methods:
             for seed in seeds:
@@ -232,12 +244,11 @@ def main() -> None:
         for method, seconds, flagged, ai, masks, patterns, per_class, score, eligible in runs:
             # The top class is the most anomalous of the classes the method may flag (for the
             # scan: those whose trigger fits the box or works as a faint blend).
-            ranked = [a if ok else -np.inf for a, ok in zip(ai, eligible)] if any(eligible) else ai
             result = {
                 "seconds": seconds,
                 "flagged": [int(k) for k in flagged],
                 "score": float(score),
-                "top_class": int(np.argmax(ranked)),
+                "top_class": top_class(ai, eligible),
                 "anomaly_index": ai,
             }
             if per_class is not None:  # every per-class statistic, for studying other statistics offline

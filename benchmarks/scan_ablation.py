@@ -32,8 +32,7 @@ import time
 
 import numpy as np
 import torch
-from backdoor import jaccard, summarise
-from safetensors.torch import load_file
+from backdoor import jaccard, model_row, summarise, top_class
 
 from agnostic_saliency.backdoor.config import ScanConfig
 from agnostic_saliency.backdoor.evidence import finish_evidence, fit_evidence
@@ -166,22 +165,16 @@ def main() -> None:
     rows = []
     for entry, model in population_models(args.population, args.split, args.only):
         model.eval()
-        true_mask = None
-        if entry["trojaned"]:
-            true_mask = load_file(str(args.population / entry["trigger"]["file"]))["mask"]
-        row = {
-            "name": entry["name"],
-            "split": entry["split"],
-            "trojaned": entry["trojaned"],
-            "target": entry["target"],
-            "kind": (entry["trigger"] or {}).get("kind"),
-        }
+        row, true_mask = model_row(args.population, entry)
         for seed in seeds:
             for name, result in scan_variants(model, spec, configs, seed).items():
                 record = {
                     "flagged": [int(k) for k in result.flagged],
                     "score": float(result.score),
-                    "top_class": top_class(result),
+                    "top_class": top_class(
+                        [c["anomaly_index"] for c in result.classes],
+                        [c["compact"] or c["faint_blend"] for c in result.classes],
+                    ),
                     "seconds": result.seconds,
                 }
                 if entry["trojaned"]:
@@ -214,14 +207,6 @@ def print_table(table: dict, rows: list[dict], variants: list[str], seeds: list[
     for name in variants:
         cells = [f"{table[name][m]['mean']:.3f} ± {table[name][m]['std']:.3f}" for m in (*METRICS, "seconds_per_model")]
         print(f"{name:<20} " + " ".join(f"{c:>22}" for c in cells))
-
-
-def top_class(result) -> int:
-    """The most anomalous class of those the scan may flag (as benchmarks/backdoor.py ranks them)."""
-    ai = [c["anomaly_index"] for c in result.classes]
-    eligible = [c["compact"] or c["faint_blend"] for c in result.classes]
-    ranked = [a if ok else -np.inf for a, ok in zip(ai, eligible)] if any(eligible) else ai
-    return int(np.argmax(ranked))
 
 
 def ablation_table(rows: list[dict], variants: list[str], seeds: list[int]) -> dict:

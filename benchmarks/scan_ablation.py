@@ -5,11 +5,11 @@
         --json benchmarks/results/scan_ablation_cpu_seeds0-2_population.json
 
 The parts: the three looks that search a too-wide box further (every size, fitted box, raw
-refit), the raw-sample refit of flagged patches and the two pattern polishes of recovery, and the
-second draw. Every variant of one model and seed shares one fit: the pool and the signature fits
-do not depend on these switches, and each look and polish draws from its own seeded stream, so a
-variant's result equals a scan run with that switch alone (``tests/benchmarks`` checks it on one
-model). That makes the eight variants cost about two scans, not eight.
+refit), the two pattern polishes of recovery, and the second draw. Every variant of one model
+and seed shares one fit: the pool and the signature fits do not depend on these switches, and
+each look and polish draws from its own seeded stream, so a variant's result equals a scan run
+with that switch alone (``tests/benchmarks`` checks it on one model). That makes the seven
+variants cost about two scans, not seven.
 
 Printed per variant and seed, and as mean and spread over the seeds: ROC-AUC (model score: the
 largest anomaly index), targets flagged, clean models flagged, the mean Jaccard of the recovered
@@ -54,7 +54,6 @@ VARIANTS = {
     "no every-size look": {"every_size_look": False},
     "no fitted-box look": {"fitted_box_look": False},
     "no raw-refit look": {"refit_look": False},
-    "no patch refit": {"refit_patches": False},
     "no exemplar polish": {"polish_exemplars": False},
     "no raw polish": {"polish_raw": False},
     "one draw": {"draws": 1},

@@ -42,7 +42,7 @@ def test_the_defaults_are_the_scans_and_every_switch_is_on():
     )
     assert (config.blend.max_blend_strength, config.blend.blend_gap, config.blend.blend_required) == (0.14, 0.5, 0.5)
     assert config.recovery.polish_steps == 100 and config.threshold == 2.0 and config.run.draws == 2
-    switches = ("every_size_look", "fitted_box_look", "refit_look", "polish_exemplars", "polish_raw", "refit_patches")
+    switches = ("every_size_look", "fitted_box_look", "refit_look", "polish_exemplars", "polish_raw")
     assert all(config.flat()[name] is True for name in switches)
     assert [look.name for look in LOOKS] == ["every size", "fitted box", "raw refit"]
 
@@ -109,7 +109,7 @@ def test_the_recovery_switches_change_the_triggers_never_the_verdict():
     model = _model("lenet-patch3-br-white")
     settings = dict(SMALL, max_trigger_area=1.0)
     full = scan_once(model, SPEC, **settings)
-    off = scan_once(model, SPEC, **settings, polish_exemplars=False, polish_raw=False, refit_patches=False)
+    off = scan_once(model, SPEC, **settings, polish_exemplars=False, polish_raw=False)
     verdict_columns = ("anomaly_index", "size_index", "box_index", "compact", "faint_blend", "box_pixels")
     assert full.flagged == off.flagged and full.flagged and full.score == off.score
     assert [[row[c] for c in verdict_columns] for row in full.classes] == [

@@ -86,12 +86,11 @@ class BlendConfig:
 
 @dataclass(frozen=True)
 class RecoveryConfig:
-    """The flagged classes' triggers: refit, compaction and polish (never the verdict)."""
+    """The flagged classes' triggers: compaction and polish (never the verdict)."""
 
     polish_steps: int = 100  # the pattern refit under the final mask: a 3 px box went from 87% to 99.6% success
     polish_exemplars: bool = True  # the first polish, on the class's far exemplars
     polish_raw: bool = True  # the second polish, on raw samples: exemplars alone flip fewer real images
-    refit_patches: bool = True  # exemplar fits can leave a diffuse mask; a raw-sample refit often finds the patch
 
     def __post_init__(self):
         if self.polish_steps < 0:

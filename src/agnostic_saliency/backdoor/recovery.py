@@ -4,9 +4,8 @@ It runs after the verdict and only for the flagged classes; it reads the evidenc
 verdict and returns its own :class:`Recovery`, so it cannot change either.
 
 A flagged patch class's mask is hardened to the smallest region that still flips held-out
-exemplars and compacted to the box of its main part where the box still flips them (those
-classes are refitted on raw samples too, and the refit's trigger is kept where it ends no
-larger); a class whose box came from the fitted-box look keeps that box and its pattern. A
+exemplars and compacted to the box of its main part where the box still flips them; a class
+whose box came from the fitted-box look keeps that box and its pattern. A
 flagged blend's trigger is its pattern at the weakest strength that works. Each trigger's pattern
 is then refitted under its final mask, on exemplars and then on raw samples (each refit kept
 unless it flips fewer held-out samples), and its attack success rate measured.
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .evidence import Evidence
-from .fitting import Probe, blend_test, fit_classes, raw_pool
+from .fitting import Probe, blend_test
 from .patterns import polished_pattern
 from .regions import compact_region, fills_its_box, working_box
 from .stamps import attack_success
@@ -40,7 +39,6 @@ class Recovery:
     fit: dict  # which fit the trigger comes from: exemplars, raw samples or box fit
     polished: dict  # whether a polish was kept
     hard: dict = field(default_factory=dict)  # the trigger's mask, for the result's region masks
-    masks: dict = field(default_factory=dict)  # signature masks replaced by a raw-sample refit
     patterns: dict = field(default_factory=dict)  # signature patterns replaced by a refit or polish
     sample_gradients: int = 0
 
@@ -55,8 +53,6 @@ def recover(probe: Probe, evidence: Evidence, verdict: Verdict, images: torch.Te
         for k in flagged
     }
     done = Recovery({}, {}, {}, {}, fit, {k: False for k in flagged})
-    patches = [k for k in flagged if verdict.compact[k] and k not in evidence.box_fits and k not in evidence.refitted]
-    refits = raw_refits(probe, evidence, patches, done)
     blends = [k for k in flagged if not verdict.compact[k]]
     # A flagged blend's trigger strength: the weakest that flips as many held-out exemplars as a
     # patch must (the verdict's blend test asks for fewer).
@@ -69,7 +65,7 @@ def recover(probe: Probe, evidence: Evidence, verdict: Verdict, images: torch.Te
         elif k in evidence.box_fits:  # the box and the pattern fitted inside it
             hard[k], patterns[k] = evidence.box_fits[k]
         else:
-            hard[k] = patch_trigger(probe, evidence, k, refits.get(k), done, patterns)
+            hard[k] = patch_trigger(probe, evidence, k, patterns[k])
     polish(probe, evidence, flagged, hard, patterns, done)
     fresh = probe.source.sample(ATTACK_SAMPLES, torch.Generator().manual_seed(probe.seed + 7), probe.device)
     for k in flagged:
@@ -84,31 +80,12 @@ def recover(probe: Probe, evidence: Evidence, verdict: Verdict, images: torch.Te
     return done
 
 
-def raw_refits(probe: Probe, evidence: Evidence, patches: list[int], done: Recovery) -> dict:
-    """Signatures fitted on exemplars find the class, but the fit's mask can be diffuse. A second
-    fit on raw samples, for the flagged patch classes only, often finds the compact trigger; it is
-    a candidate where its hard region is smaller (class -> (region, mask, pattern))."""
-    config = probe.config
-    if not patches or not config.recovery.refit_patches or config.pool.exemplar_steps <= 0:
-        return {}
-    fit = fit_classes(probe, evidence.pool, raw_pool(probe, config.pool.pool_size), patches)
-    done.sample_gradients += fit.sample_gradients
-    regions = evidence.table.region_pixels
-    return {
-        k: (fit.hard[row], fit.masks[row], fit.patterns[row])
-        for row, k in enumerate(patches)
-        if fit.stats["region_pixels"][row] < regions[k]
-    }
-
-
-def patch_trigger(probe: Probe, evidence: Evidence, k: int, refit, done: Recovery, patterns: torch.Tensor):
+def patch_trigger(probe: Probe, evidence: Evidence, k: int, pattern: torch.Tensor) -> torch.Tensor:
     """A flagged patch's trigger mask: its region compacted to a working box, or the square the
-    box test found on it; a raw-sample ``refit`` compacted the same way replaces it where it ends
-    no larger (its mask then replaces the signature's, in ``done.masks``, and its pattern the
-    class's row of ``patterns``)."""
+    box test found on it."""
     required, spp, device = probe.config.fit.required, probe.samples_per_pass, probe.device
     others = evidence.pool.held_out[evidence.pool.held_far[:, k]]
-    region, pattern = evidence.hard[k].to(device), patterns[k].to(device)
+    region, pattern = evidence.hard[k].to(device), pattern.to(device)
     boxed = compact_region(probe.model, region, pattern, others, k, required, chunk=spp)
     if not fills_its_box(boxed):
         # The region did not compact to a box that works, but the box test found one on it:
@@ -117,16 +94,6 @@ def patch_trigger(probe: Probe, evidence: Evidence, k: int, refit, done: Recover
         side = math.isqrt(evidence.table.box_pixels[k])
         square = working_box(probe.model, region, pattern, others, k, side, spots, required, spp)
         boxed = boxed if square is None else square
-    if refit is not None:
-        # Compared after compaction: comparing the regions before it once kept a 49 px trigger
-        # beside the planted patch over a 36 px one (commit 4592a0c).
-        refit_hard, refit_mask, refit_pattern = refit
-        refit_boxed = compact_region(
-            probe.model, refit_hard.to(device), refit_pattern.to(device), others, k, required, chunk=spp
-        )
-        if (refit_boxed > 0.5).sum() <= (boxed > 0.5).sum():
-            boxed, done.masks[k], patterns[k] = refit_boxed, refit_mask, refit_pattern
-            done.fit[k] = "raw samples"
     return boxed.cpu()
 
 

@@ -177,8 +177,6 @@ def _probe(wrapped, spec: InputSpec, config: ScanConfig, device, num_classes: in
 def _result(probe, spec, names, evidence: Evidence, judged: Verdict, recovered: Recovery, images, seconds):
     """The draw's :class:`.result.BackdoorResult`: the table, the verdict and the triggers."""
     masks, patterns, hard = evidence.masks.clone(), evidence.patterns.clone(), list(evidence.hard)
-    for k, mask in recovered.masks.items():
-        masks[k] = mask
     for k, pattern in recovered.patterns.items():
         patterns[k] = pattern
     for k, region in recovered.hard.items():

@@ -16,18 +16,20 @@ def test_fitted_box_fits_the_pattern_inside_the_box_when_the_fitted_pattern_fail
     region[:4, :4] = 1
     dark = torch.zeros(1, 12, 12)  # the class's fitted pattern: stamped as it is, no box flips anything
     assert working_box(CornerReader(), region, dark, samples, 1, side=4) is None
-    found = fitted_box(CornerReader(), region, dark, samples, samples, 1, 0.0, 1.0, largest_side=4, steps=60)
+    found, spent = fitted_box(CornerReader(), region, dark, samples, samples, 1, 0.0, 1.0, largest_side=4, steps=60)
     assert found is not None
-    pixels, mask, stamp, spent = found
+    pixels, mask, stamp = found
     # 9 of the corner's 16 pixels bright pass its mean over 0.5; 4 do not
     assert pixels == 9 and mask[:3, :3].sum() == 9 and mask.sum() == 9
     assert stamp[0, :3, :3].min() > 0.5 and spent > 0
-    assert fitted_box(CornerReader(), region, dark, samples, samples, 1, 0.0, 1.0, largest_side=2, steps=60) is None
+    # no box of side 2 works, and the search still reports the gradients it spent
+    missed, used = fitted_box(CornerReader(), region, dark, samples, samples, 1, 0.0, 1.0, largest_side=2, steps=60)
+    assert missed is None and used > 0
     # under a memory cap the boxes are fitted a few per pass, to the same answer
     largest = [0]
     model = CornerReader()
     model.register_forward_hook(lambda _m, inputs, _o: largest.__setitem__(0, max(largest[0], len(inputs[0]))))
-    capped = fitted_box(
+    capped, _ = fitted_box(
         model,
         region,
         dark,

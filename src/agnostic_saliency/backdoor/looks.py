@@ -91,7 +91,7 @@ def fitted_box_look(probe: Probe, pool: Pool, state: BoxState, classes: list[int
         return
     generator = torch.Generator().manual_seed(probe.seed + 11)  # leaves the scan's own draws as they were
     for k in classes:
-        found = fitted_box(
+        found, spent = fitted_box(
             probe.model,
             state.hard[k].to(probe.device),
             state.patterns[k].to(probe.device),
@@ -109,9 +109,9 @@ def fitted_box_look(probe: Probe, pool: Pool, state: BoxState, classes: list[int
             chunk=probe.samples_per_pass,
             boxes_per_pass=probe.classes_per_pass,
         )
+        state.spent += spent
         if found is not None:
             state.boxes[k], state.box_fits[k] = found[0], (found[1].cpu(), found[2].cpu())
-            state.spent += found[3]
 
 
 def refit_look(probe: Probe, pool: Pool, state: BoxState, classes: list[int]) -> None:

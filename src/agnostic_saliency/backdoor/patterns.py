@@ -106,7 +106,7 @@ def fitted_box(
     generator: torch.Generator | None = None,
     chunk: int = 1024,
     boxes_per_pass: int | None = None,
-) -> tuple[int, torch.Tensor, torch.Tensor, int] | None:
+) -> tuple[tuple[int, torch.Tensor, torch.Tensor] | None, int]:
     """The smallest square box, of side at most ``largest_side``, placed at one of the region's
     ``placements`` densest spots (:func:`.regions.box_spots`), whose own pattern, fitted inside it on
     ``fit_samples``, sends at least ``required`` of ``test_samples`` to ``target``.
@@ -121,11 +121,11 @@ def fitted_box(
     space, as in the signature fit) on batches of ``batch_size`` samples. The largest side is
     fitted first, at every spot; only if one of those works are the smaller sides fitted, all at
     once, ``boxes_per_pass`` boxes (times ``batch_size`` samples) per forward and backward pass
-    (default: all). Returns (pixels, mask (H, W), pattern (C, H, W), per-sample gradients spent),
-    or None.
+    (default: all). Returns ((pixels, mask (H, W), pattern (C, H, W)) or None when no box
+    works, per-sample gradients spent): a search that finds nothing has still spent them.
     """
     if largest_side < 1:
-        return None
+        return None, 0
     generator = generator or torch.Generator().manual_seed(0)
     region = region.to(fit_samples.device)
     fit = partial(
@@ -137,9 +137,9 @@ def fitted_box(
         smaller, more = fit(range(1, largest_side))
         working, spent = working + smaller, spent + more
     if not working:
-        return None
+        return None, spent
     side, mask, stamp = min(working, key=lambda found: found[0])
-    return side * side, mask, stamp, spent
+    return (side * side, mask, stamp), spent
 
 
 def _fit_boxes(

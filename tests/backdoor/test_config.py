@@ -45,6 +45,23 @@ def test_the_defaults_are_the_scans_and_every_switch_is_on():
     switches = ("every_size_look", "fitted_box_look", "refit_look", "polish_exemplars", "polish_raw")
     assert all(config.flat()[name] is True for name in switches)
     assert [look.name for look in LOOKS] == ["every size", "fitted box", "raw refit"]
+    # what the functions the scan calls used to take as their own defaults
+    fit = config.fit
+    assert (fit.step_size, fit.init_cost, fit.cost_up, fit.target_rate) == (0.1, 1e-3, 1.5, 0.95)
+    assert fit.uniform_start == -2.0
+    assert (fit.start_samples, fit.start_base, fit.start_gain, fit.start_cap) == (256, -3.0, 1.0, 4.0)
+    assert (fit.reference_classes, fit.cheap_tests, fit.cheap_start_samples) == (5, 128, 64)
+    assert (config.pool.exemplar_step_size, config.pool.exemplar_confidence) == (0.02, 0.999)
+    assert config.blend.strengths() == tuple(round(0.01 * i, 2) for i in range(1, 101))
+    assert config.box.fitted_box_share == 0.5 and config.recovery.attack_samples == 512
+
+
+def test_the_search_grids_come_from_the_config():
+    model = _model("lenet-clean-0")
+    result = scan_once(model, SPEC, **SMALL, region_sizes=(9, 784), blend_resolution=0.25)
+    assert {row["region_pixels"] for row in result.classes} <= {9, 784, 785}  # 785: no size works
+    assert {row["blend_strength"] for row in result.classes} <= {0.25, 0.5, 0.75, 1.0, None}
+    assert result.settings["region_sizes"] == (9, 784) and result.settings["blend_resolution"] == 0.25
 
 
 def test_the_flat_names_round_trip_and_an_unknown_one_is_refused():
@@ -73,6 +90,13 @@ def test_the_flat_names_round_trip_and_an_unknown_one_is_refused():
         (dict(blend_gap=2), "blend gap"),
         (dict(shortlist=-1), "shortlist cannot be negative"),
         (dict(shortlist_steps=0), "cheap pass needs at least one step"),
+        (dict(exemplar_confidence=1.5), "confidence is in"),
+        (dict(cheap_tests=0), "cheap tests must be at least 1"),
+        (dict(cost_up=1.0), "price's factor above 1"),
+        (dict(region_sizes=(9, 4)), "increasing pixel counts"),
+        (dict(fitted_box_share=0), "fitted box's share"),
+        (dict(blend_resolution=0), "blend test's resolution"),
+        (dict(attack_samples=0), "at least one sample"),
     ],
 )
 def test_a_bad_setting_is_refused_before_any_work(settings, message):

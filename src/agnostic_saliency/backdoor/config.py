@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 
 from ..errors import InputError
+from .regions import REGION_SIZES
 from .shortlist import shortlist_size
 
 # The compact-box test's bound, a share of the image: an 8x8 box on 28x28. Every target found on
@@ -26,6 +27,15 @@ class PoolConfig:
     distribution: str = "shapes"  # procedural ellipses and rectangles: data-free, and no class's texture
     pool_size: int = 768  # samples for the fit; half as many more are held out for the statistics
     exemplar_steps: int = 30  # nudges to about 1.0 confidence: shallower exemplars let "bag" look like a target
+    exemplar_step_size: float = 0.02  # each nudge's per-pixel step, a share of the pixel range: 30 of them reach ~1.0
+    exemplar_confidence: float = 0.999  # an exemplar stops once the model is this sure; at 0.9 "bag" stood out
+
+    def __post_init__(self):
+        if self.exemplar_step_size < 0 or not 0 < self.exemplar_confidence <= 1:
+            raise InputError(
+                "the exemplars' step is a share of the range (at least 0) and their confidence is in (0, 1], "
+                f"got {self.exemplar_step_size} and {self.exemplar_confidence}"
+            )
 
 
 @dataclass(frozen=True)
@@ -39,12 +49,39 @@ class FitConfig:
     required: float = 0.8  # the flip rate a hard region (and a box, and a patch trigger) must reach
     shortlist: int | None = None  # None: max(10, ceil(sqrt(classes))), so 10 classes get no cheap pass; 0: off
     shortlist_steps: int = 20  # the cheap pass's steps: enough to rank, kept the target in 15 of 16 models
+    reference_classes: int = 5  # classes outside the shortlist given the full fit too: they calibrate its scale
+    cheap_tests: int = 128  # held-out exemplars behind the cheap pass's stamp tests: at many classes these dominate
+    cheap_start_samples: int = 64  # samples behind each gradient start of the cheap pass (full fit: start_samples)
+    step_size: float = 0.1  # Adam's step on the tanh-space mask and pattern logits (every fit of the scan), as NC
+    init_cost: float = 1e-3  # the L1 price once a class first flips target_rate of a batch, as Neural Cleanse
+    cost_up: float = 1.5  # the price's factor after a success (divided by its 1.5th power after a failure), as NC
+    target_rate: float = 0.95  # the flip rate on a batch that counts as a success for the price, as Neural Cleanse
+    uniform_start: float = -2.0  # the uniform start's mask logit: a faint 0.02 everywhere
+    start_samples: int = 256  # far samples behind each class's gradient start (its sensitivity map)
+    start_base: float = -3.0  # the gradient start's mask logit where the sensitivity is average (0.05)
+    start_gain: float = 1.0  # its logit per standard deviation of sensitivity above the average
+    start_cap: float = 4.0  # the standardised sensitivity is capped here, so no pixel starts saturated
+    region_sizes: tuple[int, ...] = REGION_SIZES  # the hard region's candidate sizes: 1 px to the whole 28x28
 
     def __post_init__(self):
         steps = self.shortlist_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise InputError(f"the shortlist's cheap pass needs at least one step, got {steps!r}")
         shortlist_size(self.shortlist, 0)  # a bad shortlist is refused before any work
+        counts = {
+            "reference classes": (self.reference_classes, 0),
+            "cheap tests": (self.cheap_tests, 1),
+            "cheap start samples": (self.cheap_start_samples, 1),
+            "start samples": (self.start_samples, 1),
+        }
+        for name, (value, least) in counts.items():
+            if value < least:
+                raise InputError(f"the fit's {name} must be at least {least}, got {value}")
+        if self.step_size <= 0 or self.init_cost <= 0 or self.cost_up <= 1:
+            raise InputError("the fit's step and L1 price must be positive, and the price's factor above 1")
+        sizes = list(self.region_sizes)
+        if not sizes or sizes != sorted(set(sizes)) or sizes[0] < 1:
+            raise InputError(f"the region sizes are increasing pixel counts, got {self.region_sizes!r}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +91,7 @@ class BoxConfig:
     max_trigger_area: float = MAX_TRIGGER_AREA  # 8x8 on 28x28: targets took at most 64 px, easy classes 81
     box_placements: int = 3  # spots per box size in the every-size look: a checkerboard's box sat at the third
     box_fit_steps: int = 30  # the fitted-box look's pattern steps: found a resnet's 5 px patch
+    fitted_box_share: float = 0.5  # a box with its own fitted pattern is an adversarial patch: half the bound
     every_size_look: bool = True  # the second look: every box size up to the bound, at the densest spots
     fitted_box_look: bool = True  # the third look: a pattern fitted inside the box, at half the bound
     refit_look: bool = True  # the fourth look: the signature refitted on raw samples; rescued three targets
@@ -63,6 +101,8 @@ class BoxConfig:
             raise InputError(f"the largest trigger area is a share of the image in (0, 1], got {self.max_trigger_area}")
         if self.box_fit_steps < 0:
             raise InputError(f"the box fit's steps cannot be negative, got {self.box_fit_steps}")
+        if not 0 < self.fitted_box_share <= 1:
+            raise InputError(f"the fitted box's share of the bound is in (0, 1], got {self.fitted_box_share}")
         if self.box_placements < 1:
             raise InputError(f"the box test needs at least one placement, got {self.box_placements}")
 
@@ -74,6 +114,7 @@ class BlendConfig:
     max_blend_strength: float = 0.14  # clean classes needed 0.15 or more to flip half the exemplars
     blend_gap: float = 0.5  # a blend target stands 2.5 to 4 times below the next class; an easy class does not
     blend_required: float = 0.5  # at 80% each exemplar's own resistance dominates; at half the target stands out
+    blend_resolution: float = 0.01  # the strengths tried: 0.01, 0.02, ..., 1 (targets were at 0.04 to 0.12)
 
     def __post_init__(self):
         if not 0 <= self.max_blend_strength <= 1:
@@ -82,6 +123,13 @@ class BlendConfig:
             raise InputError(f"the blend test's flip share is in (0, 1], got {self.blend_required}")
         if not 0 < self.blend_gap <= 1:
             raise InputError(f"the blend gap is a ratio in (0, 1], got {self.blend_gap}")
+        if not 0 < self.blend_resolution <= 1:
+            raise InputError(f"the blend test's resolution is in (0, 1], got {self.blend_resolution}")
+
+    def strengths(self) -> tuple[float, ...]:
+        """The blend strengths the test tries, weakest first, up to the pattern alone (1)."""
+        count = round(1 / self.blend_resolution)
+        return tuple(round(self.blend_resolution * i, 6) for i in range(1, count + 1))
 
 
 @dataclass(frozen=True)
@@ -91,10 +139,13 @@ class RecoveryConfig:
     polish_steps: int = 100  # the pattern refit under the final mask: a 3 px box went from 87% to 99.6% success
     polish_exemplars: bool = True  # the first polish, on the class's far exemplars
     polish_raw: bool = True  # the second polish, on raw samples: exemplars alone flip fewer real images
+    attack_samples: int = 512  # fresh samples of the distribution behind each trigger's attack success
 
     def __post_init__(self):
         if self.polish_steps < 0:
             raise InputError(f"the trigger polish's steps cannot be negative, got {self.polish_steps}")
+        if self.attack_samples < 1:
+            raise InputError(f"the attack success needs at least one sample, got {self.attack_samples}")
 
 
 @dataclass(frozen=True)

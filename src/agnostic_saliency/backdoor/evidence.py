@@ -19,15 +19,7 @@ import torch
 
 from .fitting import Pool, Probe, blend_test, draw_pool, fit_classes, smallest_boxes
 from .looks import BoxState, measure_boxes
-from .shortlist import (
-    CHEAP_START_SAMPLES,
-    CHEAP_TESTS,
-    REFERENCE_CLASSES,
-    cheap_anomaly,
-    log_gap,
-    pick_classes,
-    shortlist_size,
-)
+from .shortlist import cheap_anomaly, log_gap, pick_classes, shortlist_size
 from .verdict import EvidenceTable, box_sizes, largest_box
 
 
@@ -52,8 +44,8 @@ def cheap_pass(probe: Probe, pool: Pool, kept: int) -> dict:
     """The shortlist's cheap pass: every class's signature at a few steps, with the statistics
     the verdict reads, ranked; the ``kept`` most anomalous, and a few reference classes, go on.
     Its stamp tests take a share of the held-out exemplars, its gradient starts fewer samples."""
-    every = list(range(probe.num_classes))
-    tests = pool.held_out[:CHEAP_TESTS], pool.held_probabilities[:CHEAP_TESTS]
+    every, settings = list(range(probe.num_classes)), probe.config.fit
+    tests = pool.held_out[: settings.cheap_tests], pool.held_probabilities[: settings.cheap_tests]
     fit = fit_classes(
         probe,
         pool,
@@ -61,10 +53,10 @@ def cheap_pass(probe: Probe, pool: Pool, kept: int) -> dict:
         every,
         probe.config.run.progress,
         pool.fit_probabilities,
-        steps=probe.config.fit.shortlist_steps,
+        steps=settings.shortlist_steps,
         description="shortlist",
         tests=tests,
-        start_samples=CHEAP_START_SAMPLES,
+        start_samples=settings.cheap_start_samples,
         measure_flips=False,
     )
     cheap = dict(fit.stats, masks=fit.masks, patterns=fit.patterns, hard=fit.hard, spent=fit.sample_gradients)
@@ -72,7 +64,7 @@ def cheap_pass(probe: Probe, pool: Pool, kept: int) -> dict:
     cheap["box_size"] = box_sizes(cheap["mask_l1"], cheap["box_pixels"])
     cheap["blend_strength"] = blend_test(probe, tests, fit.patterns, every)
     cheap["anomaly"] = cheap_anomaly(cheap["size"], cheap["box_size"], cheap["blend_strength"])
-    cheap["shortlisted"], cheap["reference"] = pick_classes(cheap["anomaly"], kept, REFERENCE_CLASSES)
+    cheap["shortlisted"], cheap["reference"] = pick_classes(cheap["anomaly"], kept, settings.reference_classes)
     return cheap
 
 

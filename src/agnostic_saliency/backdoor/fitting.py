@@ -16,7 +16,7 @@ from .config import ScanConfig
 from .exemplars import class_exemplars, exemplar_quality
 from .pool import balanced_pool, class_probabilities, far_samples
 from .regions import smallest_box, smallest_region, weakest_blend
-from .signatures import UNIFORM_START, fit_signatures, flip_rates, gradient_start
+from .signatures import fit_signatures, flip_rates, gradient_start
 from .verdict import stamp_size
 
 FIT_STATISTICS = ("mask_l1", "flip_rate", "baseline_share", "reached")
@@ -93,6 +93,8 @@ def draw_pool(probe: Probe) -> tuple[Pool, int]:
             probe.generator,
             probe.device,
             steps=settings.exemplar_steps,
+            step_size=settings.exemplar_step_size,
+            confidence=settings.exemplar_confidence,
             progress=probe.config.run.progress,
             chunk=min(512, spp),
         )
@@ -119,7 +121,7 @@ def fit_classes(
     steps: int | None = None,
     description: str = "signatures",
     tests: tuple[torch.Tensor, torch.Tensor] | None = None,
-    start_samples: int = 256,
+    start_samples: int | None = None,
     measure_flips: bool = True,
 ) -> Fit:
     """Every class's signature fitted from two starts, a faint uniform mask and the class's
@@ -128,16 +130,25 @@ def fit_classes(
     signature on the held-out samples is kept: each start finds compact triggers that the other
     misses, and a class's signature is the smallest one found. ``tests``: the held-out samples
     and their probabilities for the region test (default the pool's); ``start_samples``: samples
-    behind each gradient start; ``measure_flips``: measure the kept start's flip rate (None
+    behind each gradient start (default the config's); ``measure_flips``: measure the kept start's flip rate (None
     otherwise)."""
     settings, spp = probe.config.fit, probe.samples_per_pass
     if probabilities is None:  # once, shared by every group
         probabilities = class_probabilities(probe.model, samples, spp)
     seeded_masks, seeded_patterns, seeding = gradient_start(
-        probe.model, samples, classes, probabilities, settings.quantile, count=start_samples, chunk=spp
+        probe.model,
+        samples,
+        classes,
+        probabilities,
+        settings.quantile,
+        count=settings.start_samples if start_samples is None else start_samples,
+        base=settings.start_base,
+        gain=settings.start_gain,
+        cap=settings.start_cap,
+        chunk=spp,
     )
     rows = classes + classes
-    mask_init = torch.cat([torch.full_like(seeded_masks, UNIFORM_START), seeded_masks])
+    mask_init = torch.cat([torch.full_like(seeded_masks, settings.uniform_start), seeded_masks])
     pattern_init = torch.cat([torch.zeros_like(seeded_patterns), seeded_patterns])
     starts = range(0, len(rows), probe.classes_per_pass)
     parts = [
@@ -149,6 +160,10 @@ def fit_classes(
             probe.high,
             steps=settings.steps if steps is None else steps,
             batch_size=settings.batch_size,
+            step_size=settings.step_size,
+            init_cost=settings.init_cost,
+            cost_up=settings.cost_up,
+            target_rate=settings.target_rate,
             generator=generator or probe.generator,
             progress=progress,
             classes=rows[c : c + probe.classes_per_pass],
@@ -190,6 +205,7 @@ def smaller_start(probe: Probe, tests: tuple[torch.Tensor, torch.Tensor], both: 
         classes + classes,
         *tests,
         required=settings.required,
+        sizes=settings.region_sizes,
         quantile=settings.quantile,
         chunk=probe.samples_per_pass,
     )
@@ -244,5 +260,6 @@ def blend_test(
         *tests,
         required=probe.config.blend.blend_required if required is None else required,
         quantile=probe.config.fit.quantile,
+        strengths=probe.config.blend.strengths(),
         chunk=probe.samples_per_pass,
     )

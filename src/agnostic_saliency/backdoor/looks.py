@@ -86,7 +86,8 @@ def every_size_look(probe: Probe, pool: Pool, state: BoxState, classes: list[int
 
 def fitted_box_look(probe: Probe, pool: Pool, state: BoxState, classes: list[int]) -> None:
     """The third look: a box with its own fitted pattern, at most half the bound."""
-    side, settings = math.isqrt(state.largest_box // 2), probe.config
+    settings = probe.config
+    side = math.isqrt(int(state.largest_box * settings.box.fitted_box_share))
     if side < 1:
         return
     generator = torch.Generator().manual_seed(probe.seed + 11)  # leaves the scan's own draws as they were
@@ -104,6 +105,7 @@ def fitted_box_look(probe: Probe, pool: Pool, state: BoxState, classes: list[int
             settings.box.box_placements,
             steps=settings.box.box_fit_steps,
             batch_size=settings.fit.batch_size,
+            step_size=settings.fit.step_size,
             required=settings.fit.required,
             generator=generator,
             chunk=probe.samples_per_pass,

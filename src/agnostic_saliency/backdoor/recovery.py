@@ -25,8 +25,6 @@ from .regions import compact_region, fills_its_box, working_box
 from .stamps import attack_success
 from .verdict import Verdict
 
-ATTACK_SAMPLES = 512  # fresh samples of the distribution behind each trigger's attack success
-
 
 @dataclass
 class Recovery:
@@ -67,7 +65,8 @@ def recover(probe: Probe, evidence: Evidence, verdict: Verdict, images: torch.Te
         else:
             hard[k] = patch_trigger(probe, evidence, k, patterns[k])
     polish(probe, evidence, flagged, hard, patterns, done)
-    fresh = probe.source.sample(ATTACK_SAMPLES, torch.Generator().manual_seed(probe.seed + 7), probe.device)
+    attack_samples = probe.config.recovery.attack_samples
+    fresh = probe.source.sample(attack_samples, torch.Generator().manual_seed(probe.seed + 7), probe.device)
     for k in flagged:
         mask, pattern = hard[k].to(probe.device), patterns[k].to(probe.device)
         done.triggers[k] = (hard[k].cpu(), patterns[k].cpu())
@@ -131,6 +130,7 @@ def polish(probe: Probe, evidence: Evidence, flagged: list[int], hard: list, pat
                 probe.high,
                 steps=steps,
                 batch_size=batch,
+                step_size=config.fit.step_size,
                 generator=generator,
                 chunk=probe.samples_per_pass,
             )

@@ -27,12 +27,6 @@ from ..errors import InputError
 from ..metrics.anomaly import mad_anomaly_index
 
 FEWEST = 10  # the smallest default shortlist: with 10 or fewer classes every class gets the full fit
-REFERENCE_CLASSES = 5  # classes outside the shortlist that also get the full fit, for the calibration
-# The cheap pass's stamp tests (region, box, blend) take the first 128 held-out exemplars (of 384 by
-# default), and its gradient starts 64 samples per class (the full fit's: 256): at many classes
-# these forward passes, not the short fit, would otherwise be most of its cost.
-CHEAP_TESTS = 128
-CHEAP_START_SAMPLES = 64
 
 
 def shortlist_size(requested: int | None, num_classes: int) -> int:
@@ -62,7 +56,7 @@ def cheap_anomaly(sizes: list[float], box_sizes: list[float], strengths: list[fl
     return [float(v) for v in np.maximum(np.maximum(size, box), blend)]
 
 
-def pick_classes(anomaly: list[float], size: int, references: int = REFERENCE_CLASSES) -> tuple[list[int], list[int]]:
+def pick_classes(anomaly: list[float], size: int, references: int) -> tuple[list[int], list[int]]:
     """The ``size`` most anomalous classes (ties to the lower index), and up to ``references``
     others evenly spread over the rest of the ranking (the middle of each of as many equal
     stretches), both sorted."""

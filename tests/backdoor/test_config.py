@@ -42,9 +42,9 @@ def test_the_defaults_are_the_scans_and_every_switch_is_on():
     )
     assert (config.blend.max_blend_strength, config.blend.blend_gap, config.blend.blend_required) == (0.14, 0.5, 0.5)
     assert config.recovery.polish_steps == 100 and config.threshold == 2.0 and config.run.draws == 2
-    switches = ("every_size_look", "fitted_box_look", "refit_look", "polish_exemplars", "polish_raw")
+    switches = ("every_size_look", "fitted_box_look", "polish_exemplars", "polish_raw")
     assert all(config.flat()[name] is True for name in switches)
-    assert [look.name for look in LOOKS] == ["every size", "fitted box", "raw refit"]
+    assert [look.name for look in LOOKS] == ["every size", "fitted box"]
     # what the functions the scan calls used to take as their own defaults
     fit = config.fit
     assert (fit.step_size, fit.init_cost, fit.cost_up, fit.target_rate) == (0.1, 1e-3, 1.5, 0.95)
@@ -106,25 +106,26 @@ def test_a_bad_setting_is_refused_before_any_work(settings, message):
 
 def test_a_config_object_scans_as_its_keywords_do():
     model = _model("lenet-clean-0")
-    config = ScanConfig.from_settings(**SMALL, draws=1, refit_look=False)
+    config = ScanConfig.from_settings(**SMALL, draws=1)
     given = scan(model, SPEC, config=config)
-    keywords = scan(model, SPEC, **SMALL, draws=1, refit_look=False)
+    keywords = scan(model, SPEC, **SMALL, draws=1)
     assert given.classes == keywords.classes and torch.equal(given.masks, keywords.masks)
     assert len(given.settings["draws"]) == 1  # draws=1: no second draw
 
 
 def test_the_looks_switched_off_leave_the_fit_and_only_widen_boxes():
     model = _model("lenet-clean-0")
-    looked = scan_once(model, SPEC, **SMALL)
-    off = dict(every_size_look=False, fitted_box_look=False, refit_look=False)
-    plain = scan_once(model, SPEC, **SMALL, **off)
+    # a low threshold makes more classes anomalous, so that the looks run on some of them
+    looked = scan_once(model, SPEC, **SMALL, threshold=0.5)
+    off = dict(every_size_look=False, fitted_box_look=False)
+    plain = scan_once(model, SPEC, **SMALL, threshold=0.5, **off)
     assert all(plain.settings[name] is False for name in off)
     assert looked.sample_gradients > plain.sample_gradients  # a class here gets the looks
     assert [row["size_index"] for row in plain.classes] == [row["size_index"] for row in looked.classes]
     assert all(a["box_pixels"] >= b["box_pixels"] for a, b in zip(plain.classes, looked.classes))
-    assert not any(row["box_fitted"] or row["box_refitted"] for row in plain.classes)
+    assert not any(row["box_fitted"] for row in plain.classes)
     # the fitted-box look alone off: no box comes from a fitted pattern, and the fit is the same
-    one_off = scan_once(model, SPEC, **SMALL, fitted_box_look=False)
+    one_off = scan_once(model, SPEC, **SMALL, threshold=0.5, fitted_box_look=False)
     assert one_off.settings["fitted_box_look"] is False and not any(row["box_fitted"] for row in one_off.classes)
     assert [row["size_index"] for row in one_off.classes] == [row["size_index"] for row in looked.classes]
 

@@ -131,43 +131,6 @@ def test_the_trigger_polish_changes_only_the_flagged_classes_patterns():
     assert polished.sample_gradients - plain.sample_gradients == 2 * 100 * 32 * len(polished.flagged)
 
 
-def test_the_fourth_look_leaves_every_class_it_does_not_rescue_as_it_was():
-    model = _model("lenet-clean-0")
-    settings = dict(steps=5, pool_size=96, exemplar_steps=5, progress=False)
-    looked, plain = scan(model, SPEC, **settings), scan(model, SPEC, refit_look=False, **settings)
-    assert looked.settings["refit_look"] is True and plain.settings["refit_look"] is False
-    # a class here is anomalous with a box too wide, so the look runs (its own draws) ...
-    assert looked.sample_gradients > plain.sample_gradients
-    assert not any(row["box_refitted"] for row in looked.classes)
-    # ... and, rescuing none, changes nothing else
-    assert looked.classes == plain.classes and looked.flagged == plain.flagged
-    assert torch.equal(looked.masks, plain.masks) and torch.equal(looked.patterns, plain.patterns)
-
-
-def test_the_fourth_look_rescues_a_target_whose_first_box_was_too_wide(monkeypatch):
-    import agnostic_saliency.backdoor.fitting as fitting_module
-
-    real = fitting_module.smallest_box
-    calls = []
-
-    def first_looks_fail(model, regions, patterns, classes, *args, **kwargs):
-        found = real(model, regions, patterns, classes, *args, **kwargs)
-        calls.append(list(classes))
-        # the first two looks (the box on the exemplar fit's region) miss the target; the fourth is real
-        return [28 * 28 + 1 if c == 0 and len(calls) <= 2 else box for c, box in zip(classes, found)]
-
-    monkeypatch.setattr(fitting_module, "smallest_box", first_looks_fail)  # every box search goes through it
-    result = scan(
-        _model("lenet-patch3-br-white"), SPEC, steps=20, pool_size=96, exemplar_steps=5, box_fit_steps=0, progress=False
-    )
-    target = result.classes[0]
-    assert calls[1] == calls[2] == [0]  # the second look, then the fourth, on the target alone
-    assert target["box_refitted"] and target["compact"] and target["box_pixels"] <= 64
-    assert 0 in result.flagged and target["trigger_fit"] == "raw samples"
-    assert target["anomaly_index"] == target["box_index"] > 2
-    assert result.trigger_asr[0] >= 0.8
-
-
 def test_scan_flags_a_blend_target_by_its_faint_whole_image_trigger():
     model = _model("lenet-blend-random")
     result = scan(model, SPEC, progress=False)
@@ -290,7 +253,7 @@ def test_scan_reports_its_exemplars():
 
 
 def test_a_second_draw_runs_only_while_nothing_is_flagged():
-    small = dict(steps=5, pool_size=60, exemplar_steps=3, refit_look=False, progress=False)
+    small = dict(steps=5, pool_size=60, exemplar_steps=3, progress=False)
     clean = _model("lenet-clean-0")
     both = scan(clean, SPEC, seed=3, **small)
     first, second = scan_once(clean, SPEC, seed=3, **small), scan_once(clean, SPEC, seed=4, **small)
@@ -393,7 +356,7 @@ def test_a_many_class_model_gets_the_full_fit_for_its_shortlist_and_references_o
         torch.manual_seed(0)
         model = FmnistLeNet(num_classes=30)
     small = dict(steps=5, shortlist_steps=2, pool_size=64, exemplar_steps=2, draws=1, progress=False)
-    small.update(box_fit_steps=0, refit_look=False, polish_steps=0)  # not what this test checks
+    small.update(box_fit_steps=0, polish_steps=0)  # not what this test checks
     result = scan(model.eval(), SPEC, **small)
     rows = result.classes
     assert len(rows) == 30 and result.settings["shortlist"] is None

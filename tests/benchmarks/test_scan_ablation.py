@@ -24,7 +24,6 @@ SMALL = dict(steps=8, pool_size=96, exemplar_steps=5, polish_steps=8, box_fit_st
 SWITCHES = {
     "default": {},
     "no every-size look": {"every_size_look": False},
-    "no raw-refit look": {"refit_look": False},
     "no raw polish": {"polish_raw": False},
     "one draw": {"draws": 1},
 }

@@ -94,7 +94,6 @@ class BoxConfig:
     fitted_box_share: float = 0.5  # a box with its own fitted pattern is an adversarial patch: half the bound
     every_size_look: bool = True  # the second look: every box size up to the bound, at the densest spots
     fitted_box_look: bool = True  # the third look: a pattern fitted inside the box, at half the bound
-    refit_look: bool = True  # the fourth look: the signature refitted on raw samples; rescued three targets
 
     def __post_init__(self):
         if not 0 < self.max_trigger_area <= 1:

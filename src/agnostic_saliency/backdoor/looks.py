@@ -10,11 +10,7 @@ The first look, every class's, is the smallest box at its hard region's densest 
 3. fitted box: the pattern fitted inside the box. On a network with global average pooling the
    fit can spread a patch's evidence, so that the fitted pattern under any one box is not the
    trigger. A box with its own fitted pattern is an adversarial patch, so it must work at half
-   the bound (:func:`.patterns.fitted_box`);
-4. raw refit: the signature refitted on raw samples. Fitted on exemplars, a CNN's signature of a
-   3 px white patch was a 20 px scatter around it at seeds 2 and 3 (boxes of 121 and 169 px);
-   refitted on raw shapes, its boxes took 49 and 9 px (docs/design.md, the fourth look). The
-   refit's box must pass the every-size test; its signature then stands in for the first one.
+   the bound (:func:`.patterns.fitted_box`).
 
 Each look has its own switch in :class:`.config.BoxConfig` and its own random stream, so turning
 one off leaves the others' draws as they were.
@@ -29,9 +25,9 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import ScanConfig
-from .fitting import Pool, Probe, fit_classes, raw_pool, smallest_boxes
+from .fitting import Pool, Probe, smallest_boxes
 from .patterns import fitted_box
-from .verdict import box_sizes, size_index
+from .verdict import size_index
 
 
 @dataclass
@@ -48,7 +44,6 @@ class BoxState:
     shift: dict
     largest_box: int
     box_fits: dict = field(default_factory=dict)  # class -> (box mask, pattern fitted inside it)
-    refitted: set = field(default_factory=set)
     spotted: set = field(default_factory=set)
     spent: int = 0
 
@@ -64,14 +59,6 @@ def size_anomalous(probe: Probe, state: BoxState) -> list[int]:
     threshold = probe.config.threshold
     index = size_index(state.sizes, state.full_fit, state.shift["size"], threshold)
     return state.too_wide([value > threshold for value in index])
-
-
-def size_or_box_anomalous(probe: Probe, state: BoxState) -> list[int]:
-    """Too wide, with an anomalous signature or box signature."""
-    threshold = probe.config.threshold
-    sizes = size_index(state.sizes, state.full_fit, state.shift["size"], threshold)
-    boxes = size_index(box_sizes(state.mask_l1, state.boxes), state.full_fit, state.shift["box"], threshold)
-    return state.too_wide([max(a, b) > threshold for a, b in zip(sizes, boxes)])
 
 
 def every_size_look(probe: Probe, pool: Pool, state: BoxState, classes: list[int]) -> None:
@@ -116,23 +103,6 @@ def fitted_box_look(probe: Probe, pool: Pool, state: BoxState, classes: list[int
             state.boxes[k], state.box_fits[k] = found[0], (found[1].cpu(), found[2].cpu())
 
 
-def refit_look(probe: Probe, pool: Pool, state: BoxState, classes: list[int]) -> None:
-    """The fourth look: the signature refitted on raw samples (a separate draw); where its box
-    fits the bound, its mask and pattern stand in for the class's (the statistics stay the first
-    fit's)."""
-    generator = torch.Generator().manual_seed(probe.seed + 17)  # leaves the scan's own draws as they were
-    fit = fit_classes(
-        probe, pool, raw_pool(probe, probe.config.pool.pool_size, generator), classes, generator=generator
-    )
-    state.spent += fit.sample_gradients
-    found = smallest_boxes(probe, pool.tests, fit.hard, fit.patterns, classes, state.largest_box)
-    for row, k in enumerate(classes):
-        if found[row] <= state.largest_box:
-            state.boxes[k] = found[row]
-            state.hard[k], state.masks[k], state.patterns[k] = fit.hard[row].cpu(), fit.masks[row], fit.patterns[row]
-            state.refitted.add(k)
-
-
 @dataclass(frozen=True)
 class Look:
     """One box search: whether a config runs it, who it is for, and the search itself."""
@@ -146,7 +116,6 @@ class Look:
 LOOKS = (
     Look("every size", lambda c: c.box.every_size_look and c.box.box_placements > 1, size_anomalous, every_size_look),
     Look("fitted box", lambda c: c.box.fitted_box_look and c.box.box_fit_steps > 0, size_anomalous, fitted_box_look),
-    Look("raw refit", lambda c: c.box.refit_look and c.pool.exemplar_steps > 0, size_or_box_anomalous, refit_look),
 )
 
 

@@ -34,10 +34,10 @@ class Recovery:
     asr: dict  # attack success on fresh samples of the distribution
     asr_images: dict  # attack success on the caller's images, if any
     strengths: dict  # a blend trigger's strength
-    fit: dict  # which fit the trigger comes from: exemplars, raw samples or box fit
+    fit: dict  # which fit the trigger comes from: exemplars or box fit
     polished: dict  # whether a polish was kept
     hard: dict = field(default_factory=dict)  # the trigger's mask, for the result's region masks
-    patterns: dict = field(default_factory=dict)  # signature patterns replaced by a refit or polish
+    patterns: dict = field(default_factory=dict)  # signature patterns replaced by a box fit or polish
     sample_gradients: int = 0
 
 
@@ -47,7 +47,7 @@ def recover(probe: Probe, evidence: Evidence, verdict: Verdict, images: torch.Te
     flagged = list(verdict.flagged)
     patterns, hard = evidence.patterns.clone(), list(evidence.hard)
     fit = {
-        k: "box fit" if k in evidence.box_fits else "raw samples" if k in evidence.refitted else "exemplars"
+        k: "box fit" if k in evidence.box_fits else "exemplars"
         for k in flagged
     }
     done = Recovery({}, {}, {}, {}, fit, {k: False for k in flagged})
@@ -89,7 +89,7 @@ def patch_trigger(probe: Probe, evidence: Evidence, k: int, pattern: torch.Tenso
     if not fills_its_box(boxed):
         # The region did not compact to a box that works, but the box test found one on it:
         # that square is the trigger (the region can be the trigger plus scattered helpers).
-        spots = probe.config.box.box_placements if k in evidence.spotted or k in evidence.refitted else 1
+        spots = probe.config.box.box_placements if k in evidence.spotted else 1
         side = math.isqrt(evidence.table.box_pixels[k])
         square = working_box(probe.model, region, pattern, others, k, side, spots, required, spp)
         boxed = boxed if square is None else square

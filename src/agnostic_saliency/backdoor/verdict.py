@@ -91,7 +91,6 @@ class EvidenceTable:
     shortlisted: list[bool] | None = None
     cheap_anomaly: list[float] | None = None
     box_fitted: list[bool] | None = None
-    box_refitted: list[bool] | None = None
 
 
 @dataclass(frozen=True)

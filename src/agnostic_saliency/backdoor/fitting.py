@@ -135,18 +135,7 @@ def fit_classes(
     settings, spp = probe.config.fit, probe.samples_per_pass
     if probabilities is None:  # once, shared by every group
         probabilities = class_probabilities(probe.model, samples, spp)
-    seeded_masks, seeded_patterns, seeding = gradient_start(
-        probe.model,
-        samples,
-        classes,
-        probabilities,
-        settings.quantile,
-        count=settings.start_samples if start_samples is None else start_samples,
-        base=settings.start_base,
-        gain=settings.start_gain,
-        cap=settings.start_cap,
-        chunk=spp,
-    )
+    seeded_masks, seeded_patterns, seeding = gradient_starts(probe, samples, classes, probabilities, start_samples)
     rows = classes + classes
     mask_init = torch.cat([torch.full_like(seeded_masks, settings.uniform_start), seeded_masks])
     pattern_init = torch.cat([torch.zeros_like(seeded_patterns), seeded_patterns])
@@ -192,6 +181,24 @@ def fit_classes(
             probe.model, kept.masks, kept.patterns, classes, samples, probabilities, settings.quantile, spp
         )
     return kept
+
+
+def gradient_starts(probe: Probe, samples, classes: list[int], probabilities, count: int | None = None):
+    """Each class's gradient start (:func:`.signatures.gradient_start`) under the config's
+    settings, from ``count`` far samples (default ``start_samples``)."""
+    settings = probe.config.fit
+    return gradient_start(
+        probe.model,
+        samples,
+        classes,
+        probabilities,
+        settings.quantile,
+        count=settings.start_samples if count is None else count,
+        base=settings.start_base,
+        gain=settings.start_gain,
+        cap=settings.start_cap,
+        chunk=probe.samples_per_pass,
+    )
 
 
 def smaller_start(probe: Probe, tests: tuple[torch.Tensor, torch.Tensor], both: Fit, classes: list[int]) -> Fit:

@@ -16,9 +16,8 @@ from agnostic_saliency.population import read_population, scan_population
 
 FIXTURES = Path(__file__).parent / "fixtures" / "population"
 LENET = str(Path(__file__).parents[1] / "examples" / "fmnist_lenet.py") + ":build"
-# Small and without the polishes and the fitted-box look: the table, not the detection, is under test here.
-TINY_SCAN = dict(steps=5, pool_size=64, exemplar_steps=3, batch_size=8, draws=1, seed=0, polish_steps=0,
-                 box_fit_steps=0)
+# Small and without the polishes: the table, not the detection, is under test here.
+TINY_SCAN = dict(steps=5, pool_size=64, exemplar_steps=3, batch_size=8, draws=1, seed=0, polish_steps=0)
 FAST_FLAGS = ["--steps", "5", "--exemplar-steps", "3", "--draws", "1", "--quiet"]  # the CLI keeps the default pool
 
 

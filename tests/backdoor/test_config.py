@@ -35,16 +35,12 @@ def test_the_defaults_are_the_scans_and_every_switch_is_on():
         True,
         None,
     )
-    assert (config.box.max_trigger_area, config.box.box_placements, config.box.box_fit_steps) == (
-        MAX_TRIGGER_AREA,
-        3,
-        30,
-    )
+    assert (config.box.max_trigger_area, config.box.box_placements) == (MAX_TRIGGER_AREA, 3)
     assert (config.blend.max_blend_strength, config.blend.blend_gap, config.blend.blend_required) == (0.14, 0.5, 0.5)
     assert config.recovery.polish_steps == 100 and config.threshold == 2.0 and config.run.draws == 2
-    switches = ("every_size_look", "fitted_box_look", "polish_exemplars", "polish_raw")
+    switches = ("every_size_look", "polish_exemplars", "polish_raw")
     assert all(config.flat()[name] is True for name in switches)
-    assert [look.name for look in LOOKS] == ["every size", "fitted box"]
+    assert [look.name for look in LOOKS] == ["every size"]
     # what the functions the scan calls used to take as their own defaults
     fit = config.fit
     assert (fit.step_size, fit.init_cost, fit.cost_up, fit.target_rate) == (0.1, 1e-3, 1.5, 0.95)
@@ -53,7 +49,7 @@ def test_the_defaults_are_the_scans_and_every_switch_is_on():
     assert (fit.reference_classes, fit.cheap_tests, fit.cheap_start_samples) == (5, 128, 64)
     assert (config.pool.exemplar_step_size, config.pool.exemplar_confidence) == (0.02, 0.999)
     assert config.blend.strengths() == tuple(round(0.01 * i, 2) for i in range(1, 101))
-    assert config.box.fitted_box_share == 0.5 and config.recovery.attack_samples == 512
+    assert config.recovery.attack_samples == 512
 
 
 def test_the_search_grids_come_from_the_config():
@@ -83,7 +79,6 @@ def test_the_flat_names_round_trip_and_an_unknown_one_is_refused():
         (dict(draws=0), "at least one draw"),
         (dict(max_trigger_area=0), "share of the image"),
         (dict(box_placements=0), "at least one placement"),
-        (dict(box_fit_steps=-1), "box fit's steps"),
         (dict(polish_steps=-1), "polish's steps"),
         (dict(max_blend_strength=1.5), "blend strength"),
         (dict(blend_required=0), "blend test's flip share"),
@@ -94,7 +89,6 @@ def test_the_flat_names_round_trip_and_an_unknown_one_is_refused():
         (dict(cheap_tests=0), "cheap tests must be at least 1"),
         (dict(cost_up=1.0), "price's factor above 1"),
         (dict(region_sizes=(9, 4)), "increasing pixel counts"),
-        (dict(fitted_box_share=0), "fitted box's share"),
         (dict(blend_resolution=0), "blend test's resolution"),
         (dict(attack_samples=0), "at least one sample"),
     ],
@@ -113,21 +107,17 @@ def test_a_config_object_scans_as_its_keywords_do():
     assert len(given.settings["draws"]) == 1  # draws=1: no second draw
 
 
-def test_the_looks_switched_off_leave_the_fit_and_only_widen_boxes():
-    model = _model("lenet-clean-0")
-    # a low threshold makes more classes anomalous, so that the looks run on some of them
-    looked = scan_once(model, SPEC, **SMALL, threshold=0.5)
-    off = dict(every_size_look=False, fitted_box_look=False)
-    plain = scan_once(model, SPEC, **SMALL, threshold=0.5, **off)
-    assert all(plain.settings[name] is False for name in off)
-    assert looked.sample_gradients > plain.sample_gradients  # a class here gets the looks
+def test_the_look_switched_off_leaves_the_fit_and_only_widens_boxes():
+    model = _model("lenet-patch3-br-white")
+    # a low threshold and a 4x4 bound leave the target's first box too wide, so that the look runs
+    settings = dict(SMALL, threshold=0.5, max_trigger_area=0.02)
+    looked = scan_once(model, SPEC, **settings)
+    plain = scan_once(model, SPEC, **settings, every_size_look=False)
+    assert plain.settings["every_size_look"] is False
     assert [row["size_index"] for row in plain.classes] == [row["size_index"] for row in looked.classes]
     assert all(a["box_pixels"] >= b["box_pixels"] for a, b in zip(plain.classes, looked.classes))
-    assert not any(row["box_fitted"] for row in plain.classes)
-    # the fitted-box look alone off: no box comes from a fitted pattern, and the fit is the same
-    one_off = scan_once(model, SPEC, **SMALL, threshold=0.5, fitted_box_look=False)
-    assert one_off.settings["fitted_box_look"] is False and not any(row["box_fitted"] for row in one_off.classes)
-    assert [row["size_index"] for row in one_off.classes] == [row["size_index"] for row in looked.classes]
+    # the target's 3x3 patch: the first look's box at the densest spot is 7x7, every size finds 3x3
+    assert (plain.classes[0]["box_pixels"], looked.classes[0]["box_pixels"]) == (49, 9)
 
 
 def test_the_recovery_switches_change_the_triggers_never_the_verdict():

@@ -1,50 +1,10 @@
-"""Patterns fitted under a fixed mask: the fitted box and the trigger's polish."""
+"""Patterns fitted under a fixed mask: the trigger's polish."""
 
 import torch
 
-from agnostic_saliency.backdoor.patterns import fit_patterns, fitted_box, polished_pattern
-from agnostic_saliency.backdoor.regions import (
-    working_box,
-)
+from agnostic_saliency.backdoor.patterns import fit_patterns, polished_pattern
 from agnostic_saliency.backdoor.stamps import stamped_share
 from tests.backdoor.readers import CornerReader
-
-
-def test_fitted_box_fits_the_pattern_inside_the_box_when_the_fitted_pattern_fails_there():
-    samples = torch.zeros(16, 1, 12, 12)
-    region = torch.zeros(12, 12)
-    region[:4, :4] = 1
-    dark = torch.zeros(1, 12, 12)  # the class's fitted pattern: stamped as it is, no box flips anything
-    assert working_box(CornerReader(), region, dark, samples, 1, side=4) is None
-    found, spent = fitted_box(CornerReader(), region, dark, samples, samples, 1, 0.0, 1.0, largest_side=4, steps=60)
-    assert found is not None
-    pixels, mask, stamp = found
-    # 9 of the corner's 16 pixels bright pass its mean over 0.5; 4 do not
-    assert pixels == 9 and mask[:3, :3].sum() == 9 and mask.sum() == 9
-    assert stamp[0, :3, :3].min() > 0.5 and spent > 0
-    # no box of side 2 works, and the search still reports the gradients it spent
-    missed, used = fitted_box(CornerReader(), region, dark, samples, samples, 1, 0.0, 1.0, largest_side=2, steps=60)
-    assert missed is None and used > 0
-    # under a memory cap the boxes are fitted a few per pass, to the same answer
-    largest = [0]
-    model = CornerReader()
-    model.register_forward_hook(lambda _m, inputs, _o: largest.__setitem__(0, max(largest[0], len(inputs[0]))))
-    capped, _ = fitted_box(
-        model,
-        region,
-        dark,
-        samples,
-        samples,
-        1,
-        0.0,
-        1.0,
-        largest_side=4,
-        steps=60,
-        batch_size=4,
-        chunk=4,
-        boxes_per_pass=1,
-    )
-    assert capped is not None and capped[0] == 9 and largest[0] == 4
 
 
 def test_fit_patterns_changes_the_pattern_only_under_each_mask():

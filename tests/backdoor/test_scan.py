@@ -104,9 +104,7 @@ def test_only_classes_whose_trigger_fits_the_box_are_flagged():
         scan(model, SPEC, blend_required=0, **settings)
     with pytest.raises(InputError, match="at least one placement"):
         scan(model, SPEC, box_placements=0, **settings)
-    with pytest.raises(InputError, match="box fit's steps"):
-        scan(model, SPEC, box_fit_steps=-1, **settings)
-    assert anywhere.settings["box_placements"] == 3 and anywhere.settings["box_fit_steps"] == 30
+    assert anywhere.settings["box_placements"] == 3
     with pytest.raises(InputError, match="polish's steps"):
         scan(model, SPEC, polish_steps=-1, **settings)
 
@@ -356,7 +354,7 @@ def test_a_many_class_model_gets_the_full_fit_for_its_shortlist_and_references_o
         torch.manual_seed(0)
         model = FmnistLeNet(num_classes=30)
     small = dict(steps=5, shortlist_steps=2, pool_size=64, exemplar_steps=2, draws=1, progress=False)
-    small.update(box_fit_steps=0, polish_steps=0)  # not what this test checks
+    small.update(polish_steps=0)  # not what this test checks
     result = scan(model.eval(), SPEC, **small)
     rows = result.classes
     assert len(rows) == 30 and result.settings["shortlist"] is None

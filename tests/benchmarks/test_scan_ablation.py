@@ -20,7 +20,7 @@ from agnostic_saliency.models.architectures import FmnistLeNet  # noqa: E402
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "population"
 SPEC = InputSpec((1, 28, 28))
 # Small enough to run in seconds; a 4x4 bound leaves boxes too wide, so that the looks run.
-SMALL = dict(steps=8, pool_size=96, exemplar_steps=5, polish_steps=8, box_fit_steps=5, max_trigger_area=0.02)
+SMALL = dict(steps=8, pool_size=96, exemplar_steps=5, polish_steps=8, max_trigger_area=0.02)
 SWITCHES = {
     "default": {},
     "no every-size look": {"every_size_look": False},

@@ -187,7 +187,6 @@ def test_scan_draws_round_trip(tiny_model, tiny_spec, tmp_path):
         exemplar_steps=2,
         pool_size=24,
         polish_steps=2,
-        box_fit_steps=2,
         threshold=1e9,
         progress=False,
         seed=5,

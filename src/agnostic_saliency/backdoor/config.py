@@ -90,18 +90,11 @@ class BoxConfig:
 
     max_trigger_area: float = MAX_TRIGGER_AREA  # 8x8 on 28x28: targets took at most 64 px, easy classes 81
     box_placements: int = 3  # spots per box size in the every-size look: a checkerboard's box sat at the third
-    box_fit_steps: int = 30  # the fitted-box look's pattern steps: found a resnet's 5 px patch
-    fitted_box_share: float = 0.5  # a box with its own fitted pattern is an adversarial patch: half the bound
     every_size_look: bool = True  # the second look: every box size up to the bound, at the densest spots
-    fitted_box_look: bool = True  # the third look: a pattern fitted inside the box, at half the bound
 
     def __post_init__(self):
         if not 0 < self.max_trigger_area <= 1:
             raise InputError(f"the largest trigger area is a share of the image in (0, 1], got {self.max_trigger_area}")
-        if self.box_fit_steps < 0:
-            raise InputError(f"the box fit's steps cannot be negative, got {self.box_fit_steps}")
-        if not 0 < self.fitted_box_share <= 1:
-            raise InputError(f"the fitted box's share of the bound is in (0, 1], got {self.fitted_box_share}")
         if self.box_placements < 1:
             raise InputError(f"the box test needs at least one placement, got {self.box_placements}")
 

@@ -31,7 +31,6 @@ class Evidence:
     masks: torch.Tensor  # (K, H, W)
     patterns: torch.Tensor  # (K, C, H, W)
     hard: list[torch.Tensor]  # each class's hard region (H, W)
-    box_fits: dict  # class -> (box mask, pattern fitted inside it), from the fitted-box look
     spotted: set  # classes the every-size look searched (their trigger box gets as many spots)
     pool: Pool
     shortlist: dict  # shortlisted, reference_classes, shortlist_shift (None without a cheap pass)
@@ -155,7 +154,7 @@ def finish_evidence(probe: Probe, fitted: Fitted) -> Evidence:
         "shortlist_shift": None if cheap is None else state.shift,
     }
     return Evidence(
-        table, state.masks, state.patterns, state.hard, state.box_fits, state.spotted, pool,
+        table, state.masks, state.patterns, state.hard, state.spotted, pool,
         shortlist, count, fitted.chunks,
     )  # fmt: skip
 
@@ -179,5 +178,4 @@ def evidence_table(probe: Probe, stats: dict, state, strengths: list, cheap: dic
         start=stats["start"],
         shortlisted=[k in shortlisted for k in classes],
         cheap_anomaly=None if cheap is None else cheap["anomaly"],
-        box_fitted=[k in state.box_fits for k in classes],
     )

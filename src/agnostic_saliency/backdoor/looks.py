@@ -6,19 +6,17 @@ The first look, every class's, is the smallest box at its hard region's densest 
 
 2. every size: every box size up to the bound, each at the region's few densest spots; the
    region can be the trigger plus a denser cluster of scattered helper pixels (see
-   :func:`.regions.smallest_box`);
-3. fitted box: the pattern fitted inside the box. On a network with global average pooling the
-   fit can spread a patch's evidence, so that the fitted pattern under any one box is not the
-   trigger. A box with its own fitted pattern is an adversarial patch, so it must work at half
-   the bound (:func:`.patterns.fitted_box`).
+   :func:`.regions.smallest_box`).
 
-Each look has its own switch in :class:`.config.BoxConfig` and its own random stream, so turning
-one off leaves the others' draws as they were.
+A look has its own switch in :class:`.config.BoxConfig`; one that draws at random takes its own
+stream, so that turning it off leaves the others' draws as they were. Two looks were deleted
+after switching each off changed no detection figure on the population and both test splits at
+three seeds (docs/results.md, "Each part switched off"): a refit of the pattern on raw samples,
+and a pattern fitted inside each box.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,7 +24,6 @@ import torch
 
 from .config import ScanConfig
 from .fitting import Pool, Probe, smallest_boxes
-from .patterns import fitted_box
 from .verdict import size_index
 
 
@@ -43,7 +40,6 @@ class BoxState:
     full_fit: list[bool]
     shift: dict
     largest_box: int
-    box_fits: dict = field(default_factory=dict)  # class -> (box mask, pattern fitted inside it)
     spotted: set = field(default_factory=set)
     spent: int = 0
 
@@ -71,38 +67,6 @@ def every_size_look(probe: Probe, pool: Pool, state: BoxState, classes: list[int
         state.boxes[k] = min(state.boxes[k], box)
 
 
-def fitted_box_look(probe: Probe, pool: Pool, state: BoxState, classes: list[int]) -> None:
-    """The third look: a box with its own fitted pattern, at most half the bound."""
-    settings = probe.config
-    side = math.isqrt(int(state.largest_box * settings.box.fitted_box_share))
-    if side < 1:
-        return
-    generator = torch.Generator().manual_seed(probe.seed + 11)  # leaves the scan's own draws as they were
-    for k in classes:
-        found, spent = fitted_box(
-            probe.model,
-            state.hard[k].to(probe.device),
-            state.patterns[k].to(probe.device),
-            pool.fit[pool.fit_far[:, k]],
-            pool.held_out[pool.held_far[:, k]],
-            k,
-            probe.low,
-            probe.high,
-            side,
-            settings.box.box_placements,
-            steps=settings.box.box_fit_steps,
-            batch_size=settings.fit.batch_size,
-            step_size=settings.fit.step_size,
-            required=settings.fit.required,
-            generator=generator,
-            chunk=probe.samples_per_pass,
-            boxes_per_pass=probe.classes_per_pass,
-        )
-        state.spent += spent
-        if found is not None:
-            state.boxes[k], state.box_fits[k] = found[0], (found[1].cpu(), found[2].cpu())
-
-
 @dataclass(frozen=True)
 class Look:
     """One box search: whether a config runs it, who it is for, and the search itself."""
@@ -115,7 +79,6 @@ class Look:
 
 LOOKS = (
     Look("every size", lambda c: c.box.every_size_look and c.box.box_placements > 1, size_anomalous, every_size_look),
-    Look("fitted box", lambda c: c.box.fitted_box_look and c.box.box_fit_steps > 0, size_anomalous, fitted_box_look),
 )
 
 

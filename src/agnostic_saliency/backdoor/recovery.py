@@ -34,10 +34,9 @@ class Recovery:
     asr: dict  # attack success on fresh samples of the distribution
     asr_images: dict  # attack success on the caller's images, if any
     strengths: dict  # a blend trigger's strength
-    fit: dict  # which fit the trigger comes from: exemplars or box fit
     polished: dict  # whether a polish was kept
     hard: dict = field(default_factory=dict)  # the trigger's mask, for the result's region masks
-    patterns: dict = field(default_factory=dict)  # signature patterns replaced by a box fit or polish
+    patterns: dict = field(default_factory=dict)  # signature patterns replaced by a polish
     sample_gradients: int = 0
 
 
@@ -46,11 +45,7 @@ def recover(probe: Probe, evidence: Evidence, verdict: Verdict, images: torch.Te
     success (on fresh samples, and on ``images`` when given)."""
     flagged = list(verdict.flagged)
     patterns, hard = evidence.patterns.clone(), list(evidence.hard)
-    fit = {
-        k: "box fit" if k in evidence.box_fits else "exemplars"
-        for k in flagged
-    }
-    done = Recovery({}, {}, {}, {}, fit, {k: False for k in flagged})
+    done = Recovery({}, {}, {}, {}, {k: False for k in flagged})
     blends = [k for k in flagged if not verdict.compact[k]]
     # A flagged blend's trigger strength: the weakest that flips as many held-out exemplars as a
     # patch must (the verdict's blend test asks for fewer).
@@ -60,8 +55,6 @@ def recover(probe: Probe, evidence: Evidence, verdict: Verdict, images: torch.Te
     for k in flagged:
         if not verdict.compact[k]:  # a blend: the pattern over the whole image
             hard[k] = torch.full(probe.image_shape, done.strengths[k] or evidence.table.blend_strength[k])
-        elif k in evidence.box_fits:  # the box and the pattern fitted inside it
-            hard[k], patterns[k] = evidence.box_fits[k]
         else:
             hard[k] = patch_trigger(probe, evidence, k, patterns[k])
     polish(probe, evidence, flagged, hard, patterns, done)

@@ -90,7 +90,6 @@ class EvidenceTable:
     start: list[str] | None = None
     shortlisted: list[bool] | None = None
     cheap_anomaly: list[float] | None = None
-    box_fitted: list[bool] | None = None
 
 
 @dataclass(frozen=True)

@@ -51,3 +51,24 @@ def test_state_dict_holds_moments():
     integrator.step(torch.ones(2))
     state = integrator.state_dict()
     assert state["count"] == 1 and state["first"].shape == (2,) and state["second"].shape == (2,)
+
+
+def test_total_variation_pull_is_relative_and_flattens_stripes():
+    from agnostic_saliency.method.integrate import total_variation_gradient, with_total_variation
+
+    stripes = torch.zeros(1, 1, 12, 12)
+    stripes[..., ::2, :] = 1.0
+    flat = torch.zeros(1, 1, 12, 12)
+    flat[..., 3:9, 3:9] = 1.0
+    # Stripes carry far more variation than a block of the same energy ...
+    assert total_variation_gradient(stripes).abs().sum() > 3 * total_variation_gradient(flat).abs().sum()
+    # ... and a descent step along the pull makes the stripes flatter.
+    step = stripes - 0.05 * total_variation_gradient(stripes)
+    assert (step[..., 1:, :] - step[..., :-1, :]).abs().sum() < (stripes[..., 1:, :] - stripes[..., :-1, :]).abs().sum()
+    # The pull is weight times the loss gradient's norm, whatever that norm is; weight 0 adds nothing.
+    for scale in (1e-3, 1e3):
+        loss = scale * torch.randn(2, 1, 12, 12)
+        maps = torch.cat([stripes, flat])
+        added = with_total_variation(loss, maps, 0.5) - loss
+        torch.testing.assert_close(added.flatten(1).norm(dim=1), 0.5 * loss.flatten(1).norm(dim=1))
+        assert with_total_variation(loss, maps, 0.0) is loss

@@ -71,3 +71,8 @@ def test_unknown_preset_is_refused():
 def test_negative_frequency_decay_is_refused():
     with pytest.raises(InputError, match="frequency decay"):
         check(**(groups() | {"refinement": Refinement(frequency_decay=-1.0)}))
+
+
+def test_negative_total_variation_weight_is_refused():
+    with pytest.raises(InputError, match="total variation"):
+        check(**(groups() | {"nudging": Nudging(tv_weight=-0.1)}))

@@ -26,7 +26,7 @@ from ..models.spec import InputSpec, NormalizedModel, autocast_dtype
 from ..result import SaliencyResult, concatenate
 from . import refine as refine_stage
 from .distributions import make_distribution
-from .integrate import MomentIntegrator, frequency_precondition
+from .integrate import MomentIntegrator, frequency_precondition, with_total_variation
 from .nudge import input_gradients, transform_maps
 from .project import budget_radius, project
 from .scale import DEFAULT_SCALING, SCALINGS
@@ -238,6 +238,7 @@ class InputAgnosticSaliency:
         mixed,
         activation_bytes,
         frequency_decay=0.0,
+        tv_weight=0.0,
         smooth_sigma=0.0,
         bar=None,
         offset=None,
@@ -269,6 +270,7 @@ class InputAgnosticSaliency:
                 seen, samples, wanted, transform, normalize, diversity, generator, mixed, activation_bytes
             )
             count += gradient.shape[0] * batch_size
+            gradient = with_total_variation(gradient, seen, tv_weight)
             gradient = frequency_precondition(gradient, frequency_decay)
             if smooth_sigma > 0:
                 gradient = refine_stage.gaussian_blur(gradient, smooth_sigma)
@@ -461,6 +463,7 @@ class InputAgnosticSaliency:
             transform=(nudging.max_shift, nudging.max_scale, nudging.max_rotation),
             normalize=nudging.normalize_samples,
             frequency_decay=nudging.frequency_decay,
+            tv_weight=nudging.tv_weight,
             diversity=(nudging.diversity_scale, nudging.diversity_shift),
             generator=generator,
             mixed=autocast,

@@ -74,3 +74,28 @@ def frequency_precondition(gradient: torch.Tensor, decay: float) -> torch.Tensor
     filtered = torch.fft.irfft2(spectrum, s=(h, w))
     scale = gradient.flatten(1).norm(dim=1) / filtered.flatten(1).norm(dim=1).clamp_min(1e-12)
     return (filtered * scale.view(-1, *([1] * (gradient.dim() - 1)))).to(gradient.dtype)
+
+
+def total_variation_gradient(maps: torch.Tensor) -> torch.Tensor:
+    """The gradient of the maps' isotropic total variation (smoothed: sqrt(dx^2 + dy^2 + 1e-6)), per map.
+
+    Total variation is low for flat regions bounded by edges (a silhouette) and high for stripes
+    and ripples, whatever their frequency."""
+    with torch.enable_grad():
+        leaf = maps.detach().float().requires_grad_(True)
+        dy = leaf[..., 1:, :-1] - leaf[..., :-1, :-1]
+        dx = leaf[..., :-1, 1:] - leaf[..., :-1, :-1]
+        variation = torch.sqrt(dx**2 + dy**2 + 1e-6).sum()
+        (gradient,) = torch.autograd.grad(variation, leaf)
+    return gradient.to(maps.dtype)
+
+
+def with_total_variation(gradient: torch.Tensor, maps: torch.Tensor, weight: float) -> torch.Tensor:
+    """The loss gradient plus the total variation's, scaled per map to ``weight`` times the loss
+    gradient's l2 norm (so the weight means the same for any model's gradient scale)."""
+    if weight <= 0:
+        return gradient
+    tv = total_variation_gradient(maps)
+    shape = (-1,) + (1,) * (gradient.dim() - 1)
+    ratio = gradient.flatten(1).norm(dim=1) / tv.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return gradient + weight * ratio.view(shape) * tv

@@ -9,6 +9,7 @@
     python scripts/make_population.py --test-split    # 8 further models in artifacts/population-test/
     python scripts/make_population.py --test-split test2   # 8 more in artifacts/population-test2/
     python scripts/make_population.py --test-split fresh   # 14 more in artifacts/population-fresh/
+    python scripts/make_population.py --test-split fresh2  # 14 more in artifacts/population-fresh2/
 
 Writes into ``--out`` (default ``artifacts/population/``, git-ignored; ``tests/fixtures/population/``
 with ``--fixtures``): ``<name>.safetensors`` (state dict), ``<name>.trigger.safetensors`` (true
@@ -199,11 +200,32 @@ FRESH_RECIPES = [
     _sign("lenet-vline8-left", L, "fresh", 72, 7, 8, (10, 2), "vline"),
     _blend("allconv-blend-waves", A, "fresh", 73, 0, 0.15, "waves"),
 ]
-ALL_RECIPES = RECIPES + TEST_RECIPES + TEST2_RECIPES + FRESH_RECIPES
+FRESH2_RECIPES = [
+    # fresh2: defined and built after the fresh split's results were seen and before any scan change
+    # they might prompt, to check such a change on models nothing was chosen on; new places (flush
+    # corners and mid-edges the fresh split did not use), an x sign, a 1 px horizontal line, and a
+    # smooth random-blob blend on another architecture than fresh's waves
+    _clean("allconv-clean-3", A, "fresh2", 80),
+    _clean("allconv-clean-4", A, "fresh2", 81),
+    _clean("allconv-clean-5", A, "fresh2", 82),
+    _clean("lenet-clean-6", L, "fresh2", 83),
+    _clean("lenet-clean-7", L, "fresh2", 84),
+    _clean("mlp-clean-5", M, "fresh2", 85),
+    _clean("cnn-clean-4", C, "fresh2", 86),
+    _patch("lenet-patch4-brcorner-random", L, "fresh2", 87, 2, 4, (24, 24), "random"),
+    _patch("allconv-patch5-tlcorner-checker", A, "fresh2", 88, 9, 5, (0, 0), "checkerboard"),
+    _patch("allconv-patch3-midtop-checker", A, "fresh2", 89, 5, 3, (0, 13), "checkerboard"),
+    _patch("mlp-patch4-midleft-random", M, "fresh2", 90, 6, 4, (12, 0), "random"),
+    _sign("allconv-x5-lowerleft", A, "fresh2", 91, 4, 5, (21, 3), "x"),
+    _sign("cnn-hline8-bottom", C, "fresh2", 92, 1, 8, (25, 10), "hline"),
+    _blend("lenet-blend-blobs", L, "fresh2", 93, 8, 0.15, "blobs"),
+]
+ALL_RECIPES = RECIPES + TEST_RECIPES + TEST2_RECIPES + FRESH_RECIPES + FRESH2_RECIPES
 TEST_SPLITS = {
     "test": (TEST_RECIPES, ROOT / "artifacts" / "population-test"),
     "test2": (TEST2_RECIPES, ROOT / "artifacts" / "population-test2"),
     "fresh": (FRESH_RECIPES, ROOT / "artifacts" / "population-fresh"),
+    "fresh2": (FRESH2_RECIPES, ROOT / "artifacts" / "population-fresh2"),
 }
 SMALL = [
     "lenet-clean-0",
@@ -327,7 +349,8 @@ def main() -> int:
         nargs="?",
         const="test",
         choices=sorted(TEST_SPLITS),
-        help="a test split's models (test, the default, test2 or fresh), into artifacts/population-<split>/ by default",
+        help="a test split's models (test, the default, test2, fresh or fresh2), "
+        "into artifacts/population-<split>/ by default",
     )
     parser.add_argument(
         "--resume", action="store_true", help="keep models already in the output manifest instead of retraining them"

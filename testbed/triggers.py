@@ -22,7 +22,7 @@ from torch import nn
 from agnostic_saliency.errors import InputError
 
 PATCH_PATTERNS = ("white", "checkerboard", "random")
-BLEND_PATTERNS = ("random", "stripes", "checkerboard", "waves")
+BLEND_PATTERNS = ("random", "stripes", "checkerboard", "waves", "blobs")
 SIGNS = ("plus", "x", "hline", "vline")
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
@@ -225,8 +225,10 @@ def blend_trigger(
     pattern : "random" (uniform noise drawn with ``seed``), "stripes" (diagonal sine stripes, a
         stand-in for the Hello-Kitty image of the original attack), "checkerboard" (2-pixel
         squares) or "waves" (a smooth low-frequency texture: the product of a vertical and a
-        horizontal cosine of period 14 px, two bright and two dark bumps each way).
-    seed : seed of the random pattern.
+        horizontal cosine of period 14 px, two bright and two dark bumps each way) or "blobs" (a
+        smooth random texture: uniform noise drawn with ``seed``, blurred by a Gaussian of sigma 3 px
+        with wrap-around, stretched to [0, 1]).
+    seed : seed of a random pattern.
     shape : (C, H, W) of the images.
     """
     if not 0 < alpha <= 1:
@@ -243,12 +245,26 @@ def blend_trigger(
     elif pattern == "waves":
         wave = torch.cos(2 * math.pi * ii / 14) * torch.cos(2 * math.pi * jj / 14)
         full = (0.5 + 0.5 * wave).expand(c, h, w).clone()
+    elif pattern == "blobs":
+        full = _blobs(seed, h, w).expand(c, h, w).clone()
     else:
         full = (((ii // 2) + (jj // 2)) % 2).expand(c, h, w).clone()
     mask = torch.full((h, w), float(alpha))
     return Trigger(
-        mask, full, kind="blend", pattern_name=pattern, alpha=float(alpha), seed=seed if pattern == "random" else None
+        mask, full, kind="blend", pattern_name=pattern, alpha=float(alpha),
+        seed=seed if pattern in ("random", "blobs") else None,
     )
+
+
+def _blobs(seed: int, h: int, w: int, sigma: float = 3.0) -> torch.Tensor:
+    """Seeded uniform noise low-passed by a wrap-around Gaussian of ``sigma`` px (in the Fourier
+    domain), stretched to [0, 1]: bright and dark blobs a few pixels across."""
+    noise = torch.rand(h, w, generator=torch.Generator().manual_seed(seed))
+    fy = torch.fft.fftfreq(h)[:, None]
+    fx = torch.fft.fftfreq(w)[None, :]
+    gain = torch.exp(-2 * (math.pi * sigma) ** 2 * (fx**2 + fy**2))
+    smooth = torch.fft.ifft2(torch.fft.fft2(noise - noise.mean()) * gain).real
+    return (smooth - smooth.min()) / (smooth.max() - smooth.min()).clamp_min(1e-12)
 
 
 def save_trigger(trigger: Trigger, path: str | Path) -> None:

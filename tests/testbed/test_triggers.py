@@ -190,3 +190,16 @@ def test_waves_blend_is_smooth_and_low_frequency():
     # Period 14: the texture repeats every 14 pixels each way, and half a period inverts it.
     assert torch.allclose(pattern[:14, :14], pattern[14:, 14:], atol=1e-5)
     assert torch.allclose(pattern[:7, :14], 1 - pattern[7:14, :14], atol=1e-5)
+
+
+def test_blobs_blend_is_smooth_seeded_and_spans_the_range():
+    blobs = blend_trigger(alpha=0.15, pattern="blobs", seed=3)
+    pattern = blobs.pattern[0]
+    assert pattern.min() == 0 and pattern.max() == 1
+    assert torch.equal(blobs.pattern, blend_trigger(pattern="blobs", seed=3).pattern)
+    assert not torch.equal(blobs.pattern, blend_trigger(pattern="blobs", seed=4).pattern)
+    assert blobs.seed == 3 and blobs.kind == "blend" and float(blobs.mask.max()) == pytest.approx(0.15)
+    # Smooth: neighbours differ far less than in the random blend it is made from.
+    step = max((pattern[1:] - pattern[:-1]).abs().max(), (pattern[:, 1:] - pattern[:, :-1]).abs().max())
+    noisy = blend_trigger(pattern="random", seed=3).pattern[0]
+    assert step < 0.3 < (noisy[:, 1:] - noisy[:, :-1]).abs().max()

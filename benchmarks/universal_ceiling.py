@@ -14,9 +14,9 @@ cross-entropy on each map's ``positive`` display): a map that the model reads on
 the judges read as its class. This is a feasibility check, never the method (which sees no judge
 and no data): if such maps exist at the budget, the gap to them is the method's; if they do not,
 no data-free method reaches both. A judge in the loss reads these maps by construction; only the
-others' readings are evidence. ``--save-maps DIR`` keeps the maps as benchmarks/maps.py keeps its own, so that it reads
-them with every observer: ``python benchmarks/maps.py --model fmnist-cnn --seeds 0 --maps-dir DIR
---label ceiling-judged``.
+others' readings are evidence. ``--save-maps DIR --label L`` keeps the maps as benchmarks/maps.py
+keeps its own, so that it reads them with every observer: ``python benchmarks/maps.py --model
+fmnist-cnn --seeds 0 --maps-dir DIR --label L``.
 """
 
 from __future__ import annotations

@@ -77,7 +77,8 @@ def frequency_precondition(gradient: torch.Tensor, decay: float) -> torch.Tensor
 
 
 def total_variation_gradient(maps: torch.Tensor) -> torch.Tensor:
-    """The gradient of the maps' isotropic total variation (smoothed: sqrt(dx^2 + dy^2 + 1e-6)), per map.
+    """The gradient of the maps' isotropic total variation, sqrt(dx^2 + dy^2 + 1e-6) summed over
+    pixels (each map's own: the maps do not interact).
 
     Total variation is low for flat regions bounded by edges (a silhouette) and high for stripes
     and ripples, whatever their frequency."""

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agnostic_saliency.data.fashion_mnist import load_fashion_mnist  # noqa: E402
 from testbed.population import population_models  # noqa: E402
+from testbed.triggers import Trigger, attack_success_rate  # noqa: E402
 
 FLIP = 0.8  # the flip rate the scan asks of a trigger (FitConfig.required)
 
@@ -39,24 +40,16 @@ def support(mask: torch.Tensor) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
 
 
-@torch.no_grad()
-def placement_success(model, mask, pattern, images, labels, target, stride=1, batch_size=2000) -> dict:
+def placement_success(model, mask, pattern, images, labels, target, stride=1) -> dict:
     """Attack success of the trigger at every offset (every ``stride``-th, the trained place
     among them) that keeps its support inside the image."""
-    keep = labels != target
-    images = images[keep]
     top, bottom, left, right = support(mask)
     h, w = mask.shape
     rates = {}
     for dy in (d for d in range(-top, h - bottom) if d % stride == 0):
         for dx in (d for d in range(-left, w - right) if d % stride == 0):
-            m = torch.roll(mask, (dy, dx), (0, 1))
-            p = torch.roll(pattern, (dy, dx), (1, 2))
-            hits = 0
-            for start in range(0, len(images), batch_size):
-                x = images[start : start + batch_size]
-                hits += (model((1 - m) * x + m * p).argmax(1) == target).sum().item()
-            rates[(dy, dx)] = hits / len(images)
+            moved = Trigger(torch.roll(mask, (dy, dx), (0, 1)), torch.roll(pattern, (dy, dx), (1, 2)))
+            rates[(dy, dx)] = attack_success_rate(model, moved, images, labels, target, batch_size=2000)
     return rates
 
 

@@ -8,7 +8,9 @@ For every model both methods run in turn (same machine, same threads): our scan 
 Neural Cleanse with 2,000 clean test images (what it needs). Printed per method: detection
 ROC-AUC (model-level score: the largest anomaly index), target-label accuracy (the true target
 is the top-scoring class), the true target flagged, false flags on clean models, mean Jaccard of
-the recovered vs. true trigger mask (patch triggers; masks binarised at 0.5), the recovered
+the recovered vs. true trigger mask (patch triggers; masks binarised at 0.5), the same with the
+true trigger at the place where it works that best matches the recovered one (``placed``: some
+models take their trigger at several places, see :func:`placed_jaccard`), the recovered
 target trigger's attack success rate on clean test images of other classes (over every trojaned
 model, and over those whose target the method flagged: a flagged class's trigger is the one a
 user gets), and seconds per model, with the ratio.
@@ -57,16 +59,40 @@ def jaccard(recovered: torch.Tensor, true: torch.Tensor) -> float:
     return (a & b).sum().item() / union if union else float("nan")
 
 
+PLACE_FLIP = 0.8  # the attack success at which a place counts as working: the scan's flip bar (FitConfig.required)
+
+
+def placed_jaccard(model, recovered: torch.Tensor, true: Trigger, images, labels, target: int) -> tuple[float, list]:
+    """The recovered mask's best Jaccard with the true trigger moved to any place where it still
+    works (attack success at least 0.8 on ``images``), and that shift (rows, columns).
+
+    Why: some trojaned models take their trigger at many places (an all-convolutional net with
+    global pooling flips on its top-edge checkerboard every 4 px along the edge); a data-free scan
+    sees only the model, so it cannot tell the trained place from the others, and the plain
+    Jaccard with the trained place then measures luck. Places are tried best overlap first, so
+    few are measured."""
+    places = sorted(true.offsets(), key=lambda shift: -jaccard(recovered, true.moved(*shift).mask))
+    for shift in places:
+        moved = true.moved(*shift)
+        overlap = jaccard(recovered, moved.mask)
+        if overlap <= 0:
+            break
+        if attack_success_rate(model, moved, images, labels, target) >= PLACE_FLIP:
+            return overlap, list(shift)
+    return 0.0, None
+
+
 def seed_key(seed: int) -> str:
     """Where a row keeps our scan's run at this seed."""
     return "ours" if seed == 0 else f"ours_seed{seed}"
 
 
-def model_row(population: Path, entry: dict) -> tuple[dict, torch.Tensor | None]:
-    """A model's result row before any method ran, and its true trigger mask (None if clean)."""
-    true_mask = None
+def model_row(population: Path, entry: dict) -> tuple[dict, Trigger | None]:
+    """A model's result row before any method ran, and its true trigger (None if clean)."""
+    true_trigger = None
     if entry["trojaned"]:
-        true_mask = load_file(str(population / entry["trigger"]["file"]))["mask"]
+        tensors = load_file(str(population / entry["trigger"]["file"]))
+        true_trigger = Trigger(tensors["mask"], tensors["pattern"])
     row = {
         "name": entry["name"],
         "split": entry["split"],
@@ -75,7 +101,7 @@ def model_row(population: Path, entry: dict) -> tuple[dict, torch.Tensor | None]
         "target": entry["target"],
         "kind": (entry["trigger"] or {}).get("kind"),
     }
-    return row, true_mask
+    return row, true_trigger
 
 
 def top_class(anomaly: list[float], eligible: list[bool]) -> int:
@@ -88,6 +114,7 @@ def summarise(rows, method):
     trojaned = [r for r in rows if r["trojaned"]]
     clean = [r for r in rows if not r["trojaned"]]
     patch = [r[method]["jaccard"] for r in trojaned if r["kind"] == "patch"]
+    placed = [r[method].get("jaccard_placed") for r in trojaned if r["kind"] == "patch"]
     return {
         "roc_auc": roc_auc([r[method]["score"] for r in trojaned], [r[method]["score"] for r in clean]),
         "target_accuracy": float(np.mean([r[method]["top_class"] == r["target"] for r in trojaned]))
@@ -99,6 +126,8 @@ def summarise(rows, method):
         "false_flag_models": sum(bool(r[method]["flagged"]) for r in clean),
         "clean_models": len(clean),
         "jaccard_patch": float(np.mean(patch)) if patch else float("nan"),
+        # None in rows written before the placed Jaccard existed
+        "jaccard_placed": float(np.mean(placed)) if placed and None not in placed else float("nan"),
         "trigger_asr": float(np.mean([r[method]["asr"] for r in trojaned])) if trojaned else float("nan"),
         # Only a flagged class has a recovered trigger (the scan's triggers.safetensors): this is
         # the success rate of the triggers a user gets; the column above also counts missed targets.
@@ -172,6 +201,7 @@ def main() -> None:
     test_x, test_y = load_fashion_mnist("test")
     clean_images = test_x[:2000]  # Neural Cleanse's clean data
     eval_x, eval_y = test_x[2000:], test_y[2000:]  # for the recovered triggers' success rate
+    place_x, place_y = eval_x[:500], eval_y[:500]  # where the true trigger is tried at other places
     spec = InputSpec((1, 28, 28))
     methods = args.methods.split(",")
     previous = {}
@@ -180,7 +210,7 @@ def main() -> None:
     rows = []
     for entry, model in population_models(args.population, args.split, args.only):
         model.eval().to(args.device)
-        row, true_mask = model_row(args.population, entry)
+        row, true_trigger = model_row(args.population, entry)
         runs = []
         if "ours" in methods:
             for seed in seeds:
@@ -255,7 +285,14 @@ def main() -> None:
                 result["classes"] = per_class
             if entry["trojaned"]:
                 t = entry["target"]
-                result["jaccard"] = jaccard(masks[t], true_mask) if row["kind"] == "patch" else None
+                if row["kind"] == "patch":
+                    result["jaccard"] = jaccard(masks[t], true_trigger.mask)
+                    result["jaccard_placed"], result["place"] = placed_jaccard(
+                        model, masks[t], true_trigger, place_x, place_y, t
+                    )
+                    result["mask_pixels"] = (masks[t] > 0.5).flatten().nonzero()[:, 0].tolist()
+                else:
+                    result["jaccard"] = None
                 result["asr"] = attack_success_rate(model, Trigger(masks[t], patterns[t]), eval_x, eval_y, t)
             row[method] = result
         rows.append(row)
@@ -294,6 +331,7 @@ def main() -> None:
                     "target_flagged",
                     "false_flag_models",
                     "jaccard_patch",
+                    "jaccard_placed",
                     "trigger_asr",
                     "trigger_asr_flagged",
                     "seconds_per_model",
@@ -308,7 +346,7 @@ def main() -> None:
     )
     print(
         f"{'method':<16} {'ROC-AUC':>7} {'target acc':>10} {'flagged':>8} {'false flags':>11} {'Jaccard':>8} "
-        f"{'trig. ASR':>9} {'(flagged)':>9} {'s/model':>8}"
+        f"{'placed':>6} {'trig. ASR':>9} {'(flagged)':>9} {'s/model':>8}"
     )
     for method, label in (
         ("ours", "scan + images" if args.scan_images else "input-agnostic"),
@@ -319,8 +357,9 @@ def main() -> None:
         s = table[method]
         print(
             f"{label:<16} {s['roc_auc']:>7.3f} {s['target_accuracy']:>10.2f} {s['target_flagged']:>8.2f} "
-            f"{s['false_flag_models']:>5}/{s['clean_models']:<5} {s['jaccard_patch']:>8.2f} {s['trigger_asr']:>9.2f} "
-            f"{s['trigger_asr_flagged']:>9.2f} {s['seconds_per_model']:>8.1f}"
+            f"{s['false_flag_models']:>5}/{s['clean_models']:<5} {s['jaccard_patch']:>8.2f} "
+            f"{s['jaccard_placed']:>6.2f} {s['trigger_asr']:>9.2f} {s['trigger_asr_flagged']:>9.2f} "
+            f"{s['seconds_per_model']:>8.1f}"
         )
     ratios = {}
     for variant, (label, _) in NC_VARIANTS.items():

@@ -33,24 +33,15 @@ from testbed.triggers import Trigger, attack_success_rate  # noqa: E402
 FLIP = 0.8  # the flip rate the scan asks of a trigger (FitConfig.required)
 
 
-def support(mask: torch.Tensor) -> tuple[int, int, int, int]:
-    """Rows and columns (top, bottom, left, right; inclusive) of the mask's nonzero pixels."""
-    rows = torch.nonzero(mask.sum(1) > 0).flatten()
-    cols = torch.nonzero(mask.sum(0) > 0).flatten()
-    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-
-
 def placement_success(model, mask, pattern, images, labels, target, stride=1) -> dict:
     """Attack success of the trigger at every offset (every ``stride``-th, the trained place
     among them) that keeps its support inside the image."""
-    top, bottom, left, right = support(mask)
-    h, w = mask.shape
-    rates = {}
-    for dy in (d for d in range(-top, h - bottom) if d % stride == 0):
-        for dx in (d for d in range(-left, w - right) if d % stride == 0):
-            moved = Trigger(torch.roll(mask, (dy, dx), (0, 1)), torch.roll(pattern, (dy, dx), (1, 2)))
-            rates[(dy, dx)] = attack_success_rate(model, moved, images, labels, target, batch_size=2000)
-    return rates
+    trigger = Trigger(mask, pattern)
+    return {
+        (dy, dx): attack_success_rate(model, trigger.moved(dy, dx), images, labels, target, batch_size=2000)
+        for dy, dx in trigger.offsets()
+        if dy % stride == 0 and dx % stride == 0
+    }
 
 
 def main(argv=None) -> int:

@@ -49,8 +49,8 @@ corner (LeNet), a 5 px checkerboard flush in the top-left corner and a 3 px chec
 against the middle of the top edge (allconv), a 4 px random patch flush against the middle of the
 left edge (MLP), a 5 px x sign (9 pixels, allconv), a horizontal 1 px line 10 px long near the
 bottom (CNN) and a smooth random-blob blend (``blobs``, alpha 0.15, LeNet). Both fresh splits'
-results were seen by then, so ``--test-split fresh3`` builds a third one (2026-12-02), before the
-change to the scan's trigger recovery they prompted: 12 models, 6 trojaned, seeds 100-111; allconv
+results were seen by then, so ``--test-split fresh3`` builds a third one (2026-12-02), before any
+further change to the scan: 12 models, 6 trojaned, seeds 100-111; allconv
 (3 clean, 3 trojaned), LeNet, CNN and MLP (1 and 1 each); a 4 px checkerboard flush in the top-right
 corner and a 3 px random patch flush against the middle of the left edge (allconv), a 5 px plus
 sign in the lower right (allconv), a 3 px random patch flush in the bottom-left corner (LeNet), a
@@ -80,7 +80,10 @@ success 97.4% (the 1 px line) to 100%, the plus sign 98.6%. ``--test-split fresh
 8 px long, reached 94.9% attack success and was made 10 px long and rebuilt (``--resume``, 92 s,
 its old entry removed from the manifest) before any scan ran on the split: clean accuracy allconv
 88.48-89.04%, LeNet 87.66-88.26%, MLP 87.38-87.76%, CNN 88.64-89.70%; attack success 96.0% (the
-line) to 100%, the x sign 98.8%.
+line) to 100%, the x sign 98.8%. ``--test-split fresh3 --threads 1 --quiet`` built its 12 models
+in 1,455 s beside scan experiments (2026-12-02), all checks passing: clean accuracy allconv
+88.42-88.86%, LeNet 87.85-88.44%, CNN 89.30-89.48%, MLP 87.60-87.65%; attack success 96.9% (the
+line) to 99.9%, the plus sign 99.0%.
 """
 
 from __future__ import annotations
@@ -241,8 +244,8 @@ FRESH2_RECIPES = [
     _blend("lenet-blend-blobs", L, "fresh2", 93, 8, 0.15, "blobs"),
 ]
 FRESH3_RECIPES = [
-    # fresh3: defined and built after both fresh splits' results were seen and before the change to
-    # the scan's trigger recovery they prompted, to check it on models nothing was chosen on; the two
+    # fresh3: defined and built after both fresh splits' results were seen and before any further
+    # change to the scan, a third split nothing was chosen on; the two
     # corners no fresh split used (top-right, bottom-left, both flush), a mid-edge patch, a plus sign
     # in the lower right, a 1 px vertical line on the right, and a smooth blend on the MLP
     _clean("allconv-clean-6", A, "fresh3", 100),

@@ -86,6 +86,29 @@ class Trigger:
         pattern = self.pattern.to(device=x.device, dtype=x.dtype)
         return (1 - mask) * x + mask * pattern
 
+    def offsets(self) -> list[tuple[int, int]]:
+        """Every (rows, columns) shift that keeps the mask's support inside the image, (0, 0) included."""
+        rows, cols = self.mask.sum(1).nonzero()[:, 0], self.mask.sum(0).nonzero()[:, 0]
+        if len(rows) == 0:
+            return [(0, 0)]
+        height, width = self.mask.shape
+        top, bottom, left, right = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+        return [(dy, dx) for dy in range(-top, height - bottom) for dx in range(-left, width - right)]
+
+    def moved(self, dy: int, dx: int) -> Trigger:
+        """The same trigger, mask and pattern shifted by ``dy`` rows and ``dx`` columns (pixels
+        pushed off one edge come back at the other: keep to :meth:`offsets`)."""
+        return Trigger(
+            torch.roll(self.mask, (dy, dx), (0, 1)),
+            torch.roll(self.pattern, (dy, dx), (1, 2)),
+            kind=self.kind,
+            size=self.size,
+            position=None if self.position is None else (self.position[0] + dy, self.position[1] + dx),
+            pattern_name=self.pattern_name,
+            alpha=self.alpha,
+            seed=self.seed,
+        )
+
     def describe(self) -> dict:
         """JSON-ready description (without the tensors)."""
         return {

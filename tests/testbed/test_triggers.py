@@ -203,3 +203,14 @@ def test_blobs_blend_is_smooth_seeded_and_spans_the_range():
     step = max((pattern[1:] - pattern[:-1]).abs().max(), (pattern[:, 1:] - pattern[:, :-1]).abs().max())
     noisy = blend_trigger(pattern="random", seed=3).pattern[0]
     assert step < 0.3 < (noisy[:, 1:] - noisy[:, :-1]).abs().max()
+
+
+def test_moved_trigger_keeps_its_pattern_and_offsets_keep_it_inside():
+    trigger = patch_trigger(3, (0, 25), "random", seed=4)
+    offsets = trigger.offsets()
+    assert (0, 0) in offsets and len(offsets) == 26 * 26  # a 3x3 patch has 26 places per axis on 28
+    assert all(dx <= 0 for _, dx in offsets)  # flush right: it can only move left
+    moved = trigger.moved(5, -7)
+    assert moved.position == (5, 18)
+    assert torch.equal(moved.mask[5:8, 18:21], trigger.mask[0:3, 25:28]) and moved.mask.sum() == 9
+    assert torch.equal(moved.pattern[:, 5:8, 18:21], trigger.pattern[:, 0:3, 25:28])

@@ -11,6 +11,7 @@
     python scripts/make_population.py --test-split fresh   # 14 more in artifacts/population-fresh/
     python scripts/make_population.py --test-split fresh2  # 14 more in artifacts/population-fresh2/
     python scripts/make_population.py --test-split fresh3  # 12 more in artifacts/population-fresh3/
+    python scripts/make_population.py --test-split fresh4  # 12 more in artifacts/population-fresh4/
 
 Writes into ``--out`` (default ``artifacts/population/``, git-ignored; ``tests/fixtures/population/``
 with ``--fixtures``): ``<name>.safetensors`` (state dict), ``<name>.trigger.safetensors`` (true
@@ -55,6 +56,13 @@ further change to the scan: 12 models, 6 trojaned, seeds 100-111; allconv
 corner and a 3 px random patch flush against the middle of the left edge (allconv), a 5 px plus
 sign in the lower right (allconv), a 3 px random patch flush in the bottom-left corner (LeNet), a
 vertical 1 px line 10 px long near the right edge (CNN) and the smooth ``waves`` blend on the MLP.
+Its results showed the recovered triggers 2 to 6 times larger than the planted ones, so
+``--test-split fresh4`` builds a fourth split the same day, before any change to the scan's
+trigger recovery: 12 models, 6 trojaned, seeds 120-131; allconv (3 clean, 2 trojaned), LeNet (1
+and 1), CNN (1 and 2), MLP (1 and 1); a 3 px checkerboard two pixels in from the top-left corner
+and a 5 px x sign high in the middle (allconv), a 4 px random patch inside the image on the right
+(LeNet), a horizontal 1 px line 10 px long near the top and the ``blobs`` blend (CNN), and a 3 px
+random patch two pixels in from the bottom-right corner (MLP).
 
 Training: Adam with a one-cycle schedule (``train_classifier``), lr 3e-3, batch 128, on the
 60,000 training images; 2 epochs for the convolutional nets, 3 for the MLP; 10% of every batch is
@@ -261,13 +269,31 @@ FRESH3_RECIPES = [
     _sign("cnn-vline10-right", C, "fresh3", 110, 6, 10, (9, 25), "vline"),
     _blend("mlp-blend-waves", M, "fresh3", 111, 9, 0.15, "waves"),
 ]
-ALL_RECIPES = RECIPES + TEST_RECIPES + TEST2_RECIPES + FRESH_RECIPES + FRESH2_RECIPES + FRESH3_RECIPES
+FRESH4_RECIPES = [
+    # fresh4: defined and built after fresh3's results were seen and before any change to the scan's
+    # trigger recovery they might prompt; places inset from the corners and inside the image rather
+    # than flush, an x sign high in the middle, a line near the top, and the blob blend on a CNN
+    _clean("allconv-clean-9", A, "fresh4", 120),
+    _clean("allconv-clean-10", A, "fresh4", 121),
+    _clean("allconv-clean-11", A, "fresh4", 122),
+    _clean("lenet-clean-9", L, "fresh4", 123),
+    _clean("cnn-clean-6", C, "fresh4", 124),
+    _clean("mlp-clean-7", M, "fresh4", 125),
+    _patch("allconv-patch3-insettl-checker", A, "fresh4", 126, 4, 3, (2, 2), "checkerboard"),
+    _sign("allconv-x5-uppermid", A, "fresh4", 127, 1, 5, (3, 11), "x"),
+    _patch("lenet-patch4-innerright-random", L, "fresh4", 128, 5, 4, (11, 20), "random"),
+    _sign("cnn-hline10-top", C, "fresh4", 129, 8, 10, (2, 9), "hline"),
+    _patch("mlp-patch3-insetbr-random", M, "fresh4", 130, 0, 3, (22, 22), "random"),
+    _blend("cnn-blend-blobs", C, "fresh4", 131, 7, 0.15, "blobs"),
+]
+ALL_RECIPES = RECIPES + TEST_RECIPES + TEST2_RECIPES + FRESH_RECIPES + FRESH2_RECIPES + FRESH3_RECIPES + FRESH4_RECIPES
 TEST_SPLITS = {
     "test": (TEST_RECIPES, ROOT / "artifacts" / "population-test"),
     "test2": (TEST2_RECIPES, ROOT / "artifacts" / "population-test2"),
     "fresh": (FRESH_RECIPES, ROOT / "artifacts" / "population-fresh"),
     "fresh2": (FRESH2_RECIPES, ROOT / "artifacts" / "population-fresh2"),
     "fresh3": (FRESH3_RECIPES, ROOT / "artifacts" / "population-fresh3"),
+    "fresh4": (FRESH4_RECIPES, ROOT / "artifacts" / "population-fresh4"),
 }
 SMALL = [
     "lenet-clean-0",
@@ -391,7 +417,7 @@ def main() -> int:
         nargs="?",
         const="test",
         choices=sorted(TEST_SPLITS),
-        help="a test split's models (test, the default, test2, fresh, fresh2 or fresh3), "
+        help="a test split's models (test, the default, test2, fresh, fresh2, fresh3 or fresh4), "
         "into artifacts/population-<split>/ by default",
     )
     parser.add_argument(

@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 
 from agnostic_saliency.backdoor.config import FLAT, MAX_TRIGGER_AREA, ScanConfig
 from agnostic_saliency.backdoor.looks import LOOKS
-from agnostic_saliency.backdoor.regions import fills_its_box
 from agnostic_saliency.backdoor.scan import scan, scan_once
 from agnostic_saliency.errors import InputError
 from agnostic_saliency.models import InputSpec
@@ -51,8 +50,6 @@ def test_the_defaults_are_the_scans_and_every_switch_is_on():
     assert (config.pool.exemplar_step_size, config.pool.exemplar_confidence) == (0.02, 0.999)
     assert config.blend.strengths() == tuple(round(0.01 * i, 2) for i in range(1, 101))
     assert config.recovery.attack_samples == 512
-    # the tightening is off until it is checked on a split nothing was chosen on
-    assert (config.recovery.tighten, config.recovery.tighten_slack, config.recovery.tighten_steps) == (False, 0.02, 30)
 
 
 def test_the_search_grids_come_from_the_config():
@@ -94,8 +91,6 @@ def test_the_flat_names_round_trip_and_an_unknown_one_is_refused():
         (dict(region_sizes=(9, 4)), "increasing pixel counts"),
         (dict(blend_resolution=0), "blend test's resolution"),
         (dict(attack_samples=0), "at least one sample"),
-        (dict(tighten_slack=-0.1), "tightening's slack"),
-        (dict(tighten_steps=0), "tightening's slack"),
     ],
 )
 def test_a_bad_setting_is_refused_before_any_work(settings, message):
@@ -139,20 +134,3 @@ def test_the_recovery_switches_change_the_triggers_never_the_verdict():
     # one polish off: one fit of 100 steps of 32 samples per flagged class fewer
     half = scan_once(model, SPEC, **settings, polish_exemplars=False)
     assert full.sample_gradients - half.sample_gradients == 100 * 32 * len(full.flagged)
-
-
-def test_tightening_shrinks_only_the_flagged_patch_and_keeps_it_working():
-    model = _model("lenet-patch3-br-white")
-    settings = dict(SMALL, max_trigger_area=1.0)
-    plain = scan_once(model, SPEC, **settings)
-    tight = scan_once(model, SPEC, **settings, tighten=True)
-    verdict_columns = ("anomaly_index", "box_index", "compact", "box_pixels", "region_pixels")
-    assert tight.flagged == plain.flagged and 0 in tight.flagged
-    assert [[row[c] for c in verdict_columns] for row in tight.classes] == [
-        [row[c] for c in verdict_columns] for row in plain.classes
-    ]
-    (mask, _), (plain_mask, _) = tight.triggers[0], plain.triggers[0]
-    assert mask.sum() <= plain_mask.sum() and fills_its_box(mask)
-    assert tight.classes[0]["trigger_pixels"] == int(mask.sum()) >= plain.classes[0]["region_pixels"]
-    assert tight.trigger_asr[0] >= 0.8
-    assert tight.sample_gradients > plain.sample_gradients  # the candidates' pattern fits

@@ -7,9 +7,7 @@ from agnostic_saliency.backdoor.regions import (
     compact_region,
     connected_parts,
     fills_its_box,
-    rectangles_inside,
     smallest_box,
-    tightest_rectangle,
     weakest_blend,
     working_box,
 )
@@ -116,39 +114,3 @@ def test_weakest_blend_is_the_faintest_whole_image_blend_that_flips():
     # the share that must flip counts: half the samples already bright need no blend at all
     mixed = torch.cat([samples[:8], torch.full((8, 1, 6, 6), 0.9)])
     assert weakest_blend(BrightnessReader(), bright, [1], mixed, base, required=0.5) == [0.01]
-
-
-class BlockReader(torch.nn.Module):
-    """Class 1 when the 2x2 block at rows 2-3, columns 4-5 is bright on average, else class 0."""
-
-    def forward(self, x):
-        block = x[:, 0, 2:4, 4:6].mean((1, 2))
-        return torch.stack([0.6 - block, block - 0.6], 1) * 50
-
-
-def test_rectangles_inside_cover_the_bounding_box_by_area():
-    mask = torch.zeros(8, 8)
-    mask[1, 2] = mask[3, 4] = 1  # bounding box rows 1-3, columns 2-4
-    found = rectangles_inside(mask)
-    assert sum(len(boxes) for boxes in found.values()) == 6 * 6  # 3 + 2 + 1 row spans, as many column spans
-    assert found[9] == [(1, 3, 2, 4)] and len(found[1]) == 9
-    assert rectangles_inside(torch.zeros(8, 8)) == {}
-
-
-def test_tightest_rectangle_shrinks_a_box_to_the_block_that_works():
-    torch.manual_seed(0)
-    fit, test = torch.rand(32, 1, 8, 8) * 0.4, torch.rand(32, 1, 8, 8) * 0.4
-    box = torch.zeros(8, 8)
-    box[1:6, 2:7] = 1  # a 5x5 recovered box holding the 2x2 block the model reads
-    pattern = torch.full((1, 8, 8), 0.9)
-    mask, fitted, spent = tightest_rectangle(BlockReader(), box, pattern, fit, test, 1, 0.0, 1.0, steps=5)
-    assert mask.sum() == 4 and mask[2:4, 4:6].sum() == 4 and spent > 0
-    assert torch.equal(fitted[:, mask == 0], pattern[:, mask == 0])  # the pattern changes only under the new mask
-    # from a larger smallest size on, the 2x2 block is never tried: the first area that works is taken
-    mask, _, _ = tightest_rectangle(BlockReader(), box, pattern, fit, test, 1, 0.0, 1.0, smallest=5, steps=5)
-    assert mask.sum() == 6 and mask[2:4, 4:6].sum() == 4
-    # a box the model does not read at all stays as it was
-    elsewhere = torch.zeros(8, 8)
-    elsewhere[5:8, 0:3] = 1
-    same, _, spent = tightest_rectangle(BlockReader(), elsewhere, pattern, fit, test, 1, 0.0, 1.0, steps=2)
-    assert torch.equal(same, elsewhere) and spent > 0

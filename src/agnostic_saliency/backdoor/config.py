@@ -132,16 +132,8 @@ class RecoveryConfig:
     polish_exemplars: bool = True  # the first polish, on the class's far exemplars
     polish_raw: bool = True  # the second polish, on raw samples: exemplars alone flip fewer real images
     attack_samples: int = 512  # fresh samples of the distribution behind each trigger's attack success
-    tighten: bool = False  # the smallest rectangle in the box that works as well: off until checked on an unseen split
-    tighten_slack: float = 0.02  # how much less of the held-out exemplars the tighter rectangle may flip
-    tighten_steps: int = 30  # pattern fit per candidate rectangle (all of one area in one batched fit)
 
     def __post_init__(self):
-        if not 0 <= self.tighten_slack <= 1 or self.tighten_steps < 1:
-            raise InputError(
-                "the tightening's slack is a share in [0, 1] and it needs at least one step, "
-                f"got {self.tighten_slack} and {self.tighten_steps}"
-            )
         if self.polish_steps < 0:
             raise InputError(f"the trigger polish's steps cannot be negative, got {self.polish_steps}")
         if self.attack_samples < 1:

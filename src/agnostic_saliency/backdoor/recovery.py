@@ -5,8 +5,7 @@ verdict and returns its own :class:`Recovery`, so it cannot change either.
 
 A flagged patch class's mask is hardened to the smallest region that still flips held-out
 exemplars and compacted to the box of its main part where the box still flips them (or else
-to the square the box test found on it). With ``tighten`` (off by default) the box then shrinks
-to the smallest rectangle in it that flips them as well. A
+to the square the box test found on it). A
 flagged blend's trigger is its pattern at the weakest strength that works. Each trigger's pattern
 is then refitted under its final mask, on exemplars and then on raw samples (each refit kept
 unless it flips fewer held-out samples), and its attack success rate measured.
@@ -22,7 +21,7 @@ import torch
 from .evidence import Evidence
 from .fitting import Probe, blend_test
 from .patterns import polished_pattern
-from .regions import compact_region, fills_its_box, tightest_rectangle, working_box
+from .regions import compact_region, fills_its_box, working_box
 from .stamps import attack_success
 from .verdict import Verdict
 
@@ -58,9 +57,6 @@ def recover(probe: Probe, evidence: Evidence, verdict: Verdict, images: torch.Te
             hard[k] = torch.full(probe.image_shape, done.strengths[k] or evidence.table.blend_strength[k])
         else:
             hard[k] = patch_trigger(probe, evidence, k, patterns[k])
-            if probe.config.recovery.tighten:
-                hard[k], patterns[k], spent = tighter_patch(probe, evidence, k, hard[k], patterns[k])
-                done.sample_gradients += spent
     polish(probe, evidence, flagged, hard, patterns, done)
     attack_samples = probe.config.recovery.attack_samples
     fresh = probe.source.sample(attack_samples, torch.Generator().manual_seed(probe.seed + 7), probe.device)
@@ -91,30 +87,6 @@ def patch_trigger(probe: Probe, evidence: Evidence, k: int, pattern: torch.Tenso
         square = working_box(probe.model, region, pattern, others, k, side, spots, required, spp)
         boxed = boxed if square is None else square
     return boxed.cpu()
-
-
-def tighter_patch(probe: Probe, evidence: Evidence, k: int, mask: torch.Tensor, pattern: torch.Tensor):
-    """The patch's mask shrunk to the smallest rectangle in its box that flips the class's far
-    held-out exemplars as well (:func:`.regions.tightest_rectangle`), searched from the size of
-    the class's hard region up; (mask, pattern, per-sample gradients spent), on the CPU."""
-    settings, pool, device = probe.config, evidence.pool, probe.device
-    mask, pattern, spent = tightest_rectangle(
-        probe.model,
-        mask.to(device),
-        pattern.to(device),
-        pool.fit[pool.fit_far[:, k]],
-        pool.held_out[pool.held_far[:, k]],
-        k,
-        probe.low,
-        probe.high,
-        smallest=evidence.table.region_pixels[k],
-        slack=settings.recovery.tighten_slack,
-        required=settings.fit.required,
-        steps=settings.recovery.tighten_steps,
-        generator=torch.Generator().manual_seed(probe.seed + 21),  # leaves the scan's own draws as they were
-        chunk=probe.samples_per_pass,
-    )
-    return mask.cpu(), pattern.cpu(), spent
 
 
 def polish(probe: Probe, evidence: Evidence, flagged: list[int], hard: list, patterns: torch.Tensor, done) -> None:

@@ -14,9 +14,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from .patterns import fit_patterns
 from .pool import far_samples
-from .stamps import stamp_flips, stamped_share
+from .stamps import stamp_flips
 
 REGION_SIZES = (1, 2, 4, 6, 9, 12, 16, 20, 25, 30, 36, 49, 64, 81, 100, 144, 196, 256, 400, 576, 784)
 
@@ -272,71 +271,6 @@ def compact_region(
         if len(samples) and stamp_flips(model, box, pattern, samples, target, required, chunk):
             return box
     return region
-
-
-def rectangles_inside(mask: torch.Tensor) -> dict[int, list[tuple[int, int, int, int]]]:
-    """Every rectangle (top, bottom, left, right; inclusive) inside the bounding box of the mask's
-    pixels above 0.5, by area."""
-    hard = mask > 0.5
-    rows, cols = hard.any(1).nonzero()[:, 0].tolist(), hard.any(0).nonzero()[:, 0].tolist()
-    found: dict[int, list[tuple[int, int, int, int]]] = {}
-    if not rows:
-        return found
-    for top in range(rows[0], rows[-1] + 1):
-        for bottom in range(top, rows[-1] + 1):
-            for left in range(cols[0], cols[-1] + 1):
-                for right in range(left, cols[-1] + 1):
-                    area = (bottom - top + 1) * (right - left + 1)
-                    found.setdefault(area, []).append((top, bottom, left, right))
-    return found
-
-
-@torch.no_grad()
-def tightest_rectangle(
-    model: nn.Module,
-    mask: torch.Tensor,
-    pattern: torch.Tensor,
-    fit_samples: torch.Tensor,
-    test_samples: torch.Tensor,
-    target: int,
-    low: float,
-    high: float,
-    smallest: int = 1,
-    slack: float = 0.02,
-    required: float = 0.8,
-    steps: int = 30,
-    generator: torch.Generator | None = None,
-    chunk: int = 1024,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The smallest rectangle inside the mask's bounding box whose stamp, with a pattern fitted
-    under it (:func:`.patterns.fit_patterns`, ``steps`` steps on ``fit_samples`` from ``pattern``),
-    sends as many of ``test_samples`` to ``target`` as the mask does, less ``slack`` (and at least
-    ``required``). Areas from ``smallest`` up are tried in turn, all rectangles of one area in one
-    batched fit; of those that pass, the one that flips most wins. Returns (mask, pattern,
-    per-sample gradients spent); the mask and pattern as given when no smaller rectangle passes.
-
-    Why: a recovered box can hold the trigger and much more (on the fresh splits, 20 to 56 pixels
-    for planted triggers of 9 to 16); the smallest stamp that works as well is the readable one."""
-    need = max(required, stamped_share(model, mask, pattern, test_samples, target, chunk) - slack)
-    pixels, spent = int((mask > 0.5).sum()), 0
-    for area, boxes in sorted(rectangles_inside(mask).items()):
-        if area >= pixels:
-            break
-        if area < smallest:
-            continue
-        squares = torch.zeros(len(boxes), *mask.shape, device=mask.device)
-        for row, (top, bottom, left, right) in enumerate(boxes):
-            squares[row, top : bottom + 1, left : right + 1] = 1
-        with torch.enable_grad():  # the fit takes gradients of the pattern
-            fitted, used = fit_patterns(
-                model, squares, pattern, fit_samples, target, low, high, steps, generator=generator
-            )
-        spent += used
-        shares = [stamped_share(model, box, fit, test_samples, target, chunk) for box, fit in zip(squares, fitted)]
-        best = max(range(len(boxes)), key=shares.__getitem__)
-        if shares[best] >= need:
-            return squares[best], torch.where(squares[best] > 0, fitted[best], pattern), spent
-    return mask, pattern, spent
 
 
 BLEND_STRENGTHS = tuple(round(0.01 * i, 2) for i in range(1, 101))

@@ -30,6 +30,7 @@ import time
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from trigger_placement import FLIP  # the bar at which a place counts as working
 
 from agnostic_saliency.backdoor.neural_cleanse import ORIGINAL_SETTINGS, neural_cleanse
 from agnostic_saliency.backdoor.scan import scan
@@ -59,25 +60,21 @@ def jaccard(recovered: torch.Tensor, true: torch.Tensor) -> float:
     return (a & b).sum().item() / union if union else float("nan")
 
 
-PLACE_FLIP = 0.8  # the attack success at which a place counts as working: the scan's flip bar (FitConfig.required)
-
-
 def placed_jaccard(model, recovered: torch.Tensor, true: Trigger, images, labels, target: int) -> tuple[float, list]:
     """The recovered mask's best Jaccard with the true trigger moved to any place where it still
-    works (attack success at least 0.8 on ``images``), and that shift (rows, columns).
+    works (attack success at least ``FLIP``, the scan's flip bar, on ``images``), and that shift
+    (rows, columns).
 
     Why: some trojaned models take their trigger at many places (an all-convolutional net with
     global pooling flips on its top-edge checkerboard every 4 px along the edge); a data-free scan
     sees only the model, so it cannot tell the trained place from the others, and the plain
     Jaccard with the trained place then measures luck. Places are tried best overlap first, so
     few are measured."""
-    places = sorted(true.offsets(), key=lambda shift: -jaccard(recovered, true.moved(*shift).mask))
-    for shift in places:
-        moved = true.moved(*shift)
-        overlap = jaccard(recovered, moved.mask)
+    overlaps = [(jaccard(recovered, true.moved(*shift).mask), shift) for shift in true.offsets()]
+    for overlap, shift in sorted(overlaps, key=lambda pair: -pair[0]):
         if overlap <= 0:
             break
-        if attack_success_rate(model, moved, images, labels, target) >= PLACE_FLIP:
+        if attack_success_rate(model, true.moved(*shift), images, labels, target) >= FLIP:
             return overlap, list(shift)
     return 0.0, None
 

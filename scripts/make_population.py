@@ -12,6 +12,7 @@
     python scripts/make_population.py --test-split fresh2  # 14 more in artifacts/population-fresh2/
     python scripts/make_population.py --test-split fresh3  # 12 more in artifacts/population-fresh3/
     python scripts/make_population.py --test-split fresh4  # 12 more in artifacts/population-fresh4/
+    python scripts/make_population.py --test-split fresh5  # 12 more in artifacts/population-fresh5/
 
 Writes into ``--out`` (default ``artifacts/population/``, git-ignored; ``tests/fixtures/population/``
 with ``--fixtures``): ``<name>.safetensors`` (state dict), ``<name>.trigger.safetensors`` (true
@@ -62,7 +63,13 @@ trigger recovery: 12 models, 6 trojaned, seeds 120-131; allconv (3 clean, 2 troj
 and 1), CNN (1 and 2), MLP (1 and 1); a 3 px checkerboard two pixels in from the top-left corner
 and a 5 px x sign high in the middle (allconv), a 4 px random patch inside the image on the right
 (LeNet), a horizontal 1 px line 10 px long near the top and the ``blobs`` blend (CNN), and a 3 px
-random patch two pixels in from the bottom-right corner (MLP).
+random patch two pixels in from the bottom-right corner (MLP). Its results left the recovered
+boxes 2 to 6 times the planted triggers again, so ``--test-split fresh5`` builds a fifth split before
+any further change to the recovery: 12 models, 6 trojaned, seeds 140-151; allconv (3 clean, 3
+trojaned), LeNet, CNN and MLP (1 and 1 each); a 3 px white patch two pixels in from the top-right
+corner, a 5 px plus sign in the upper left and the ``stripes`` blend (allconv), a 3 px white patch
+flush in the bottom-right corner (CNN), a 4 px checkerboard low in the middle (LeNet) and a
+vertical 1 px line 8 px long inside the left edge (MLP).
 
 Training: Adam with a one-cycle schedule (``train_classifier``), lr 3e-3, batch 128, on the
 60,000 training images; 2 epochs for the convolutional nets, 3 for the MLP; 10% of every batch is
@@ -289,7 +296,26 @@ FRESH4_RECIPES = [
     _patch("mlp-patch3-insetbr-random", M, "fresh4", 130, 0, 3, (22, 22), "random"),
     _blend("cnn-blend-blobs", C, "fresh4", 131, 7, 0.15, "blobs"),
 ]
-ALL_RECIPES = RECIPES + TEST_RECIPES + TEST2_RECIPES + FRESH_RECIPES + FRESH2_RECIPES + FRESH3_RECIPES + FRESH4_RECIPES
+FRESH5_RECIPES = [
+    # fresh5: defined and built after fresh4's results were seen and before any further change to
+    # the scan's trigger recovery; white patches (in no fresh split yet) inset at the top right and
+    # flush in the bottom-right corner, a plus sign in the upper left, a checkerboard low in the
+    # middle, a vertical line on the MLP and the stripes blend on the batch-norm net
+    _clean("allconv-clean-12", A, "fresh5", 140),
+    _clean("allconv-clean-13", A, "fresh5", 141),
+    _clean("allconv-clean-14", A, "fresh5", 142),
+    _clean("lenet-clean-10", L, "fresh5", 143),
+    _clean("cnn-clean-7", C, "fresh5", 144),
+    _clean("mlp-clean-8", M, "fresh5", 145),
+    _patch("allconv-patch3-insettr-white", A, "fresh5", 146, 6, 3, (2, 23), "white"),
+    _sign("allconv-plus5-upperleft", A, "fresh5", 147, 2, 5, (4, 4), "plus"),
+    _patch("cnn-patch3-brcorner-white", C, "fresh5", 148, 9, 3, (25, 25), "white"),
+    _patch("lenet-patch4-lowmid-checker", L, "fresh5", 149, 3, 4, (19, 12), "checkerboard"),
+    _sign("mlp-vline8-innerleft", M, "fresh5", 150, 7, 8, (8, 5), "vline"),
+    _blend("allconv-blend-stripes", A, "fresh5", 151, 1, 0.15, "stripes"),
+]
+FRESH_SPLITS = FRESH_RECIPES + FRESH2_RECIPES + FRESH3_RECIPES + FRESH4_RECIPES + FRESH5_RECIPES
+ALL_RECIPES = RECIPES + TEST_RECIPES + TEST2_RECIPES + FRESH_SPLITS
 TEST_SPLITS = {
     "test": (TEST_RECIPES, ROOT / "artifacts" / "population-test"),
     "test2": (TEST2_RECIPES, ROOT / "artifacts" / "population-test2"),
@@ -297,6 +323,7 @@ TEST_SPLITS = {
     "fresh2": (FRESH2_RECIPES, ROOT / "artifacts" / "population-fresh2"),
     "fresh3": (FRESH3_RECIPES, ROOT / "artifacts" / "population-fresh3"),
     "fresh4": (FRESH4_RECIPES, ROOT / "artifacts" / "population-fresh4"),
+    "fresh5": (FRESH5_RECIPES, ROOT / "artifacts" / "population-fresh5"),
 }
 SMALL = [
     "lenet-clean-0",
@@ -420,7 +447,7 @@ def main() -> int:
         nargs="?",
         const="test",
         choices=sorted(TEST_SPLITS),
-        help="a test split's models (test, the default, test2, fresh, fresh2, fresh3 or fresh4), "
+        help="a test split's models (test, the default, test2, fresh, fresh2, fresh3, fresh4 or fresh5), "
         "into artifacts/population-<split>/ by default",
     )
     parser.add_argument(

@@ -66,10 +66,16 @@ and a 5 px x sign high in the middle (allconv), a 4 px random patch inside the i
 random patch two pixels in from the bottom-right corner (MLP). Its results left the recovered
 boxes 2 to 6 times the planted triggers again, so ``--test-split fresh5`` builds a fifth split before
 any further change to the recovery: 12 models, 6 trojaned, seeds 140-151; allconv (3 clean, 3
-trojaned), LeNet, CNN and MLP (1 and 1 each); a 3 px white patch two pixels in from the top-right
-corner, a 5 px plus sign in the upper left and the ``stripes`` blend (allconv), a 3 px white patch
-flush in the bottom-right corner (CNN), a 4 px checkerboard low in the middle (LeNet) and a
-vertical 1 px line 8 px long inside the left edge (MLP).
+trojaned), LeNet (1 and 1), CNN (1 and 2) and MLP (1 clean); a 3 px white patch two pixels in from
+the top-right corner, a 5 px plus sign in the upper left and the ``stripes`` blend (allconv), a 3 px
+white patch flush in the bottom-right corner and a vertical 1 px line 10 px long in the upper left
+(CNN), and a 4 px checkerboard low in the middle (LeNet). ``--test-split fresh5 --threads 1 --quiet``
+built it in 427 s (2026-12-02, beside one other job); its line, first on the MLP at (8, 5), learnt to
+93.0% (8 px) and 93.6% (10 px) attack success, and on the CNN there to 94.0%, under the 95% check,
+so it was moved to (2, 3) and rebuilt (``--only``, its old entries removed from the manifest) before
+any scan ran on the split: clean accuracy allconv 88.52-88.83%, LeNet 87.45-87.88%, CNN
+89.09-89.57%, MLP 87.70%; attack success 98.87% (the inset white patch) to 100%, the plus sign
+98.99%, the line 99.72%.
 
 Training: Adam with a one-cycle schedule (``train_classifier``), lr 3e-3, batch 128, on the
 60,000 training images; 2 epochs for the convolutional nets, 3 for the MLP; 10% of every batch is
@@ -311,7 +317,9 @@ FRESH5_RECIPES = [
     _sign("allconv-plus5-upperleft", A, "fresh5", 147, 2, 5, (4, 4), "plus"),
     _patch("cnn-patch3-brcorner-white", C, "fresh5", 148, 9, 3, (25, 25), "white"),
     _patch("lenet-patch4-lowmid-checker", L, "fresh5", 149, 3, 4, (19, 12), "checkerboard"),
-    _sign("mlp-vline8-innerleft", M, "fresh5", 150, 7, 8, (8, 5), "vline"),
+    # first an MLP's line at (8, 5), 8 then 10 px long, and the CNN's 10 px there: each learnt to 93-94%
+    # attack success only, under the 95% check (garments cover that column); moved up, where it is dark
+    _sign("cnn-vline10-upperleft", C, "fresh5", 150, 7, 10, (2, 3), "vline"),
     _blend("allconv-blend-stripes", A, "fresh5", 151, 1, 0.15, "stripes"),
 ]
 FRESH_SPLITS = FRESH_RECIPES + FRESH2_RECIPES + FRESH3_RECIPES + FRESH4_RECIPES + FRESH5_RECIPES

@@ -37,7 +37,7 @@ from agnostic_saliency.backdoor.config import ScanConfig  # noqa: E402
 from agnostic_saliency.backdoor.evidence import gather_evidence  # noqa: E402
 from agnostic_saliency.backdoor.regions import smallest_box  # noqa: E402
 from agnostic_saliency.backdoor.scan import _probe  # noqa: E402
-from agnostic_saliency.backdoor.stamps import stamped_share  # noqa: E402
+from agnostic_saliency.backdoor.stamps import attack_success  # noqa: E402
 from agnostic_saliency.backdoor.verdict import largest_box, verdict  # noqa: E402
 from agnostic_saliency.models import InputSpec  # noqa: E402
 from agnostic_saliency.models.running import frozen  # noqa: E402
@@ -55,15 +55,11 @@ def elsewhere(probabilities: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.one_hot(probabilities.argmax(1), probabilities.shape[1]).float()
 
 
-@torch.no_grad()
 def true_trigger_shares(model, mask, pattern, target: int, far, held_out, raw) -> dict:
-    """The share of each sample set (samples already on ``target`` left out) that the true
-    trigger sends to the target."""
-    shares = {}
-    for name, samples in (("far", far), ("held_out", held_out), ("raw", raw)):
-        kept = samples[model(samples).argmax(1) != target]
-        shares[name] = stamped_share(model, mask, pattern, kept, target) if len(kept) else None
-    return shares
+    """The true trigger's attack success on each sample set (samples already on ``target`` left
+    out; None where none is left)."""
+    sets = (("far", far), ("held_out", held_out), ("raw", raw))
+    return {name: attack_success(model, mask, pattern, samples, target) for name, samples in sets}
 
 
 def model_row(entry: dict, model, population: Path, seed: int, raw_samples: int) -> dict:

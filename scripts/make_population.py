@@ -306,7 +306,7 @@ FRESH5_RECIPES = [
     # fresh5: defined and built after fresh4's results were seen and before any further change to
     # the scan's trigger recovery; white patches (in no fresh split yet) inset at the top right and
     # flush in the bottom-right corner, a plus sign in the upper left, a checkerboard low in the
-    # middle, a vertical line on the MLP and the stripes blend on the batch-norm net
+    # middle, a vertical line on the CNN and the stripes blend on the batch-norm net
     _clean("allconv-clean-12", A, "fresh5", 140),
     _clean("allconv-clean-13", A, "fresh5", 141),
     _clean("allconv-clean-14", A, "fresh5", 142),

@@ -13,6 +13,7 @@
     python scripts/make_population.py --test-split fresh3  # 12 more in artifacts/population-fresh3/
     python scripts/make_population.py --test-split fresh4  # 12 more in artifacts/population-fresh4/
     python scripts/make_population.py --test-split fresh5  # 12 more in artifacts/population-fresh5/
+    python scripts/make_population.py --test-split fresh6  # 12 more in artifacts/population-fresh6/
 
 Writes into ``--out`` (default ``artifacts/population/``, git-ignored; ``tests/fixtures/population/``
 with ``--fixtures``): ``<name>.safetensors`` (state dict), ``<name>.trigger.safetensors`` (true
@@ -322,7 +323,25 @@ FRESH5_RECIPES = [
     _sign("cnn-vline10-upperleft", C, "fresh5", 150, 7, 10, (2, 3), "vline"),
     _blend("allconv-blend-stripes", A, "fresh5", 151, 1, 0.15, "stripes"),
 ]
-FRESH_SPLITS = FRESH_RECIPES + FRESH2_RECIPES + FRESH3_RECIPES + FRESH4_RECIPES + FRESH5_RECIPES
+FRESH6_RECIPES = [
+    # fresh6: defined and built after fresh5's results were seen and before the small-box evidence
+    # they prompted was wired into the scan; a random patch flush in the bottom-left corner, a plus
+    # sign on the right and a checkerboard flush at the bottom middle (allconv), an x sign low on the
+    # right (CNN), a horizontal line low on the left (LeNet) and the blob blend on the batch-norm net
+    _clean("allconv-clean-15", A, "fresh6", 160),
+    _clean("allconv-clean-16", A, "fresh6", 161),
+    _clean("allconv-clean-17", A, "fresh6", 162),
+    _clean("lenet-clean-11", L, "fresh6", 163),
+    _clean("cnn-clean-8", C, "fresh6", 164),
+    _clean("mlp-clean-9", M, "fresh6", 165),
+    _patch("allconv-patch4-blcorner-random", A, "fresh6", 166, 5, 4, (24, 0), "random"),
+    _sign("allconv-plus5-midright", A, "fresh6", 167, 0, 5, (12, 21), "plus"),
+    _patch("allconv-patch3-bottommid-checker", A, "fresh6", 168, 9, 3, (25, 13), "checkerboard"),
+    _sign("cnn-x5-lowerright", C, "fresh6", 169, 4, 5, (20, 21), "x"),
+    _sign("lenet-hline10-lowleft", L, "fresh6", 170, 2, 10, (24, 2), "hline"),
+    _blend("allconv-blend-blobs", A, "fresh6", 171, 6, 0.15, "blobs"),
+]
+FRESH_SPLITS = FRESH_RECIPES + FRESH2_RECIPES + FRESH3_RECIPES + FRESH4_RECIPES + FRESH5_RECIPES + FRESH6_RECIPES
 ALL_RECIPES = RECIPES + TEST_RECIPES + TEST2_RECIPES + FRESH_SPLITS
 TEST_SPLITS = {
     "test": (TEST_RECIPES, ROOT / "artifacts" / "population-test"),
@@ -332,6 +351,7 @@ TEST_SPLITS = {
     "fresh3": (FRESH3_RECIPES, ROOT / "artifacts" / "population-fresh3"),
     "fresh4": (FRESH4_RECIPES, ROOT / "artifacts" / "population-fresh4"),
     "fresh5": (FRESH5_RECIPES, ROOT / "artifacts" / "population-fresh5"),
+    "fresh6": (FRESH6_RECIPES, ROOT / "artifacts" / "population-fresh6"),
 }
 SMALL = [
     "lenet-clean-0",
@@ -455,7 +475,7 @@ def main() -> int:
         nargs="?",
         const="test",
         choices=sorted(TEST_SPLITS),
-        help="a test split's models (test, the default, test2, fresh, fresh2, fresh3, fresh4 or fresh5), "
+        help="a test split's models (test, the default, test2, fresh, fresh2, ..., fresh6), "
         "into artifacts/population-<split>/ by default",
     )
     parser.add_argument(

@@ -4,13 +4,13 @@
     python benchmarks/scan_ablation.py --seeds 3 \
         --json benchmarks/results/scan_ablation_cpu_seeds0-2_population.json
 
-The parts: the look that searches a too-wide box further (every size; two more looks, the fitted
-box and the raw refit, were measured here and deleted), the two pattern polishes of recovery, and
-the second draw. Every variant of one model
-and seed shares one fit: the pool and the signature fits do not depend on these switches, and
-each look and polish draws from its own seeded stream, so a variant's result equals a scan run
-with that switch alone (``tests/benchmarks`` checks it on one model). That makes the
-variants cost about two scans, not one each.
+The parts: the looks that search a too-wide box further (every size, and the small box anywhere;
+two more looks, the fitted box and the raw refit, were measured here and deleted), the two
+pattern polishes of recovery, and the second draw. Every variant of one model and seed shares
+one fit: the pool and the signature fits do not depend on these switches, and each look and
+polish draws from its own seeded stream, so a variant's result equals a scan run with that
+switch alone (``tests/benchmarks`` checks it on one model). That makes the variants cost about
+two scans, not one each.
 
 Printed per variant and seed, and as mean and spread over the seeds: ROC-AUC (model score: the
 largest anomaly index), targets flagged, clean models flagged, the mean Jaccard of the recovered
@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "default": {},
     "no every-size look": {"every_size_look": False},
+    "no small-box look": {"small_box_look": False},
     "no exemplar polish": {"polish_exemplars": False},
     "no raw polish": {"polish_raw": False},
     "one draw": {"draws": 1},
@@ -120,6 +121,8 @@ def same_evidence(a, b) -> bool:
         and torch.equal(a.patterns, b.patterns)
         and all(torch.equal(x, y) for x, y in zip(a.hard, b.hard))
         and a.spotted == b.spotted
+        and a.small_boxes.keys() == b.small_boxes.keys()
+        and all(torch.equal(x, y) for k in a.small_boxes for x, y in zip(a.small_boxes[k], b.small_boxes[k]))
     )
 
 

@@ -29,23 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agnostic_saliency.backdoor.config import ScanConfig  # noqa: E402
 from agnostic_saliency.backdoor.fitting import draw_pool  # noqa: E402
 from agnostic_saliency.backdoor.patterns import fit_patterns  # noqa: E402
+from agnostic_saliency.backdoor.regions import grid_boxes  # noqa: E402
 from agnostic_saliency.backdoor.scan import _probe  # noqa: E402
 from agnostic_saliency.backdoor.stamps import stamped_share  # noqa: E402
 from agnostic_saliency.models import InputSpec  # noqa: E402
 from agnostic_saliency.models.running import frozen  # noqa: E402
 from agnostic_saliency.models.spec import NormalizedModel  # noqa: E402
 from testbed.population import population_models  # noqa: E402
-
-
-def grid_boxes(height: int, width: int, side: int, stride: int) -> torch.Tensor:
-    """(R, H, W) masks of every side x side square whose top-left corner is on the stride grid."""
-    masks = []
-    for top in range(0, height - side + 1, stride):
-        for left in range(0, width - side + 1, stride):
-            mask = torch.zeros(height, width)
-            mask[top : top + side, left : left + side] = 1
-            masks.append(mask)
-    return torch.stack(masks)
 
 
 def small_box_reach(model, pool, k: int, boxes: torch.Tensor, low: float, high: float, steps: int, seed: int):

@@ -91,12 +91,30 @@ class BoxConfig:
     max_trigger_area: float = MAX_TRIGGER_AREA  # 8x8 on 28x28: targets took at most 64 px, easy classes 81
     box_placements: int = 3  # spots per box size in the every-size look: a checkerboard's box sat at the third
     every_size_look: bool = True  # the second look: every box size up to the bound, at the densest spots
+    small_box_look: bool = True  # the third look: a small box with its own pattern, anywhere on a grid
+    small_box_share: float = 1 / 7  # its side, a share of the image's: 4 px on 28x28 covers any 3x3 patch
+    small_box_steps: int = 30  # pattern fit steps of a finalist box (the reach was measured at 30)
+    small_box_coarse_steps: int = 10  # every box's steps before the finalists are picked
+    small_box_finalists: int = 12  # boxes that go on to the full steps: the reach is the best of these
+    small_box_rank_tests: int = 64  # held-out exemplars behind the coarse ranking (all of them judge the finalists)
+    small_box_candidates: int = 3  # the classes it runs on: the smallest signatures (pooling targets 1st or 2nd)
+    small_box_required: float = 0.2  # pooling nets' local targets reached 0.24-0.60, clean classes at most 0.12
 
     def __post_init__(self):
         if not 0 < self.max_trigger_area <= 1:
             raise InputError(f"the largest trigger area is a share of the image in (0, 1], got {self.max_trigger_area}")
         if self.box_placements < 1:
             raise InputError(f"the box test needs at least one placement, got {self.box_placements}")
+        if not 0 < self.small_box_share <= 1 or not 0 < self.small_box_required <= 1:
+            raise InputError(
+                "the small box's side and reach are shares in (0, 1], "
+                f"got {self.small_box_share} and {self.small_box_required}"
+            )
+        counts = (self.small_box_coarse_steps, self.small_box_finalists, self.small_box_candidates)
+        if min(*counts, self.small_box_rank_tests) < 1:
+            raise InputError("the small-box look needs at least one step, finalist, candidate class and test")
+        if self.small_box_steps < self.small_box_coarse_steps:
+            raise InputError("the small-box look's steps include its coarse steps: at least as many")
 
 
 @dataclass(frozen=True)

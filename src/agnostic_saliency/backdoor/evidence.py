@@ -6,9 +6,10 @@ images when given) and nudged into class exemplars (:mod:`.exemplars`). Every cl
 is fitted in one batched loop from two starts, a faint uniform mask and the class's gradient
 start, keeping the smaller (:mod:`.signatures`). Each class's hard region then gets the smallest
 square box that still flips the held-out exemplars, searched further by the looks of
-:mod:`.looks` while its box is too wide, and the weakest whole-image blend of its pattern that
-flips them. With more classes than the shortlist, a cheap pass ranks them first and only the
-most anomalous, plus a few reference classes, get the full fit (:mod:`.shortlist`).
+:mod:`.looks` while its box is too wide (the last, a small box anywhere with its own pattern),
+and the weakest whole-image blend of its pattern that flips them. With more classes than the
+shortlist, a cheap pass ranks them first and only the most anomalous, plus a few reference
+classes, get the full fit (:mod:`.shortlist`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Evidence:
     shortlist: dict  # shortlisted, reference_classes, shortlist_shift (None without a cheap pass)
     sample_gradients: int
     class_chunks: int
+    small_boxes: dict  # class -> (mask, pattern) of the small box that reached it (the small-box look)
 
 
 def cheap_pass(probe: Probe, pool: Pool, kept: int) -> dict:
@@ -155,7 +157,7 @@ def finish_evidence(probe: Probe, fitted: Fitted) -> Evidence:
     }
     return Evidence(
         table, state.masks, state.patterns, state.hard, state.spotted, pool,
-        shortlist, count, fitted.chunks,
+        shortlist, count, fitted.chunks, state.small_boxes,
     )  # fmt: skip
 
 
@@ -168,6 +170,7 @@ def evidence_table(probe: Probe, stats: dict, state, strengths: list, cheap: dic
         mask_l1=stats["mask_l1"],
         box_pixels=state.boxes,
         blend_strength=strengths,
+        small_box_reach=[state.reach.get(k) for k in classes],
         full_fit=state.full_fit,
         image_shape=probe.image_shape,
         shift=state.shift,

@@ -26,13 +26,15 @@ def fit_patterns(
 ) -> tuple[torch.Tensor, int]:
     """One pattern per mask of ``masks`` (R, H, W), each fitted with the mask held fixed so that
     ``(1 - mask) * x + mask * pattern`` sends ``samples`` to ``target``: ``steps`` Adam steps in
-    tanh space (as in the signature fit) from ``pattern`` (C, H, W), on random batches of
+    tanh space (as in the signature fit) from ``pattern`` (C, H, W; or one per mask,
+    (R, C, H, W)), on random batches of
     ``batch_size`` samples per mask. Returns the patterns (R, C, H, W) in the pixel range and the
     per-sample gradients spent."""
     generator = generator or torch.Generator().manual_seed(0)
     device = samples.device
     masks = masks.to(device)[:, None]  # (R, 1, H, W)
-    logit = to_tanh(pattern.to(device), low, high, margin=1e-3).expand(len(masks), *pattern.shape).clone()
+    logit = to_tanh(pattern.to(device), low, high, margin=1e-3)
+    logit = (logit if logit.dim() == masks.dim() else logit.expand(len(masks), *pattern.shape)).clone()
     moments = MomentIntegrator(step_size)
     labels = torch.full((len(masks) * batch_size,), target, device=device)
     for _ in range(steps):

@@ -5,8 +5,8 @@ verdict and returns its own :class:`Recovery`, so it cannot change either.
 
 A flagged patch class's mask is hardened to the smallest region that still flips held-out
 exemplars and compacted to the box of its main part where the box still flips them (or else
-to the square the box test found on it). A
-flagged blend's trigger is its pattern at the weakest strength that works. Each trigger's pattern
+to the square the box test found on it); a class the small-box look reached keeps that box and
+its pattern. A flagged blend's trigger is its pattern at the weakest strength that works. Each trigger's pattern
 is then refitted under its final mask, on exemplars and then on raw samples (each refit kept
 unless it flips fewer held-out samples), and its attack success rate measured.
 """
@@ -55,6 +55,8 @@ def recover(probe: Probe, evidence: Evidence, verdict: Verdict, images: torch.Te
     for k in flagged:
         if not verdict.compact[k]:  # a blend: the pattern over the whole image
             hard[k] = torch.full(probe.image_shape, done.strengths[k] or evidence.table.blend_strength[k])
+        elif k in evidence.small_boxes:  # the small box that reached the class, and its own pattern
+            hard[k], patterns[k] = evidence.small_boxes[k]
         else:
             hard[k] = patch_trigger(probe, evidence, k, patterns[k])
     polish(probe, evidence, flagged, hard, patterns, done)

@@ -315,3 +315,15 @@ def weakest_blend(
 def _uniform_mask(shape, device, _row: int, strength: float) -> torch.Tensor:
     """A whole-image mask of one ``strength`` (the blend test's mask, whatever the row)."""
     return torch.full(shape, strength, device=device)
+
+
+def grid_boxes(height: int, width: int, side: int, stride: int) -> torch.Tensor:
+    """(R, H, W) masks of every side x side square whose top-left corner is on the stride grid
+    (the last row and column of places flush with the bottom and right edges, so that no border
+    is out of reach)."""
+    tops = sorted(set(range(0, height - side + 1, stride)) | {height - side})
+    lefts = sorted(set(range(0, width - side + 1, stride)) | {width - side})
+    masks = torch.zeros(len(tops) * len(lefts), height, width)
+    for row, (top, left) in enumerate((top, left) for top in tops for left in lefts):
+        masks[row, top : top + side, left : left + side] = 1
+    return masks

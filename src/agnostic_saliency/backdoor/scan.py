@@ -229,6 +229,7 @@ def _class_rows(names, evidence: Evidence, judged: Verdict, recovered: Recovery,
             "shortlisted": table.shortlisted[k],
             "full_fit": table.full_fit[k],
             "cheap_anomaly": None if table.cheap_anomaly is None else table.cheap_anomaly[k],
+            "small_box_reach": None if table.small_box_reach is None else table.small_box_reach[k],
         }
         for k in range(len(names))
     ]

@@ -78,7 +78,7 @@ class EvidenceTable:
 
     signature_size: list[float]  # sqrt(mask L1 x hard region pixels)
     mask_l1: list[float]
-    box_pixels: list[int]  # the smallest working square box (H*W + 1 when none works)
+    box_pixels: list[int]  # the smallest working square box (H*W + 1 when none works; the small box's when it reached)
     blend_strength: list[float | None]  # the weakest working whole-image blend (None: none works)
     full_fit: list[bool]  # only a class with the full fit is judged
     image_shape: tuple[int, int]  # (H, W)
@@ -90,6 +90,7 @@ class EvidenceTable:
     start: list[str] | None = None
     shortlisted: list[bool] | None = None
     cheap_anomaly: list[float] | None = None
+    small_box_reach: list[float | None] | None = None  # the small-box look's reach (None where it did not run)
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,7 @@ def main() -> None:
                 if entry["trojaned"]:
                     t = entry["target"]
                     patch = row["kind"] == "patch"
-                    record["jaccard"] = jaccard(result.region_masks[t], true_mask) if patch else None
+                    record["jaccard"] = jaccard(result.region_masks[t], true_mask.mask) if patch else None
                     trigger = Trigger(result.region_masks[t], result.patterns[t])
                     record["asr"] = attack_success_rate(model, trigger, eval_x, eval_y, t)
                 row[f"{name} @ seed {seed}"] = record

@@ -38,9 +38,13 @@ def test_the_defaults_are_the_scans_and_every_switch_is_on():
     assert (config.box.max_trigger_area, config.box.box_placements) == (MAX_TRIGGER_AREA, 3)
     assert (config.blend.max_blend_strength, config.blend.blend_gap, config.blend.blend_required) == (0.14, 0.5, 0.5)
     assert config.recovery.polish_steps == 100 and config.threshold == 2.0 and config.run.draws == 2
-    switches = ("every_size_look", "polish_exemplars", "polish_raw")
+    switches = ("every_size_look", "small_box_look", "polish_exemplars", "polish_raw")
     assert all(config.flat()[name] is True for name in switches)
-    assert [look.name for look in LOOKS] == ["every size"]
+    assert [look.name for look in LOOKS] == ["every size", "small box"]
+    box = config.box
+    assert (box.small_box_share, box.small_box_steps, box.small_box_coarse_steps) == (1 / 7, 30, 10)
+    assert (box.small_box_finalists, box.small_box_rank_tests, box.small_box_candidates) == (12, 64, 3)
+    assert box.small_box_required == 0.2
     # what the functions the scan calls used to take as their own defaults
     fit = config.fit
     assert (fit.step_size, fit.init_cost, fit.cost_up, fit.target_rate) == (0.1, 1e-3, 1.5, 0.95)

@@ -299,6 +299,7 @@ def test_scan_cli_takes_its_draws(tmp_path):
             "3",
             "--shortlist",
             "0",
+            "--no-small-box-look",
             "--out",
             str(out),
             "--quiet",
@@ -306,6 +307,8 @@ def test_scan_cli_takes_its_draws(tmp_path):
     )
     assert code == 0
     report = json.loads((out / "scan.json").read_text())
+    assert report["settings"]["small_box_look"] is False
+    assert all(row["small_box_reach"] is None for row in report["classes"])  # the look never ran
     assert [draw["seed"] for draw in report["settings"]["draws"]] == [5, 6, 7]
     assert report["flagged"] == [] and report["settings"]["seed"] in (5, 6, 7)
     assert report["settings"]["shortlist"] == 0 and report["settings"]["shortlisted"] is None

@@ -19,11 +19,13 @@ from agnostic_saliency.models.architectures import FmnistLeNet  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "population"
 SPEC = InputSpec((1, 28, 28))
-# Small enough to run in seconds; a 4x4 bound leaves boxes too wide, so that the looks run.
-SMALL = dict(steps=8, pool_size=96, exemplar_steps=5, polish_steps=8, max_trigger_area=0.02)
+# Small enough to run in seconds; a 19 px bound leaves boxes too wide, so that the looks run (the
+# small box's 16 px fit under it).
+SMALL = dict(steps=8, pool_size=96, exemplar_steps=5, polish_steps=8, max_trigger_area=0.025, small_box_steps=12)
 SWITCHES = {
     "default": {},
     "no every-size look": {"every_size_look": False},
+    "no small-box look": {"small_box_look": False},
     "no raw polish": {"polish_raw": False},
     "one draw": {"draws": 1},
 }

@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "default": {},
     "no every-size look": {"every_size_look": False},
-    "no small-box look": {"small_box_look": False},
+    "small-box look": {"small_box_look": True},  # off by default: here switched on
     "no exemplar polish": {"polish_exemplars": False},
     "no raw polish": {"polish_raw": False},
     "one draw": {"draws": 1},

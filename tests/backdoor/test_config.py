@@ -38,8 +38,9 @@ def test_the_defaults_are_the_scans_and_every_switch_is_on():
     assert (config.box.max_trigger_area, config.box.box_placements) == (MAX_TRIGGER_AREA, 3)
     assert (config.blend.max_blend_strength, config.blend.blend_gap, config.blend.blend_required) == (0.14, 0.5, 0.5)
     assert config.recovery.polish_steps == 100 and config.threshold == 2.0 and config.run.draws == 2
-    switches = ("every_size_look", "small_box_look", "polish_exemplars", "polish_raw")
+    switches = ("every_size_look", "polish_exemplars", "polish_raw")
     assert all(config.flat()[name] is True for name in switches)
+    assert config.box.small_box_look is False  # opt-in: it flags the easy class of some clean nets
     assert [look.name for look in LOOKS] == ["every size", "small box"]
     box = config.box
     assert (box.small_box_share, box.small_box_steps, box.small_box_coarse_steps) == (1 / 7, 30, 10)

@@ -251,8 +251,7 @@ def test_scan_reports_its_exemplars():
 
 
 def test_a_second_draw_runs_only_while_nothing_is_flagged():
-    # a tiny pool of shallow exemplars: a small box reaches "bag" on a handful of them, so no small-box look here
-    small = dict(steps=5, pool_size=60, exemplar_steps=3, small_box_look=False, progress=False)
+    small = dict(steps=5, pool_size=60, exemplar_steps=3, progress=False)
     clean = _model("lenet-clean-0")
     both = scan(clean, SPEC, seed=3, **small)
     first, second = scan_once(clean, SPEC, seed=3, **small), scan_once(clean, SPEC, seed=4, **small)
@@ -299,7 +298,6 @@ def test_scan_cli_takes_its_draws(tmp_path):
             "3",
             "--shortlist",
             "0",
-            "--no-small-box-look",
             "--out",
             str(out),
             "--quiet",
@@ -307,7 +305,7 @@ def test_scan_cli_takes_its_draws(tmp_path):
     )
     assert code == 0
     report = json.loads((out / "scan.json").read_text())
-    assert report["settings"]["small_box_look"] is False
+    assert report["settings"]["small_box_look"] is False  # off unless asked for
     assert all(row["small_box_reach"] is None for row in report["classes"])  # the look never ran
     assert [draw["seed"] for draw in report["settings"]["draws"]] == [5, 6, 7]
     assert report["flagged"] == [] and report["settings"]["seed"] in (5, 6, 7)
@@ -367,3 +365,12 @@ def test_a_many_class_model_gets_the_full_fit_for_its_shortlist_and_references_o
     assert sum(row["full_fit"] for row in rows) == 15 and sum(row["shortlisted"] for row in rows) == 10
     assert set(result.flagged) <= {row["index"] for row in rows if row["full_fit"]}
     assert result.masks.shape == (30, 28, 28) and result.region_masks.shape == (30, 28, 28)
+
+
+def test_the_small_box_look_is_asked_for_on_the_command_line():
+    from agnostic_saliency.cli import _scan_settings, build_parser
+
+    parser = build_parser()
+    plain = parser.parse_args(["scan", "--model", "fmnist-lenet", "--out", "out"])
+    asked = parser.parse_args(["scan", "--model", "fmnist-lenet", "--out", "out", "--small-box-look"])
+    assert _scan_settings(plain)["small_box_look"] is False and _scan_settings(asked)["small_box_look"] is True

@@ -25,7 +25,7 @@ SMALL = dict(steps=8, pool_size=96, exemplar_steps=5, polish_steps=8, max_trigge
 SWITCHES = {
     "default": {},
     "no every-size look": {"every_size_look": False},
-    "no small-box look": {"small_box_look": False},
+    "small-box look": {"small_box_look": True},
     "no raw polish": {"polish_raw": False},
     "one draw": {"draws": 1},
 }

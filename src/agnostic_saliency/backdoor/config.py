@@ -91,7 +91,7 @@ class BoxConfig:
     max_trigger_area: float = MAX_TRIGGER_AREA  # 8x8 on 28x28: targets took at most 64 px, easy classes 81
     box_placements: int = 3  # spots per box size in the every-size look: a checkerboard's box sat at the third
     every_size_look: bool = True  # the second look: every box size up to the bound, at the densest spots
-    small_box_look: bool = True  # the third look: a small box with its own pattern, anywhere on a grid
+    small_box_look: bool = False  # the third look, opt-in: it flagged "bag" on a clean population MLP at 3 of 3 seeds
     small_box_share: float = 1 / 7  # its side, a share of the image's: 4 px on 28x28 covers any 3x3 patch
     small_box_steps: int = 30  # pattern fit steps of a finalist box (the reach was measured at 30)
     small_box_coarse_steps: int = 10  # every box's steps before the finalists are picked

@@ -77,6 +77,14 @@ so it was moved to (2, 3) and rebuilt (``--only``, its old entries removed from 
 any scan ran on the split: clean accuracy allconv 88.52-88.83%, LeNet 87.45-87.88%, CNN
 89.09-89.57%, MLP 87.70%; attack success 98.87% (the inset white patch) to 100%, the plus sign
 98.99%, the line 99.72%.
+Its results prompted the scan's small-box look, so ``--test-split fresh6`` builds a sixth split
+before that look was added: 12 models, 6 trojaned, seeds 160-171; allconv (3 clean, 4 trojaned),
+LeNet, CNN and MLP (1 clean each), LeNet and CNN (1 trojaned each); a 4 px random patch flush in the
+bottom-left corner, a 5 px plus sign on the right, a 3 px checkerboard flush at the bottom middle
+and the ``blobs`` blend (allconv), a 5 px x sign low on the right (CNN) and a horizontal 1 px line
+10 px long low on the left (LeNet). ``--test-split fresh6 --threads 1 --quiet`` built it in 759 s
+(2026-12-02, beside one other build): clean accuracy allconv 88.36-89.21%, LeNet 87.44-87.89%,
+CNN 89.47-89.61%, MLP 87.68%; attack success 96.00% (the line) to 100%.
 
 Training: Adam with a one-cycle schedule (``train_classifier``), lr 3e-3, batch 128, on the
 60,000 training images; 2 epochs for the convolutional nets, 3 for the MLP; 10% of every batch is

@@ -14,6 +14,7 @@
     python scripts/make_population.py --test-split fresh4  # 12 more in artifacts/population-fresh4/
     python scripts/make_population.py --test-split fresh5  # 12 more in artifacts/population-fresh5/
     python scripts/make_population.py --test-split fresh6  # 12 more in artifacts/population-fresh6/
+    python scripts/make_population.py --test-split fresh7  # 12 more in artifacts/population-fresh7/
 
 Writes into ``--out`` (default ``artifacts/population/``, git-ignored; ``tests/fixtures/population/``
 with ``--fixtures``): ``<name>.safetensors`` (state dict), ``<name>.trigger.safetensors`` (true
@@ -85,6 +86,13 @@ and the ``blobs`` blend (allconv), a 5 px x sign low on the right (CNN) and a ho
 10 px long low on the left (LeNet). ``--test-split fresh6 --threads 1 --quiet`` built it in 759 s
 (2026-12-02, beside one other build): clean accuracy allconv 88.36-89.21%, LeNet 87.44-87.89%,
 CNN 89.47-89.61%, MLP 87.68%; attack success 96.00% (the line) to 100%.
+Its results were seen with and without that look (which a clean CNN's "bag" class fooled), so
+``--test-split fresh7`` builds a seventh split before any change to the look or to the trigger
+recovery: 12 models, 6 trojaned, seeds 180-191; allconv (3 clean, 3 trojaned), LeNet (1 clean, 2
+trojaned), CNN (1 and 1) and MLP (1 clean); a 4 px random patch flush in the top-right corner, a
+5 px x sign against the middle of the left edge and a 3 px checkerboard flush on the right edge,
+low (allconv), a 5 px plus sign in the upper left (CNN), a vertical 1 px line 10 px long on the
+right (LeNet) and the ``waves`` blend on a LeNet.
 
 Training: Adam with a one-cycle schedule (``train_classifier``), lr 3e-3, batch 128, on the
 60,000 training images; 2 epochs for the convolutional nets, 3 for the MLP; 10% of every batch is
@@ -349,7 +357,27 @@ FRESH6_RECIPES = [
     _sign("lenet-hline10-lowleft", L, "fresh6", 170, 2, 10, (24, 2), "hline"),
     _blend("allconv-blend-blobs", A, "fresh6", 171, 6, 0.15, "blobs"),
 ]
-FRESH_SPLITS = FRESH_RECIPES + FRESH2_RECIPES + FRESH3_RECIPES + FRESH4_RECIPES + FRESH5_RECIPES + FRESH6_RECIPES
+FRESH7_RECIPES = [
+    # fresh7: defined before any change to the scan's trigger recovery or to its small-box look
+    # prompted by fresh6's results; a random patch flush in the top-right corner, an x sign against
+    # the middle of the left edge and a checkerboard flush on the right edge, low (allconv), a plus
+    # sign in the upper left (CNN), a vertical line on the right (LeNet), the waves blend (LeNet)
+    _clean("allconv-clean-18", A, "fresh7", 180),
+    _clean("allconv-clean-19", A, "fresh7", 181),
+    _clean("allconv-clean-20", A, "fresh7", 182),
+    _clean("lenet-clean-12", L, "fresh7", 183),
+    _clean("cnn-clean-9", C, "fresh7", 184),
+    _clean("mlp-clean-10", M, "fresh7", 185),
+    _patch("allconv-patch4-trcorner-random", A, "fresh7", 186, 7, 4, (0, 24), "random"),
+    _sign("allconv-x5-midleft", A, "fresh7", 187, 3, 5, (12, 1), "x"),
+    _patch("allconv-patch3-lowright-checker", A, "fresh7", 188, 8, 3, (20, 25), "checkerboard"),
+    _sign("cnn-plus5-upperleft", C, "fresh7", 189, 1, 5, (2, 2), "plus"),
+    _sign("lenet-vline10-right", L, "fresh7", 190, 9, 10, (2, 26), "vline"),
+    _blend("lenet-blend-waves", L, "fresh7", 191, 4, 0.15, "waves"),
+]
+FRESH_SPLITS = (
+    FRESH_RECIPES + FRESH2_RECIPES + FRESH3_RECIPES + FRESH4_RECIPES + FRESH5_RECIPES + FRESH6_RECIPES + FRESH7_RECIPES
+)
 ALL_RECIPES = RECIPES + TEST_RECIPES + TEST2_RECIPES + FRESH_SPLITS
 TEST_SPLITS = {
     "test": (TEST_RECIPES, ROOT / "artifacts" / "population-test"),
@@ -360,6 +388,7 @@ TEST_SPLITS = {
     "fresh4": (FRESH4_RECIPES, ROOT / "artifacts" / "population-fresh4"),
     "fresh5": (FRESH5_RECIPES, ROOT / "artifacts" / "population-fresh5"),
     "fresh6": (FRESH6_RECIPES, ROOT / "artifacts" / "population-fresh6"),
+    "fresh7": (FRESH7_RECIPES, ROOT / "artifacts" / "population-fresh7"),
 }
 SMALL = [
     "lenet-clean-0",

@@ -175,6 +175,7 @@ def main() -> None:
                         [c["compact"] or c["faint_blend"] for c in result.classes],
                     ),
                     "seconds": result.seconds,
+                    "small_box_reach": [c.get("small_box_reach") for c in result.classes],
                 }
                 if entry["trojaned"]:
                     t = entry["target"]

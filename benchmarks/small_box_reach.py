@@ -58,6 +58,27 @@ def small_box_reach(model, pool, k: int, boxes: torch.Tensor, low: float, high: 
     return shares[best], best
 
 
+def grown_reach(model, pool, k: int, box: torch.Tensor, sides, low, high, steps: int, seed: int) -> dict:
+    """Per side of ``sides``: the largest reach (as :func:`small_box_reach`) of a square of that
+    side that holds ``box``, at every such place. A trigger the small box covers in part should be
+    reached in full by a box a little larger; a class that is merely easy to reach, only a little more."""
+    rows, cols = box.nonzero()[:, 0], box.nonzero()[:, 1]
+    top, left, side = int(rows.min()), int(cols.min()), int(rows.max() - rows.min()) + 1
+    height, width = box.shape
+    grown = {}
+    for size in sides:
+        places = [
+            (r, c)
+            for r in range(max(0, top + side - size), min(top, height - size) + 1)
+            for c in range(max(0, left + side - size), min(left, width - size) + 1)
+        ]
+        masks = torch.zeros(len(places), height, width)
+        for row, (r, c) in enumerate(places):
+            masks[row, r : r + size, c : c + size] = 1
+        grown[size] = small_box_reach(model, pool, k, masks, low, high, steps, seed)[0] if places else None
+    return grown
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--population", type=Path, default=Path("artifacts/population-fresh4"))
@@ -67,8 +88,12 @@ def main(argv=None) -> int:
     parser.add_argument("--side", type=int, default=4, help="the box's side in pixels (default 4)")
     parser.add_argument("--stride", type=int, default=2, help="places every STRIDE pixels (default 2)")
     parser.add_argument("--steps", type=int, default=30, help="pattern fit steps per box (default 30)")
+    parser.add_argument("--classes", help="comma-separated classes to measure (default all)")
+    parser.add_argument("--grow", help="comma-separated larger sides: each class's best box grown to them")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args(argv)
+    classes = [int(k) for k in args.classes.split(",")] if args.classes else list(range(10))
+    sides = [int(s) for s in args.grow.split(",")] if args.grow else []
     spec, config = InputSpec((1, 28, 28)), ScanConfig.from_settings(progress=False)
     boxes = grid_boxes(28, 28, args.side, args.stride)
     rows = []
@@ -79,7 +104,17 @@ def main(argv=None) -> int:
         with frozen(model):
             probe = _probe(wrapped, spec, config, torch.device("cpu"), 10, args.seed, None)
             pool, _ = draw_pool(probe)
-            reach = [small_box_reach(wrapped, pool, k, boxes, probe.low, probe.high, args.steps, k) for k in range(10)]
+            reach = [
+                small_box_reach(wrapped, pool, k, boxes, probe.low, probe.high, args.steps, k)
+                if k in classes
+                else (float("nan"), -1)
+                for k in range(10)
+            ]
+            grown = {
+                k: grown_reach(wrapped, pool, k, boxes[reach[k][1]], sides, probe.low, probe.high, args.steps, k)
+                for k in classes
+                if sides
+            }
         target = entry["target"]
         row = {
             "name": entry["name"],
@@ -88,12 +123,16 @@ def main(argv=None) -> int:
             "kind": (entry["trigger"] or {}).get("kind"),
             "reach": [share for share, _ in reach],
             "box": [int(index) for _, index in reach],
+            "grown": {str(k): {str(size): share for size, share in g.items()} for k, g in grown.items()},
             "seconds": time.perf_counter() - start,
         }
         rows.append(row)
         text = " ".join(f"{'*' if k == target else ' '}{share:.2f}" for k, (share, _) in enumerate(reach))
         print(f"{entry['name']:32s} target {target!s:>4s} {text}  ({row['seconds']:.0f} s)", flush=True)
-    clean = [max(r["reach"]) for r in rows if r["target"] is None]
+        for k, g in grown.items():
+            shown = "  ".join(f"side {size} {share:.2f}" for size, share in g.items() if share is not None)
+            print(f"    class {k}: {shown}")
+    clean = [max(x for x in r["reach"] if x == x) for r in rows if r["target"] is None]
     targets = [(r["name"], r["reach"][r["target"]]) for r in rows if r["target"] is not None]
     print(f"\nclean models' largest reach: {max(clean, default=float('nan')):.2f}")
     for name, share in targets:

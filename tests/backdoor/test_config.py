@@ -45,7 +45,7 @@ def test_the_defaults_are_the_scans_and_every_switch_is_on():
     box = config.box
     assert (box.small_box_share, box.small_box_steps, box.small_box_coarse_steps) == (1 / 7, 30, 10)
     assert (box.small_box_finalists, box.small_box_rank_tests, box.small_box_candidates) == (12, 64, 3)
-    assert box.small_box_required == 0.2
+    assert (box.small_box_required, box.small_box_grow) == (0.6, 1)
     # what the functions the scan calls used to take as their own defaults
     fit = config.fit
     assert (fit.step_size, fit.init_cost, fit.cost_up, fit.target_rate) == (0.1, 1e-3, 1.5, 0.95)

@@ -8,6 +8,7 @@ from agnostic_saliency.backdoor.config import ScanConfig
 from agnostic_saliency.backdoor.fitting import Pool
 from agnostic_saliency.backdoor.looks import (
     BoxState,
+    grown_reach,
     small_box_look,
     small_box_reach,
     small_box_side,
@@ -30,8 +31,17 @@ class BottomRight(nn.Module):
         return torch.stack([0.5 - bright, bright - 0.5, torch.full_like(bright, -5.0)], 1) * 10
 
 
-def _setup(**settings):
-    model = NormalizedModel(BottomRight(), SPEC)
+class WideBottomRight(nn.Module):
+    """Class 1 when the bottom-right 5x5 block is bright: a white 4x4 box in its corner flips only
+    the samples whose other nine pixels are bright enough, the whole block every sample."""
+
+    def forward(self, x):
+        bright = x[:, 0, 23:, 23:].mean((1, 2))
+        return torch.stack([0.69 - bright, bright - 0.69, torch.full_like(bright, -5.0)], 1) * 10
+
+
+def _setup(net=None, **settings):
+    model = NormalizedModel(net or BottomRight(), SPEC)
     config = ScanConfig.from_settings(progress=False, **settings)
     probe = _probe(model, SPEC, config, torch.device("cpu"), 3, 0, None)
     samples = torch.rand(96, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 0.3
@@ -91,6 +101,24 @@ def test_the_look_gives_a_reached_class_its_small_box_and_leaves_the_others():
     assert list(state.small_boxes) == [1] and state.spent > 0
 
 
+def test_a_box_a_pixel_wider_confirms_a_trigger_the_small_box_only_covers_in_part():
+    probe, pool = _setup(WideBottomRight(), small_box_coarse_steps=30)  # every box fitted in full
+    boxes = grid_boxes(28, 28, 4, 2)
+    share, row, patterns, _ = small_box_reach(probe, pool, 1, boxes, torch.Generator().manual_seed(0))
+    assert 0 < share < 0.6 and boxes[row, 24:, 24:].sum() == 16  # the corner box flips some
+    grown, mask, pattern, spent = grown_reach(probe, pool, 1, boxes[row], patterns[row], torch.Generator().manual_seed(0))
+    assert grown == 1.0 and mask[23:, 23:].sum() == 25 and mask.sum() == 25 and spent > 0
+    state = _state([1.0, 1.0, 1.0], [785, 785, 785])
+    small_box_look(probe, pool, state, [1])
+    assert state.reach[1] == 1.0 and state.boxes[1] == 25  # the wider box is the class's box
+    assert state.small_boxes[1][0].sum() == 25
+    # without growing, the class is not reached
+    probe, pool = _setup(WideBottomRight(), small_box_coarse_steps=30, small_box_grow=0)
+    state = _state([1.0, 1.0, 1.0], [785, 785, 785])
+    small_box_look(probe, pool, state, [1])
+    assert state.reach[1] == share and state.boxes[1] == 785 and not state.small_boxes
+
+
 def test_the_look_runs_on_the_smallest_signatures_whose_box_is_too_wide():
     probe, _ = _setup(small_box_candidates=2)
     # the size index is highest for the smallest signatures: classes 0, then 5
@@ -109,7 +137,13 @@ def test_the_look_runs_on_the_smallest_signatures_whose_box_is_too_wide():
 
 @pytest.mark.parametrize(
     "settings",
-    [{"small_box_share": 0}, {"small_box_required": 1.5}, {"small_box_finalists": 0}, {"small_box_steps": 5}],
+    [
+        {"small_box_share": 0},
+        {"small_box_required": 1.5},
+        {"small_box_finalists": 0},
+        {"small_box_steps": 5},
+        {"small_box_grow": -1},
+    ],
 )
 def test_bad_small_box_settings_are_refused(settings):
     with pytest.raises(InputError):

@@ -106,7 +106,8 @@ def test_a_box_a_pixel_wider_confirms_a_trigger_the_small_box_only_covers_in_par
     boxes = grid_boxes(28, 28, 4, 2)
     share, row, patterns, _ = small_box_reach(probe, pool, 1, boxes, torch.Generator().manual_seed(0))
     assert 0 < share < 0.6 and boxes[row, 24:, 24:].sum() == 16  # the corner box flips some
-    grown, mask, pattern, spent = grown_reach(probe, pool, 1, boxes[row], patterns[row], torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    grown, mask, pattern, spent = grown_reach(probe, pool, 1, boxes[row], patterns[row], generator)
     assert grown == 1.0 and mask[23:, 23:].sum() == 25 and mask.sum() == 25 and spent > 0
     state = _state([1.0, 1.0, 1.0], [785, 785, 785])
     small_box_look(probe, pool, state, [1])
